@@ -1,0 +1,391 @@
+"""The ``dssh`` command: argument parsing and printing only; the work is in the API.
+
+Imports stay light at the top so ``dssh --help`` and ``dssh status`` start fast;
+SSH and asyncio are imported only by the commands that connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_NO_HOST, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors exit 2, as the spec says
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"dssh: error: {message}\n")
+
+
+def _common(p: argparse.ArgumentParser, *, results: bool = True) -> None:
+    p.add_argument("-i", "--inventory", metavar="PATH",
+                   help="inventory file (default: $DSSH_INVENTORY, ./inventory.yaml, "
+                        "the user config dir, else this machine alone)")
+    p.add_argument("--state", metavar="PATH",
+                   help="state file (default: $DSSH_STATE, else the user state dir)")
+    if results:
+        p.add_argument("--results", metavar="DIR",
+                       help="results root (default: results/ next to the sweep file)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="more detail; tracebacks on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dssh", description="Run parameter sweeps across a lab's workstations over "
+                "SSH, with nothing installed on them.",
+                epilog="Exit codes: 0 all jobs succeeded, 1 some job failed or was cancelled, "
+                       "2 bad input, 3 another head runs the sweep, 4 no reachable host can run "
+                       "the jobs, 130 interrupted.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"dssh {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a sweep, or resume it", description="Run the sweep, or "
+                       "resume it: finished jobs are not rerun, running ones are re-attached.")
+    r.add_argument("sweep", metavar="SWEEP", help="sweep file (sweep.yaml)")
+    _common(r)
+    r.add_argument("--name", help="run the sweep file under another name "
+                                  "(e.g. nightly-$(date +%%F))")
+    r.add_argument("--dry-run", action="store_true",
+                   help="validate, expand, match jobs to hosts and print the plan; touch nothing")
+    r.add_argument("--hosts", metavar="A,B", help="use only these hosts")
+    r.add_argument("--accept-new-hostkeys", action="store_true",
+                   help="trust hosts not yet in known_hosts (OpenSSH's accept-new); "
+                        "changed keys are still refused")
+    r.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+
+    s = sub.add_parser("status", help="sweeps, or one sweep's jobs, from the local state")
+    s.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep file, namespace/name or name")
+    _common(s, results=False)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--events", action="store_true", help="list every job transition")
+
+    h = sub.add_parser("hosts", help="probe every host of the inventory")
+    _common(h, results=False)
+    h.add_argument("--json", action="store_true", help="machine-readable output")
+    h.add_argument("--accept-new-hostkeys", action="store_true",
+                   help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
+
+    t = sub.add_parser("template", help="print a commented example sweep file")
+    t.add_argument("kind", nargs="?", default="native", choices=["native"],
+                   help="which example (default: native)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    verbose = getattr(args, "verbose", False)
+    from .errors import DsshError
+
+    try:
+        return {"run": cmd_run, "status": cmd_status, "hosts": cmd_hosts,
+                "template": cmd_template}[args.command](args)
+    except DsshError as e:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        _print_error(e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("dssh: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _print_error(e: Exception) -> None:
+    lines = str(e).splitlines() or [type(e).__name__]
+    print(f"dssh: error: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(f"  {line}" if not line.startswith("  ") else line, file=sys.stderr)
+
+
+def _state_path(args: argparse.Namespace) -> Path:
+    from .state import default_state_path
+
+    return Path(args.state) if args.state else default_state_path()
+
+
+# -- run ----------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .model.inventory import load_inventory
+    from .model.sweep import NAME_RE, load_sweep
+
+    sweep = load_sweep(args.sweep)
+    if args.name is not None and (not NAME_RE.match(args.name) or args.name in (".", "..")):
+        raise ConfigError(f"--name {args.name!r}: use only letters, digits, '.', '_' and '-'",
+                          key="--name")
+    inventory = load_inventory(args.inventory)
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts else None
+    if hosts is not None and not hosts:
+        raise ConfigError("--hosts: give at least one host name, e.g. --hosts lab1,lab2",
+                          key="--hosts")
+    inventory = inventory.select(hosts)
+    if args.dry_run:
+        return _dry_run(args, sweep, inventory)
+
+    import asyncio
+
+    from .engine import Head, RunOptions
+    from .progress import LiveReporter, PlainReporter
+
+    options = RunOptions(results=Path(args.results) if args.results else None,
+                         state_path=_state_path(args), name=args.name)
+    live = sys.stdout.isatty() and not args.quiet and not os.environ.get("DSSH_PLAIN")
+    reporter = LiveReporter() if live else PlainReporter(quiet=args.quiet, verbose=args.verbose)
+    head = Head(sweep, inventory, options, reporter, sweep_file=args.sweep)
+    try:
+        result = asyncio.run(head.run())
+    except KeyboardInterrupt:
+        _interrupted(head)
+        return EXIT_INTERRUPTED
+    finally:
+        if isinstance(reporter, LiveReporter):
+            reporter.close()
+        head.state.close()
+    counts: dict[str, int] = {}
+    for j in result.jobs:
+        counts[j.status] = counts.get(j.status, 0) + 1
+    text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    prefix = "already complete: " if result.message == "already complete" else ""
+    print(f"{result.sweep}: {prefix}{len(result.jobs)} jobs: {text}; results in "
+          f"{_rel(result.results_dir)}")
+    failed = [j for j in result.jobs if j.status != "COMPLETED"]
+    if failed and not args.quiet:
+        for j in failed[:10]:
+            print(f"  {j.name}: {j.status}" + (f" (exit {j.exit_code})" if j.exit_code else "")
+                  + f", see {_rel(j.results_dir)}/stderr.txt")
+        if len(failed) > 10:
+            print(f"  ... and {len(failed) - 10} more (dssh status {result.sweep})")
+    return result.exit_code
+
+
+def _interrupted(head: Any) -> None:
+    from .state import State
+
+    try:
+        s = State(head.state.path, readonly=True)
+        counts = s.counts(head.sweep_id) if head.sweep_id else {}
+        s.close()
+    except Exception:  # the message matters more than the count
+        counts = {}
+    running = counts.get("RUNNING", 0) + counts.get("STARTING", 0)
+    key = head.sweep.key
+    sweep_arg = head.sweep_file or key
+    print(f"\ndssh: interrupted. {running} job(s) keep running on the hosts; "
+          f"{counts.get('PENDING', 0)} queued job(s) wait.\n"
+          f"  resume:  dssh run {sweep_arg}" + (f" --name {head.sweep.name}"
+                                                 if head.options.name else "") + "\n"
+          f"  cancel:  dssh cancel {key}", file=sys.stderr)
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
+    from .engine import capable_hosts
+    from .plan import build_id, expand, value_text
+
+    if args.name:
+        import attrs
+
+        sweep = attrs.evolve(sweep, name=args.name)
+    capable = capable_hosts(sweep, inventory, args.sweep)
+
+    jobs = expand(sweep)
+    names = [h.name for h in capable]
+    bid = build_id(sweep)
+    plan = {
+        "sweep": sweep.key, "jobs": [
+            {"name": j.name, "params": j.params, "files": [t for _, t in j.files],
+             "hosts": names} for j in jobs],
+        "hosts": {h.name: {"connection": h.connection, "cpus": h.cpus, "slots": h.slots,
+                           "gpus": list(h.gpus), "build": bid} for h in capable},
+        "excluded_hosts": sorted(set(inventory.hosts) - set(names)),
+        "build": bid, "cpus_per_job": sweep.run.cpus, "gpus_per_job": sweep.run.gpus,
+    }
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return EXIT_OK
+    from tabulate import tabulate
+
+    rows = [[j.name, " ".join(f"{k}={value_text(v)}" for k, v in j.params.items()),
+             ", ".join(t for _, t in j.files) or "-"] for j in jobs]
+    print(f"sweep {sweep.key}: {len(jobs)} jobs, each {sweep.run.cpus or 'all'} cpus"
+          f"{f', {sweep.run.gpus} gpus' if sweep.run.gpus else ''}")
+    print(tabulate(rows, headers=["job", "params", "input files"]))
+    print()
+    hrows = [[h.name, h.connection, h.cpus or "probed", h.slots or "-",
+              ",".join(map(str, h.gpus)) or "-", bid or "-"] for h in capable]
+    print(tabulate(hrows, headers=["host", "connection", "cpus", "slots", "gpus", "build"]))
+    if plan["excluded_hosts"]:
+        print(f"\nnot used (missing {', '.join(sweep.requires)}): "
+              f"{', '.join(plan['excluded_hosts'])}")
+    print("\ndry run: nothing was started.")
+    return EXIT_OK
+
+
+# -- status -------------------------------------------------------------------------------------
+def _find_sweep(state: Any, arg: str) -> Any:
+    from .errors import ConfigError
+
+    p = Path(arg)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        from .model.sweep import load_sweep
+
+        sw = load_sweep(p)
+        row = state.find_sweep(sw.namespace, sw.name)
+    elif "/" in arg:
+        ns, _, name = arg.partition("/")
+        row = state.find_sweep(ns, name)
+    else:
+        row = state.find_sweep(None, arg)
+    if row is None:
+        known = ", ".join(f"{r['namespace']}/{r['name']}" for r in state.sweeps()) or "none yet"
+        raise ConfigError(f"no sweep {arg!r} in the state file {state.path} (known: {known})")
+    return row
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .state import State
+
+    state = State(_state_path(args), readonly=True)
+    try:
+        if args.sweep is None:
+            return _status_all(state, args)
+        row = _find_sweep(state, args.sweep)
+        if args.events:
+            return _status_events(state, row, args)
+        return _status_one(state, row, args)
+    finally:
+        state.close()
+
+
+def _fmt_time(t: float | None) -> str:
+    if not t:
+        return ""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _status_all(state: Any, args: argparse.Namespace) -> int:
+    out = []
+    for r in state.sweeps():
+        c = state.counts(r["id"])
+        out.append({"sweep": f"{r['namespace']}/{r['name']}", "jobs": sum(c.values()),
+                    "completed": c.get("COMPLETED", 0),
+                    "running": c.get("RUNNING", 0) + c.get("STARTING", 0),
+                    "pending": c.get("PENDING", 0),
+                    "failed": c.get("FAILED", 0) + c.get("TIMEOUT", 0),
+                    "cancelled": c.get("CANCELLED", 0), "updated": _fmt_time(r["updated"]),
+                    "results": r["results_dir"]})
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return EXIT_OK
+    if not out:
+        print(f"no sweeps yet (state file: {state.path})")
+        return EXIT_OK
+    from tabulate import tabulate
+
+    print(tabulate([list(o.values()) for o in out], headers=list(out[0].keys())))
+    return EXIT_OK
+
+
+def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
+    jobs = []
+    for j in state.jobs(row["id"]):
+        secs = round(j["finished"] - j["started"], 1) if j["finished"] and j["started"] else None
+        jobs.append({"job": j["name"], "state": j["state"], "host": j["host"],
+                     "attempts": j["attempts"], "exit_code": j["exit_code"],
+                     "started": _fmt_time(j["started"]), "seconds": secs,
+                     "reason": j["reason"], "params": json.loads(j["params"])})
+    if args.json:
+        print(json.dumps({"sweep": f"{row['namespace']}/{row['name']}",
+                          "results": row["results_dir"], "jobs": jobs}, indent=2))
+        return EXIT_OK
+    from tabulate import tabulate
+
+    print(tabulate([[j["job"], j["state"], j["host"] or "", j["attempts"],
+                     "" if j["exit_code"] is None else j["exit_code"], j["started"],
+                     "" if j["seconds"] is None else j["seconds"], j["reason"] or ""]
+                    for j in jobs],
+                   headers=["job", "state", "host", "attempts", "exit", "started", "seconds",
+                            "note"]))
+    return EXIT_OK
+
+
+def _status_events(state: Any, row: Any, args: argparse.Namespace) -> int:
+    evs = [{"time": _fmt_time(e["time"]), "job": e["job"], "event": e["kind"], "host": e["host"],
+            "detail": json.loads(e["detail"]) if e["detail"] else None}
+           for e in state.events(row["id"])]
+    if args.json:
+        print(json.dumps(evs, indent=2))
+        return EXIT_OK
+    for e in evs:
+        detail = " ".join(f"{k}={v}" for k, v in (e["detail"] or {}).items())
+        print(f"{e['time']}  {e['event']:<11} {e['job'] or '-':<24} {e['host'] or '-':<12} {detail}")
+    return EXIT_OK
+
+
+# -- hosts --------------------------------------------------------------------------------------
+def cmd_hosts(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .model.inventory import load_inventory
+    from .probe import probe_all
+
+    inventory = load_inventory(args.inventory)
+    rows = asyncio.run(probe_all(inventory, accept_new_hostkeys=args.accept_new_hostkeys))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        from tabulate import tabulate
+
+        table = []
+        for r in rows:
+            if not r["reachable"]:
+                table.append([r["host"], "no", "", "", "", "", "", "", "", r["error"]])
+                continue
+            mem = f"{r['mem_available_gb']:.1f}/{r['mem_total_gb']:.1f}G" \
+                if r.get("mem_total_gb") else ""
+            paused = ", ".join(r["paused_by"]) if r["paused_by"] else "no"
+            table.append([r["host"], "yes", r["cpus"], mem, r.get("load", ""),
+                          ",".join(map(str, r["gpus"])) or "-",
+                          f"{r['disk_free_gb']:.1f}G" if r.get("disk_free_gb") is not None else "",
+                          ",".join(r["capabilities"]) or "-", paused, r["jobs_running"]])
+        print(tabulate(table, headers=["host", "up", "cpus", "mem free", "load", "gpus",
+                                       "disk free", "capabilities", "paused", "dssh jobs"]))
+        for r in rows:
+            for note in r.get("notes", []):
+                print(f"note: {r['host']}: {note}")
+    return EXIT_OK if all(r["reachable"] for r in rows) else EXIT_FAILED
+
+
+# -- template -----------------------------------------------------------------------------------
+def cmd_template(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    print(resources.files("distribute_ssh").joinpath("templates", f"{args.kind}.yaml")
+          .read_text(), end="")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

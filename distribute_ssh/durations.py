@@ -1,0 +1,46 @@
+"""Durations as people write them: ``45m``, ``2h``, ``1h30m``, ``90s``, ``1d``, or a number of seconds."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in ``text``; raises ValueError with a hint when it is not a duration."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration like 45m, 2h or 1h30m, got a boolean")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"a duration cannot be negative, got {text}")
+        return float(text)
+    s = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    if re.fullmatch(r"\d+:\d{2}:\d{2}", s):  # Slurm's HH:MM:SS
+        h, m, sec = (int(x) for x in s.split(":"))
+        return float(h * 3600 + m * 60 + sec)
+    pos, total = 0, 0.0
+    for m in _PART.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or not s:
+        raise ValueError(f"expected a duration like 45m, 2h, 1h30m or 02:00:00, got {text!r}")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form: ``1h30m``, ``45s``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts[:2])

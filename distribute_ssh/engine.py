@@ -1,0 +1,806 @@
+"""The run loop: connect, build, dispatch, watch, collect, retry (SPEC §5, §7, §8).
+
+One asyncio task per host connects it, installs the wrapper, re-attaches jobs a
+previous head left running, builds the solver and then listens to the host's watcher
+for jobs that end. The main loop asks the pure scheduler where queued jobs go and
+starts them. Every job transition is written to the state file before the head acts
+on it, so a head killed at any moment can be followed by another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from shlex import quote as q
+from typing import Any
+
+import attrs
+
+from . import remote
+from . import state as st
+from .collect import RESERVED, download, place, select, write_json
+from .errors import BuildFailed, ConfigError, DsshError, HostError, HostUnreachable, NoCapableHost
+from .hosts.base import HostConnection, make_connection
+from .lock import SweepLock
+from .model.inventory import Host, Inventory
+from .model.sweep import Sweep
+from .plan import PlannedJob, build_id, expand, job_command, job_env, value_text
+from .schedule import HostSlots, JobNeed, unrunnable
+from .schedule import place as place_jobs
+
+RECONCILE_EVERY = 15.0  # seconds between checks that catch an end the watcher missed
+HOST_GRACE = 300.0  # how long a lost host's jobs wait for it before they are requeued
+
+
+@attrs.define
+class RunOptions:
+    results: Path | None = None
+    state_path: Path | None = None
+    name: str | None = None
+    hosts: list[str] | None = None
+    accept_new_hostkeys: bool = False
+    host_grace: float = HOST_GRACE
+
+
+@attrs.define
+class JobResult:
+    name: str
+    status: str
+    host: str | None
+    attempts: int
+    exit_code: int | None
+    params: dict[str, Any]
+    results_dir: Path
+
+
+@attrs.define
+class RunResult:
+    sweep: str
+    results_dir: Path
+    jobs: list[JobResult]
+    exit_code: int
+    message: str = ""
+
+
+class Reporter:
+    """Receives what happens; the CLI prints it. The default says nothing."""
+
+    def event(self, kind: str, message: str, **info: Any) -> None:
+        pass
+
+    def update(self, head: Head) -> None:
+        pass
+
+
+@attrs.define
+class JobRt:
+    """A job as the running head tracks it."""
+
+    id: int
+    planned: PlannedJob
+    state: str
+    attempts: int
+    host: str | None = None
+    remote_dir: str | None = None
+    cpus: int = 0
+    gpus: tuple[int, ...] = ()
+    avoid: set[str] = attrs.Factory(set)
+    busy: bool = False  # a dispatch or collection is in flight
+    ended: bool = False  # the watcher said it ended while its start was still being recorded
+
+
+@attrs.define
+class HostRt:
+    spec: Host
+    conn: HostConnection | None = None
+    status: str = "connecting"  # connecting, building, ready, failed, unreachable, lost
+    detail: str = ""
+    slots: HostSlots | None = None
+    workdir: str = ""
+    lost_since: float | None = None
+
+    @property
+    def hopeful(self) -> bool:
+        """Could this host still take jobs in this run?"""
+        return self.status in ("connecting", "building", "ready", "lost")
+
+
+def capable_hosts(sweep: Sweep, inventory: Inventory, sweep_file: str | None = None) -> list[Host]:
+    """Hosts that have what the sweep requires; ConfigError when none does."""
+    need = set(sweep.requires)
+    capable = [h for h in inventory.hosts.values() if need <= h.capabilities]
+    if not capable:
+        have = "; ".join(f"{h.name}: {', '.join(sorted(h.capabilities)) or 'none'}"
+                         for h in inventory.hosts.values())
+        raise ConfigError(
+            f"{sweep_file or sweep.name}: requires: {', '.join(sorted(need))}, but no "
+            f"host in the inventory ({inventory.source}) has all of them (capabilities: "
+            f"{have}). Add them to a host's 'capabilities' or change 'requires'",
+            key="requires")
+    gpus = sweep.run.gpus
+    if gpus and not any(len(h.gpus) >= gpus for h in capable):
+        raise ConfigError(
+            f"{sweep_file or sweep.name}: run.gpus is {gpus}, but no capable host "
+            f"in {inventory.source} lists that many GPUs: add 'gpus: [0, ...]' to a "
+            "host, or lower run.gpus", key="run.gpus")
+    cpus = sweep.run.cpus
+    if cpus and all(h.cpus is not None and h.cpus < cpus for h in capable):
+        raise ConfigError(
+            f"{sweep_file or sweep.name}: run.cpus is {cpus}, but every capable "
+            f"host offers fewer cpus ({', '.join(f'{h.name}: {h.cpus}' for h in capable)}): "
+            "lower run.cpus", key="run.cpus")
+    return capable
+
+
+class Head:
+    """Drives one sweep to its end."""
+
+    def __init__(self, sweep: Sweep, inventory: Inventory, options: RunOptions | None = None,
+                 reporter: Reporter | None = None, sweep_file: str | None = None) -> None:
+        self.options = options or RunOptions()
+        if self.options.name:
+            sweep = attrs.evolve(sweep, name=self.options.name)
+        self.sweep = sweep
+        self.inventory = inventory.select(self.options.hosts)
+        self.reporter = reporter or Reporter()
+        self.sweep_file = sweep_file
+        self.planned = expand(sweep)
+        self.build_id = build_id(sweep)
+        results_root = self.options.results or Path(sweep.base_dir) / "results"
+        self.results_dir = Path(results_root).resolve() / sweep.namespace / sweep.name
+        self.state = st.State(self.options.state_path)
+        self.lock = SweepLock(self.state.path, sweep.namespace, sweep.name)
+        self.jobs: dict[int, JobRt] = {}
+        self.hosts: dict[str, HostRt] = {}
+        self.wakeup = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
+        self.fatal: DsshError | None = None
+        self.started = time.time()
+        self.sweep_id = 0
+
+    # -- set-up ---------------------------------------------------------------------------
+    def check_hosts(self) -> list[Host]:
+        return capable_hosts(self.sweep, self.inventory, self.sweep_file)
+
+    def prepare(self) -> None:
+        """Lock the sweep and bring the state file in line with the sweep file."""
+        self.lock.acquire()
+        self.sweep_id = self.state.upsert_sweep(self.sweep.namespace, self.sweep.name,
+                                                self.sweep_file or "", str(self.results_dir))
+        existing = {r["name"]: r for r in self.state.jobs(self.sweep_id)}
+        wanted = {j.name for j in self.planned}
+        with self.state.tx() as db:
+            for name, row in existing.items():
+                if name not in wanted and row["state"] not in st.ACTIVE_STATES:
+                    db.execute("DELETE FROM jobs WHERE id=?", (row["id"],))
+                    self.state.event(db, self.sweep_id, None, "removed", None, {"job": name})
+            for pj in self.planned:
+                row = existing.get(pj.name)
+                params = json.dumps(pj.params)
+                if row is None:
+                    cur = db.execute(
+                        "INSERT INTO jobs (sweep_id, seq, name, params, definition, state) "
+                        "VALUES (?,?,?,?,?,?)",
+                        (self.sweep_id, pj.index, pj.name, params, pj.definition, st.PENDING))
+                    self.state.event(db, self.sweep_id, cur.lastrowid, "queued")
+                elif row["definition"] != pj.definition and row["state"] in st.FINISHED_STATES:
+                    db.execute("UPDATE jobs SET definition=?, params=?, seq=?, state=?, "
+                               "exit_code=NULL, reason=NULL WHERE id=?",
+                               (pj.definition, params, pj.index, st.PENDING, row["id"]))
+                    self.state.event(db, self.sweep_id, row["id"], "requeued",
+                                     detail={"why": "definition changed"})
+                    self.reporter.event("warning", f"{pj.name}: its definition changed since it "
+                                                   "ran; running it again")
+                else:
+                    db.execute("UPDATE jobs SET seq=? WHERE id=?", (pj.index, row["id"]))
+        by_name = {j.name: j for j in self.planned}
+        for row in self.state.jobs(self.sweep_id):
+            pj = by_name.get(row["name"])
+            if pj is None:
+                continue
+            self.jobs[row["id"]] = JobRt(
+                row["id"], pj, row["state"], row["attempts"], row["host"], row["remote_dir"],
+                row["cpus"] or 0, tuple(json.loads(row["gpus"] or "[]")))
+
+    # -- helpers ----------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for j in self.jobs.values():
+            out[j.state] = out.get(j.state, 0) + 1
+        return out
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        t = asyncio.ensure_future(coro)
+        self.tasks.add(t)
+        t.add_done_callback(self._task_done)
+        return t
+
+    def _task_done(self, t: asyncio.Task) -> None:
+        self.tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None and self.fatal is None:
+            exc = t.exception()
+            self.fatal = exc if isinstance(exc, DsshError) else DsshError(
+                f"internal error: {type(exc).__name__}: {exc}")
+            self.fatal.__cause__ = exc
+        self.wakeup.set()
+
+    def _set(self, job: JobRt, kind: str, **fields: Any) -> None:
+        for k, v in fields.items():
+            if k in ("state", "attempts", "host", "remote_dir", "cpus"):
+                setattr(job, k, v)
+        if "gpus" in fields:
+            job.gpus = tuple(fields["gpus"])
+            fields["gpus"] = json.dumps(list(fields["gpus"]))
+        self.state.set_job(job.id, kind, **fields)
+        self.reporter.update(self)
+
+    def _job_dir(self, h: HostRt, job: JobRt, attempt: int) -> str:
+        s = self.sweep
+        return f"{h.workdir}/jobs/{s.namespace}/{s.name}/{job.planned.name}/{attempt}"
+
+    def _events_dir(self, h: HostRt) -> str:
+        return f"{h.workdir}/events/{self.sweep.namespace}/{self.sweep.name}"
+
+    # -- hosts ------------------------------------------------------------------------------
+    async def _connect(self, h: HostRt) -> None:
+        conn = make_connection(h.spec, accept_new_hostkeys=self.options.accept_new_hostkeys)
+        await conn.connect()
+        h.conn = conn
+        h.workdir = conn.expand(h.spec.workdir).rstrip("/")
+        bin_dir = f"{h.workdir}/bin"
+        names = ["wrapper", "watch"]
+        res = await conn.run(
+            f"umask 077\nmkdir -p {q(h.workdir)} && chmod 700 {q(h.workdir)} || exit 3\n"
+            f"mkdir -p {q(self._events_dir(h))} || exit 3\n"
+            "command -v setsid >/dev/null || echo nosetsid\n"
+            "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n"
+            + remote.install_check(bin_dir, names), timeout=30)
+        if res.exit_status != 0:
+            raise HostError(h.spec.name, f"cannot create the workdir {h.workdir}: "
+                                         f"{res.stderr.decode(errors='replace').strip()}")
+        cpus = h.spec.cpus
+        for line in res.text.splitlines():
+            word, _, rest = line.partition(" ")
+            if word == "nosetsid":
+                raise HostError(h.spec.name, "has no 'setsid' (util-linux): dssh needs it to "
+                                             "run jobs detached")
+            if word == "cpus" and cpus is None:
+                with contextlib.suppress(ValueError):
+                    cpus = int(rest)
+            if word in names:
+                fname, data = remote.script(word)
+                await conn.write_file(f"{bin_dir}/{fname}", data, 0o755)
+        h.slots = HostSlots(h.spec.name, cpus or 1, h.spec.slots, h.spec.gpus,
+                            h.spec.capabilities, available=False)
+        self._reserve_existing(h)
+
+    async def host_main(self, h: HostRt) -> None:
+        """Connect, re-attach, build, then watch for ended jobs; reconnect if the host drops."""
+        first = True
+        delay = 1.0
+        while True:
+            try:
+                if h.conn is None:
+                    h.status = "connecting" if first else "lost"
+                    await self._connect(h)
+                    self.reporter.event("host", f"{h.spec.name}: connected", host=h.spec.name)
+                    delay = 1.0
+                    h.lost_since = None
+                await self._reattach(h)
+                if h.status != "ready":
+                    await self._build(h)
+                if h.status == "failed":
+                    return
+                h.status = "ready"
+                assert h.slots is not None
+                h.slots.available = True
+                self.wakeup.set()
+                self.reporter.update(self)
+                await self._watch(h)
+                if self._finished():
+                    return
+                raise HostUnreachable(h.spec.name, "the watcher stopped")
+            except HostUnreachable as e:
+                if h.slots is not None:
+                    h.slots.available = False
+                if h.conn is not None:
+                    with contextlib.suppress(Exception):
+                        await h.conn.close()
+                    h.conn = None
+                on_host = [j for j in self.jobs.values()
+                           if j.host == h.spec.name and j.state in st.ACTIVE_STATES]
+                if first and not on_host:
+                    h.status, h.detail = "unreachable", str(e)
+                    self.reporter.event("host", f"unreachable: {e}", host=h.spec.name)
+                    self.wakeup.set()
+                    return
+                now = time.monotonic()
+                if h.lost_since is None:
+                    h.lost_since = now
+                    self.reporter.event("host", f"lost: {e}; reconnecting", host=h.spec.name)
+                h.status, h.detail = "lost", str(e)
+                if now - h.lost_since > self.options.host_grace:
+                    self._requeue_lost(h)
+                    h.status = "unreachable"
+                    self.wakeup.set()
+                    return
+                self.wakeup.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except HostError as e:
+                h.status, h.detail = "failed", str(e)
+                if h.slots is not None:
+                    h.slots.available = False
+                self.reporter.event("host", f"excluded: {e}", host=h.spec.name)
+                self.wakeup.set()
+                return
+            finally:
+                first = False
+
+    def _requeue_lost(self, h: HostRt) -> None:
+        for j in self.jobs.values():
+            if j.host == h.spec.name and j.state in st.ACTIVE_STATES:
+                self._set(j, "requeued", state=st.PENDING,
+                          reason=f"host {h.spec.name} lost for over "
+                                 f"{self.options.host_grace:.0f}s")
+                j.avoid.add(h.spec.name)
+                self.reporter.event("job", f"{j.planned.name}: requeued, {h.spec.name} is gone")
+
+    async def _watch(self, h: HostRt) -> None:
+        assert h.conn is not None
+        fname, _ = remote.script("watch")
+        script = f"exec sh {q(h.workdir + '/bin/' + fname)} {q(self._events_dir(h))}\n"
+        last_check = time.monotonic()
+        # The watcher's TICK every ~5 s doubles as our periodic reconcile trigger.
+        async for line in h.conn.stream(script):
+            if line.startswith("END "):
+                name, _, attempt = line[4:].rpartition(".")
+                self._on_end(h, name, attempt)
+            if time.monotonic() - last_check > RECONCILE_EVERY:
+                last_check = time.monotonic()
+                self._spawn(self._reattach_quietly(h))
+            if self._finished():
+                return
+
+    def _on_end(self, h: HostRt, name: str, attempt: str) -> None:
+        for j in self.jobs.values():
+            if j.planned.name == name and j.host == h.spec.name and str(j.attempts) == attempt:
+                if j.state == st.RUNNING and not j.busy:
+                    j.busy = True
+                    self._spawn(self._collect(h, j))
+                elif j.state == st.STARTING:
+                    j.ended = True
+                return
+
+    async def _reattach_quietly(self, h: HostRt) -> None:
+        with contextlib.suppress(HostError):
+            await self._reattach(h, quiet=True)
+
+    async def _reattach(self, h: HostRt, quiet: bool = False) -> None:
+        """Find out what became of jobs this sweep has on the host (left by a previous head)."""
+        assert h.conn is not None
+        mine = [j for j in self.jobs.values()
+                if j.host == h.spec.name and j.state in st.ACTIVE_STATES and not j.busy
+                and j.remote_dir]
+        if not mine:
+            return
+        res = await h.conn.run(remote.inspect([j.remote_dir for j in mine]), timeout=60)
+        for line in res.text.splitlines():
+            parts = line.split()
+            if len(parts) < 2 or not parts[0].isdigit() or int(parts[0]) >= len(mine):
+                continue
+            j, what = mine[int(parts[0])], parts[1]
+            if j.busy:
+                continue
+            if what == "ended":
+                j.busy = True
+                if j.state != st.RUNNING:
+                    self._set(j, "running", state=st.RUNNING)
+                self._spawn(self._collect(h, j))
+            elif what in ("running", "starting"):
+                if j.state != st.RUNNING:
+                    self._set(j, "reattached", state=st.RUNNING)
+                elif not quiet:
+                    self.reporter.event("job", f"{j.planned.name}: re-attached on {h.spec.name}")
+            elif what in ("missing", "new"):
+                # Never launched: safe to start again, under the same attempt number.
+                with contextlib.suppress(HostError):
+                    await h.conn.run(f"rm -rf {q(j.remote_dir)}\n", timeout=60)
+                self._release(h, j)
+                self._set(j, "requeued", state=st.PENDING, attempts=max(0, j.attempts - 1),
+                          reason="its start was interrupted")
+            elif what == "lost":
+                self._release(h, j)
+                self._set(j, "requeued", state=st.PENDING,
+                          reason=f"its processes on {h.spec.name} vanished (killed, or the host "
+                                 "rebooted)")
+                self.reporter.event("job", f"{j.planned.name}: lost on {h.spec.name}; requeued")
+        self.wakeup.set()
+
+    def _reserve_existing(self, h: HostRt) -> None:
+        """Count jobs a previous head left running here against the host's capacity."""
+        assert h.slots is not None
+        for j in self.jobs.values():
+            if j.host == h.spec.name and j.state in st.ACTIVE_STATES:
+                h.slots.used_cpus += j.cpus
+                h.slots.running += 1
+                h.slots.busy_gpus.update(j.gpus)
+
+    def _release(self, h: HostRt | None, j: JobRt) -> None:
+        if h is not None and h.slots is not None and j.state in st.ACTIVE_STATES:
+            h.slots.give_back(j.cpus, j.gpus)
+
+    # -- builds -----------------------------------------------------------------------------
+    async def _build(self, h: HostRt) -> None:
+        assert h.conn is not None and h.slots is not None
+        if self.build_id is None:
+            h.status = "ready"
+            return
+        h.status = "building"
+        self.reporter.update(self)
+        conn = h.conn
+        bdir = f"{h.workdir}/builds/{self.build_id}"
+        ctl = f"{bdir}/.dssh"
+        claim = await conn.run(
+            f"mkdir -p {q(h.workdir + '/builds')} || exit 3\n"
+            f"b={q(bdir)}; c={q(ctl)}\n" + r"""
+if [ -f "$c/exit_code" ] && [ "$(cat "$c/exit_code")" = 0 ]; then echo cached; exit 0; fi
+if mkdir "$b" 2>/dev/null; then echo claimed; exit 0; fi
+if [ ! -f "$c/exit_code" ] && [ -f "$c/pid" ] && kill -0 "$(cat "$c/pid")" 2>/dev/null; then
+    echo busy; exit 0
+fi
+rm -rf "$b" && mkdir "$b" && echo claimed
+""", timeout=120)
+        what = claim.text.strip()
+        if what == "claimed":
+            self.reporter.event("build", f"{h.spec.name}: building", host=h.spec.name)
+            await conn.run(f"mkdir -p {q(ctl)}\n", timeout=30)
+            assert self.sweep.build is not None
+            for f in self.sweep.build.files:
+                local = str(Path(self.sweep.base_dir, os.path.expanduser(f.path)))
+                await conn.put(local, f"{bdir}/{f.target}")
+            env = {"DSSH_SWEEP": self.sweep.name, "DSSH_NAMESPACE": self.sweep.namespace,
+                   "DSSH_BUILD": bdir, **h.spec.env}
+            await conn.write_file(f"{ctl}/command.sh", remote.command_script(
+                bdir, env, self.sweep.build.command, merge_stderr=True).encode(), 0o644)
+            wrapper, _ = remote.script("wrapper")
+            await conn.run(remote.launch(f"{h.workdir}/bin/{wrapper}", bdir, 0, "", ""),
+                           timeout=30)
+        elif what == "cached":
+            self.reporter.event("build", f"{h.spec.name}: build {self.build_id} is cached",
+                                host=h.spec.name)
+        elif what == "busy":
+            self.reporter.event("build", f"{h.spec.name}: waiting for a build another head "
+                                         "started", host=h.spec.name)
+        else:
+            raise HostError(h.spec.name, f"cannot prepare the build dir {bdir}: "
+                                         f"{claim.stderr.decode(errors='replace').strip()}")
+        while True:
+            res = await conn.run(remote.inspect([bdir]), timeout=30)
+            parts = res.text.split()
+            if len(parts) >= 3 and parts[1] == "ended":
+                rc = int(parts[2])
+                break
+            if len(parts) >= 2 and parts[1] in ("lost", "missing"):
+                rc = -1
+                break
+            await asyncio.sleep(0.25)
+        try:
+            log = await conn.read_file(f"{ctl}/stdout.txt")
+        except (FileNotFoundError, HostError):
+            log = b""
+        header = (f"# build {self.build_id} on {h.spec.name} ({bdir})\n"
+                  f"# command: {self.sweep.build.command if self.sweep.build else ''}\n"
+                  f"# exit code: {rc}{' (reused from cache)' if what == 'cached' else ''}\n")
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        logfile = self.results_dir / f"build-{h.spec.name}.log"
+        tmp = logfile.with_name(f".{logfile.name}.tmp")
+        tmp.write_bytes(header.encode() + log)
+        os.replace(tmp, logfile)
+        with self.state.tx() as db:
+            db.execute("INSERT OR REPLACE INTO builds VALUES (?,?,?,?,?)",
+                       (self.sweep_id, h.spec.name, self.build_id,
+                        "COMPLETED" if rc == 0 else "FAILED", time.time()))
+            self.state.event(db, self.sweep_id, None, "build", h.spec.name,
+                             {"build": self.build_id, "exit_code": rc})
+        if rc != 0:
+            h.status = "failed"
+            h.detail = f"build failed (exit {rc}); log: {logfile}"
+            self.reporter.event("build", f"{h.spec.name}: build FAILED (exit {rc}), host "
+                                         f"excluded; log in {logfile}", host=h.spec.name)
+        else:
+            h.status = "ready"
+            if what == "claimed":
+                self.reporter.event("build", f"{h.spec.name}: build done", host=h.spec.name)
+
+    # -- dispatch ---------------------------------------------------------------------------
+    async def _dispatch(self, h: HostRt, job: JobRt, cpus: int, gpus: tuple[int, ...]) -> None:
+        assert h.conn is not None
+        conn = h.conn
+        attempt = job.attempts + 1
+        jdir = self._job_dir(h, job, attempt)
+        self._set(job, "starting", state=st.STARTING, attempts=attempt, host=h.spec.name,
+                  remote_dir=jdir, cpus=cpus, gpus=gpus, exit_code=None, reason=None)
+        with self.state.tx() as db:
+            db.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, host, remote_dir, "
+                       "state, started) VALUES (?,?,?,?,?,?)",
+                       (job.id, attempt, h.spec.name, jdir, st.STARTING, time.time()))
+        try:
+            bdir = f"{h.workdir}/builds/{self.build_id}" if self.build_id else jdir
+            kw = dict(cpus=cpus, gpus=gpus, build=bdir, input_dir=f"{jdir}/input",
+                      output_dir=f"{jdir}/outputs", attempt=attempt)
+            command = job_command(self.sweep, job.planned, **kw)
+            env = job_env(self.sweep, job.planned, host_env=h.spec.env, **kw)
+            script = remote.command_script(jdir, env, command)
+            res = await conn.run(
+                f"mkdir -p {q(os.path.dirname(jdir))} || exit 3\n"
+                f"mkdir {q(jdir)} 2>/dev/null || {{ echo exists; exit 0; }}\n"
+                f"mkdir {q(jdir + '/input')} {q(jdir + '/outputs')} {q(jdir + '/.dssh')} || exit 3\n"
+                f"printf '%s' {q(script)} > {q(jdir + '/.dssh/command.sh')} || exit 3\n"
+                "echo made\n", timeout=60)
+            if res.text.strip() == "exists":
+                # Another head (or an earlier start of ours) got here first: find out what it is.
+                job.busy = False
+                self._set(job, "running", state=st.RUNNING)
+                await self._reattach(h)
+                return
+            if res.exit_status != 0:
+                raise HostError(h.spec.name, f"cannot create {jdir}: "
+                                             f"{res.stderr.decode(errors='replace').strip()}")
+            for local, target in job.planned.files:
+                await conn.put(local, f"{jdir}/input/{target}")
+            wrapper, _ = remote.script("wrapper")
+            timeout = self.sweep.run.timeout_seconds
+            res = await conn.run(remote.launch(
+                f"{h.workdir}/bin/{wrapper}", jdir, int(timeout) if timeout else 0,
+                self._events_dir(h), f"{job.planned.name}.{attempt}"), timeout=60)
+            pid = int(res.text.strip() or 0)
+        except HostUnreachable:
+            # Whether it started is unknown: the job stays STARTING and is checked on reconnect.
+            job.busy = False
+            return
+        except (HostError, ValueError) as e:
+            self._release(h, job)
+            self._set(job, "start-failed", state=st.PENDING, attempts=attempt - 1,
+                      reason=str(e))
+            self.reporter.event("job", f"{job.planned.name}: could not start on "
+                                       f"{h.spec.name}: {e}")
+            job.avoid.add(h.spec.name)
+            job.busy = False
+            with contextlib.suppress(HostError):
+                await conn.run(f"rm -rf {q(jdir)}\n", timeout=60)
+            return
+        self._set(job, "running", state=st.RUNNING, pid=pid, started=time.time())
+        self.reporter.event("job", f"{job.planned.name}: started on {h.spec.name}"
+                                   f"{f' (attempt {attempt})' if attempt > 1 else ''}",
+                            job=job.planned.name, host=h.spec.name)
+        if job.ended:
+            job.ended = False
+            await self._collect(h, job)
+        else:
+            job.busy = False
+
+    # -- collection -------------------------------------------------------------------------
+    async def _collect(self, h: HostRt, job: JobRt) -> None:
+        try:
+            await self._collect_inner(h, job)
+        except HostUnreachable:
+            job.busy = False  # collected after reconnecting
+        except (HostError, OSError) as e:
+            job.busy = False
+            self.reporter.event("warning", f"{job.planned.name}: could not collect from "
+                                           f"{h.spec.name}: {e}; will try again")
+            await asyncio.sleep(5)
+            self.wakeup.set()
+
+    async def _collect_inner(self, h: HostRt, job: JobRt) -> None:
+        assert h.conn is not None and job.remote_dir is not None
+        conn = h.conn
+        jdir = job.remote_dir
+        ctl = f"{jdir}/.dssh"
+        res = await conn.run(
+            f"c={q(ctl)}\n"
+            'echo "$(cat "$c/exit_code" 2>/dev/null) $([ -f "$c/timed_out" ] && echo 1 || echo 0)'
+            ' $(cat "$c/started" 2>/dev/null) $(cat "$c/finished" 2>/dev/null)"\n', timeout=30)
+        parts = res.text.split()
+        exit_code = int(parts[0]) if parts and parts[0].lstrip("-").isdigit() else None
+        timed_out = len(parts) > 1 and parts[1] == "1"
+        started = _epoch(parts[2]) if len(parts) > 2 else None
+        finished = _epoch(parts[3]) if len(parts) > 3 else None
+        if exit_code is None:
+            job.busy = False
+            return  # not ended after all; the watcher will say when it is
+        status = st.TIMEOUT if timed_out else (st.COMPLETED if exit_code == 0 else st.FAILED)
+        entries = await conn.walk(f"{jdir}/outputs")
+        files, notes = select(entries, self.sweep.outputs.collect)
+        clash = [e for e in files if e.path in RESERVED]
+        if clash:
+            notes += [f"{e.path}: an output with this name would hide dssh's own file; "
+                      "not collected (write it into a subdirectory)" for e in clash]
+            files = [e for e in files if e.path not in RESERVED]
+        staging = self.results_dir / ".incoming" / f"{job.planned.name}.{job.attempts}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        await download(conn, f"{jdir}/outputs", files, staging)
+        for name in ("stdout.txt", "stderr.txt"):
+            try:
+                data = await conn.read_file(f"{ctl}/{name}")
+            except FileNotFoundError:
+                data = b""
+            (staging / name).write_bytes(data)
+        info = {
+            "sweep": self.sweep.name, "namespace": self.sweep.namespace,
+            "job": job.planned.name, "status": status, "params": job.planned.params,
+            "host": h.spec.name, "attempts": job.attempts, "exit_code": exit_code,
+            "timed_out": timed_out, "started": _iso(started), "finished": _iso(finished),
+            "seconds": round(finished - started, 3) if started and finished else None,
+            "cpus": job.cpus, "gpus": list(job.gpus), "remote_dir": jdir,
+            "outputs": [e.path for e in files], "skipped": notes,
+        }
+        write_json(staging / "job.json", info)
+        await asyncio.to_thread(place, staging, self.results_dir / job.planned.name)
+        for n in notes:
+            self.reporter.event("warning", f"{job.planned.name}: {n}")
+        self._release(h, job)
+        retry = status != st.COMPLETED and job.attempts <= self.sweep.run.retries
+        with self.state.tx() as db:
+            db.execute("UPDATE attempts SET state=?, exit_code=?, finished=? "
+                       "WHERE job_id=? AND attempt=?",
+                       (status, exit_code, finished, job.id, job.attempts))
+        self._set(job, status.lower(), state=st.PENDING if retry else status,
+                  exit_code=exit_code, finished=finished or time.time(),
+                  started=started, reason="timed out" if timed_out else None)
+        if retry:
+            job.avoid.add(h.spec.name)
+        verb = {st.COMPLETED: "done", st.FAILED: f"FAILED (exit {exit_code})",
+                st.TIMEOUT: "TIMEOUT"}[status]
+        self.reporter.event("job", f"{job.planned.name}: {verb} on {h.spec.name}"
+                                   f"{'; will retry' if retry else ''}",
+                            job=job.planned.name, host=h.spec.name, status=status)
+        with contextlib.suppress(HostError):
+            await conn.run(f"rm -rf {q(jdir)}; rmdir {q(os.path.dirname(jdir))} 2>/dev/null\n",
+                           timeout=120)
+        job.busy = False
+        self.wakeup.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _finished(self) -> bool:
+        return all(j.state in st.FINISHED_STATES for j in self.jobs.values())
+
+    def _schedule(self) -> None:
+        ready = [h for h in self.hosts.values() if h.status == "ready" and h.slots is not None]
+        if not ready:
+            return
+        need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.requires))
+        queue = [(j.id, need) for j in sorted(self.jobs.values(), key=lambda j: j.planned.index)
+                 if j.state == st.PENDING and not j.busy]
+        if not queue:
+            return
+        avoid = {j.id: j.avoid for j in self.jobs.values() if j.avoid}
+        for p in place_jobs(queue, [h.slots for h in ready if h.slots], avoid):
+            job = self.jobs[p.job]
+            job.busy = True
+            self._spawn(self._dispatch(self.hosts[p.host], job, p.cpus, p.gpus))
+
+    def _stuck(self) -> DsshError | None:
+        """Why pending jobs can never run in this run, or None while there is hope."""
+        pending = [j for j in self.jobs.values() if j.state == st.PENDING]
+        if not pending:
+            return None
+        if any(h.status in ("connecting", "building", "lost") for h in self.hosts.values()):
+            return None
+        ready = [h for h in self.hosts.values() if h.status == "ready" and h.slots]
+        need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.requires))
+        if ready and not unrunnable(need, [h.slots for h in ready if h.slots]):
+            return None
+        if any(j.state in st.ACTIVE_STATES for j in self.jobs.values()):
+            return None
+        failed_builds = [h for h in self.hosts.values() if h.status == "failed"
+                         and h.detail.startswith("build failed")]
+        if failed_builds and not ready:
+            logs = "\n".join(f"  {h.spec.name}: {h.detail}" for h in failed_builds)
+            return BuildFailed(f"the build failed on every capable host:\n{logs}")
+        why = "\n".join(f"  {h.spec.name}: {h.status}{': ' + h.detail if h.detail else ''}"
+                        for h in self.hosts.values())
+        if ready:
+            sizes = ", ".join(f"{h.spec.name}: {h.slots.cpus} cpus, {len(h.slots.gpus)} gpus"
+                              for h in ready if h.slots)
+            why = (f"  every job needs {self.sweep.run.cpus or 'all'} cpus and "
+                   f"{self.sweep.run.gpus} gpus; the reachable hosts offer {sizes}")
+        return NoCapableHost(f"no reachable host can run this sweep's jobs:\n{why}")
+
+    async def run(self) -> RunResult:
+        capable = self.check_hosts()
+        self.prepare()
+        try:
+            if self._finished():
+                return self.finish(resumed=True)
+            for host in capable:
+                self.hosts[host.name] = HostRt(host)
+            for h in self.hosts.values():
+                self._spawn(self.host_main(h))
+            self.reporter.update(self)
+            while not self._finished():
+                if self.fatal is not None:
+                    raise self.fatal
+                stuck = self._stuck()
+                if stuck is not None:
+                    self.write_summary()
+                    raise stuck
+                self._schedule()
+                self.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), 1.0)
+                self.reporter.update(self)
+            return self.finish()
+        finally:
+            for t in list(self.tasks):
+                t.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            for h in self.hosts.values():
+                if h.conn is not None:
+                    with contextlib.suppress(Exception):
+                        await h.conn.close()
+            self.lock.release()
+
+    def finish(self, resumed: bool = False) -> RunResult:
+        self.write_summary()
+        rows = self.state.jobs(self.sweep_id)
+        results = [JobResult(r["name"], r["state"], r["host"], r["attempts"], r["exit_code"],
+                             json.loads(r["params"]), self.results_dir / r["name"]) for r in rows]
+        ok = all(r.status == st.COMPLETED for r in results)
+        return RunResult(self.sweep.key, self.results_dir, results, 0 if ok else 1,
+                         "already complete" if resumed else "")
+
+    def write_summary(self) -> None:
+        rows = self.state.jobs(self.sweep_id)
+        pnames = list(self.sweep.params)
+        for j in self.sweep.jobs:
+            pnames += [k for k in j.params if k not in pnames]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["job", "status", "host", "attempts", "exit_code", "started", "finished",
+                    "seconds"] + pnames)
+        for r in rows:
+            params = json.loads(r["params"])
+            secs = (round(r["finished"] - r["started"], 3)
+                    if r["finished"] and r["started"] else "")
+            w.writerow([r["name"], r["state"], r["host"] or "", r["attempts"],
+                        "" if r["exit_code"] is None else r["exit_code"], _iso(r["started"]) or "",
+                        _iso(r["finished"]) or "", secs]
+                       + [value_text(params[p]) if p in params else "" for p in pnames])
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        path = self.results_dir / "summary.csv"
+        tmp = path.with_name(".summary.csv.tmp")
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, path)
+
+
+def _epoch(text: str) -> float | None:
+    """A time the wrapper wrote with ``date +%s.%N`` (``%N`` may be literal where unsupported)."""
+    try:
+        return float(text.split(".N")[0].rstrip("."))
+    except ValueError:
+        return None
+
+
+def _iso(t: float | None) -> str | None:
+    if not t:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
+
+
+async def run_sweep(sweep: Sweep, inventory: Inventory, options: RunOptions | None = None,
+                    reporter: Reporter | None = None, sweep_file: str | None = None) -> RunResult:
+    head = Head(sweep, inventory, options, reporter, sweep_file)
+    try:
+        return await head.run()
+    finally:
+        head.state.close()

@@ -1,0 +1,102 @@
+"""The small interface every kind of host implements; the engine knows nothing else.
+
+A host runs POSIX ``sh`` scripts (fed on stdin to ``sh -s``, so the login shell never
+parses them) and moves files. Two implementations: ``ssh.py`` (asyncssh) and
+``local.py`` (this machine, no SSH). Transport errors never leak past this package:
+callers see ``HostUnreachable`` and friends from ``distribute_ssh.errors``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+
+import attrs
+
+from ..model.inventory import Host
+
+
+@attrs.frozen
+class Completed:
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+@attrs.frozen
+class RemoteEntry:
+    """One file below a directory on the host, as listed without following symlinks."""
+
+    path: str  # relative to the listed root, '/'-separated
+    size: int
+    kind: str  # "file", "dir", "link", "other"
+
+
+class HostConnection(abc.ABC):
+    """An open connection to one host."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.home: str = ""  # the login user's home on the host, set by connect()
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def expand(self, path: str) -> str:
+        """A host path with ``~`` made absolute."""
+        if path == "~":
+            return self.home
+        if path.startswith("~/"):
+            return self.home.rstrip("/") + path[1:]
+        return path
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the connection and learn ``home``."""
+
+    @abc.abstractmethod
+    async def run(self, script: str, *, timeout: float = 60.0) -> Completed:
+        """Run a POSIX sh script; raises HostUnreachable if the connection is lost."""
+
+    @abc.abstractmethod
+    def stream(self, script: str) -> AsyncIterator[str]:
+        """Run a long-lived script and yield its output lines as they come."""
+
+    @abc.abstractmethod
+    async def put(self, local: str, remote: str) -> None:
+        """Copy a local file or directory (recursively) to ``remote``."""
+
+    @abc.abstractmethod
+    async def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None:
+        """Create or replace a small file atomically."""
+
+    @abc.abstractmethod
+    async def read_file(self, remote: str, limit: int | None = None) -> bytes:
+        """Read a file (its first ``limit`` bytes); FileNotFoundError if it is missing."""
+
+    @abc.abstractmethod
+    async def walk(self, remote: str) -> list[RemoteEntry]:
+        """Everything below ``remote``, recursively, never following symlinks."""
+
+    @abc.abstractmethod
+    async def get(self, remote: str, local: str, size: int) -> None:
+        """Download one regular file; raises if the bytes received are not ``size``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the connection; jobs started detached keep running."""
+
+
+def make_connection(host: Host, *, accept_new_hostkeys: bool = False) -> HostConnection:
+    if host.is_local:
+        from .local import LocalConnection
+
+        return LocalConnection(host)
+    from .ssh import SSHConnection
+
+    return SSHConnection(host, accept_new_hostkeys=accept_new_hostkeys)

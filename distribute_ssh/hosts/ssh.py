@@ -1,0 +1,309 @@
+"""A workstation over SSH (asyncssh): one connection, many channels, OpenSSH conventions.
+
+Host keys are always verified. ``~/.ssh/config`` (aliases, ProxyJump, IdentityFile,
+UserKnownHostsFile), ssh-agent and ``~/.ssh/known_hosts`` work as with ``ssh``.
+Unknown hosts are refused unless the user asked for OpenSSH's ``accept-new``;
+changed keys are always refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from ..errors import (
+    AuthenticationFailed,
+    HostError,
+    HostKeyRejected,
+    HostUnreachable,
+)
+from ..model.inventory import Host
+from .base import Completed, HostConnection, RemoteEntry
+
+# OpenSSH allows 10 sessions per connection by default; keep room for SFTP and the watcher.
+MAX_CHANNELS = 8
+KEEPALIVE_INTERVAL = 15
+KEEPALIVE_COUNT_MAX = 3
+
+
+class _HostKeyPolicy(asyncssh.SSHClient):
+    """Records what was offered; appends unknown keys when accept-new is on."""
+
+    def __init__(self, known_text: str, write_to: Path | None) -> None:
+        self.known_text = known_text
+        self.write_to = write_to
+        self.offered: tuple[str, int | None, str] | None = None
+        self.changed = False
+
+    def validate_host_public_key(self, host: str, addr: str, port: int,
+                                 key: asyncssh.SSHKey) -> bool:
+        # Called only when the key is not among the trusted ones for this host.
+        line = key.export_public_key().decode().strip()
+        self.offered = (host, port, line)
+        known = asyncssh.import_known_hosts(self.known_text) if self.known_text.strip() else None
+        if known is not None:
+            trusted, ca, revoked, *_ = known.match(host, addr, port if port != 22 else None)
+            if trusted or ca or revoked:
+                self.changed = True
+                return False
+        if self.write_to is None:
+            return False
+        name = host if port == 22 else f"[{host}]:{port}"
+        self.write_to.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.write_to, "a") as f:
+            f.write(f"{name} {line}\n")
+        return True
+
+
+def _ssh_config_paths() -> list[str]:
+    p = Path("~/.ssh/config").expanduser()
+    return [str(p)] if p.is_file() else []
+
+
+class SSHConnection(HostConnection):
+    def __init__(self, host: Host, *, accept_new_hostkeys: bool = False) -> None:
+        super().__init__(host)
+        self.accept_new = accept_new_hostkeys
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._sftp_lock = asyncio.Lock()
+        self._channels = asyncio.Semaphore(MAX_CHANNELS)
+
+    # -- connecting -------------------------------------------------------------------------
+    def _known_hosts_files(self, config_known: Any) -> list[Path]:
+        if self.host.known_hosts:
+            return [Path(self.host.known_hosts).expanduser()]
+        if isinstance(config_known, list | tuple) and config_known:
+            return [Path(p).expanduser() for p in config_known]
+        return [Path("~/.ssh/known_hosts").expanduser()]
+
+    async def connect(self) -> None:
+        h = self.host
+        target = h.address or h.name
+        kw: dict[str, Any] = {
+            "connect_timeout": h.connect_timeout,
+            "keepalive_interval": KEEPALIVE_INTERVAL,
+            "keepalive_count_max": KEEPALIVE_COUNT_MAX,
+        }
+        if h.port:
+            kw["port"] = h.port
+        if h.user:
+            kw["username"] = h.user
+        if h.identity_file:
+            kw["client_keys"] = [os.path.expanduser(h.identity_file)]
+        try:
+            probe = asyncssh.SSHClientConnectionOptions(
+                config=_ssh_config_paths(), host=target, port=h.port or (),
+                username=h.user or ())
+        except (OSError, asyncssh.Error, ValueError) as e:
+            raise HostUnreachable(h.name, f"cannot read ~/.ssh/config for this host: {e}") from None
+        if probe.known_hosts is None:
+            raise HostKeyRejected(
+                h.name, "~/.ssh/config sets 'UserKnownHostsFile none', which would turn host-key "
+                        "checking off; dssh always verifies host keys: set known_hosts for this "
+                        "host in the inventory, or remove that line")
+        files = self._known_hosts_files(probe.known_hosts)
+        text = ""
+        for f in files:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                text += f.read_text() + "\n"
+        policy = _HostKeyPolicy(text, files[0] if self.accept_new else None)
+        known = asyncssh.import_known_hosts(text) if text.strip() else asyncssh.import_known_hosts("")
+        try:
+            self._conn = await asyncssh.connect(
+                target, known_hosts=known, client_factory=lambda: policy, **kw)
+        except asyncssh.HostKeyNotVerifiable:
+            raise self._host_key_error(policy, files[0], target) from None
+        except asyncssh.PermissionDenied as e:
+            user = h.user or "(default user)"
+            raise AuthenticationFailed(
+                h.name, f"login as {user} was refused ({e.reason}): check 'user' and "
+                        "'identity_file' in the inventory, or that your key is in the host's "
+                        "~/.ssh/authorized_keys (ssh-copy-id)") from None
+        except FileNotFoundError as e:
+            raise HostUnreachable(h.name, f"a key or known_hosts file named in ~/.ssh/config or "
+                                          f"the inventory does not exist: {e.filename}") from None
+        except (OSError, asyncssh.Error, TimeoutError) as e:
+            raise HostUnreachable(h.name, f"cannot connect to {target}"
+                                          f"{':' + str(h.port) if h.port else ''}: "
+                                          f"{_reason(e)}") from None
+        res = await self.run('printf "%s" "$HOME"', timeout=30)
+        self.home = res.text.strip() or "/"
+
+    def _host_key_error(self, policy: _HostKeyPolicy, kh: Path, target: str) -> HostKeyRejected:
+        host, port, _line = policy.offered or (target, self.host.port or 22, "")
+        port_opt = f"-p {port} " if port and port != 22 else ""
+        if policy.changed:
+            return HostKeyRejected(
+                self.name, f"the host key of {host} has CHANGED since it was recorded in {kh}. "
+                           "This can mean someone is intercepting the connection, or the machine "
+                           "was reinstalled. If you know why, remove the old line with "
+                           f"'ssh-keygen -R {_kh_name(host, port)} -f {kh}' and connect again")
+        return HostKeyRejected(
+            self.name, f"unknown host key for {host} (not in {kh}). Check the key with the "
+                       f"machine's owner, then add it: 'ssh-keyscan {port_opt}{host} >> {kh}', "
+                       "or run with --accept-new-hostkeys to trust it on first use")
+
+    # -- commands ---------------------------------------------------------------------------
+    def _need(self) -> asyncssh.SSHClientConnection:
+        if self._conn is None:
+            raise HostUnreachable(self.name, "not connected")
+        return self._conn
+
+    async def run(self, script: str, *, timeout: float = 60.0) -> Completed:
+        conn = self._need()
+        async with self._channels:
+            try:
+                proc = await conn.create_process("sh -s", encoding=None)
+            except (asyncssh.ChannelOpenError, OSError, asyncssh.Error) as e:
+                raise HostUnreachable(self.name, f"cannot open a channel: {_reason(e)}") from None
+            try:
+                proc.stdin.write(script.encode())
+                proc.stdin.write_eof()
+                res = await proc.wait(timeout=timeout)
+            except asyncssh.TimeoutError:
+                proc.terminate()
+                proc.close()
+                raise HostError(self.name, f"a command took longer than {timeout:.0f}s") from None
+            except (OSError, asyncssh.Error) as e:
+                raise HostUnreachable(self.name, f"connection lost: {_reason(e)}") from None
+        if res.exit_status is None:
+            raise HostUnreachable(self.name, "connection lost while a command ran")
+        return Completed(res.exit_status if res.exit_status >= 0 else 255,
+                         res.stdout or b"", res.stderr or b"")
+
+    async def stream(self, script: str) -> AsyncIterator[str]:
+        conn = self._need()
+        try:
+            proc = await conn.create_process("sh -s", encoding="utf-8", errors="replace",
+                                             stderr=asyncssh.DEVNULL)
+        except (asyncssh.ChannelOpenError, OSError, asyncssh.Error) as e:
+            raise HostUnreachable(self.name, f"cannot open a channel: {_reason(e)}") from None
+        try:
+            proc.stdin.write(script)
+            proc.stdin.write_eof()
+            while True:
+                try:
+                    line = await proc.stdout.readline()
+                except (OSError, asyncssh.Error) as e:
+                    raise HostUnreachable(self.name, f"connection lost: {_reason(e)}") from None
+                if not line:
+                    break
+                yield line.rstrip("\n")
+        finally:
+            proc.terminate()
+            proc.close()
+
+    # -- files ------------------------------------------------------------------------------
+    async def _sftp_client(self) -> asyncssh.SFTPClient:
+        async with self._sftp_lock:
+            if self._sftp is None:
+                try:
+                    self._sftp = await self._need().start_sftp_client()
+                except (OSError, asyncssh.Error) as e:
+                    raise HostUnreachable(self.name, f"cannot start SFTP: {_reason(e)}") from None
+            return self._sftp
+
+    async def put(self, local: str, remote: str) -> None:
+        sftp = await self._sftp_client()
+        try:
+            await sftp.put(local, remote, recurse=os.path.isdir(local), preserve=True)
+        except (OSError, asyncssh.Error) as e:
+            raise _file_error(self.name, f"uploading {local} to {remote}", e) from None
+
+    async def write_file(self, remote: str, data: bytes, mode: int = 0o644) -> None:
+        sftp = await self._sftp_client()
+        tmp = f"{remote}.tmp{os.getpid()}"
+        try:
+            async with sftp.open(tmp, "wb", asyncssh.SFTPAttrs(permissions=mode)) as f:
+                await f.write(data)
+            await sftp.posix_rename(tmp, remote)
+        except (OSError, asyncssh.Error) as e:
+            raise _file_error(self.name, f"writing {remote}", e) from None
+
+    async def read_file(self, remote: str, limit: int | None = None) -> bytes:
+        sftp = await self._sftp_client()
+        try:
+            async with sftp.open(remote, "rb") as f:
+                return await f.read(-1 if limit is None else limit)
+        except asyncssh.SFTPNoSuchFile:
+            raise FileNotFoundError(remote) from None
+        except (OSError, asyncssh.Error) as e:
+            raise _file_error(self.name, f"reading {remote}", e) from None
+
+    async def walk(self, remote: str) -> list[RemoteEntry]:
+        sftp = await self._sftp_client()
+        out: list[RemoteEntry] = []
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            path = f"{remote}/{rel}" if rel else remote
+            try:
+                names = await sftp.readdir(path)
+            except asyncssh.SFTPNoSuchFile:
+                continue
+            except (OSError, asyncssh.Error) as e:
+                raise _file_error(self.name, f"listing {path}", e) from None
+            for n in sorted(names, key=lambda n: n.filename):
+                name = n.filename if isinstance(n.filename, str) else n.filename.decode()
+                if name in (".", ".."):
+                    continue
+                r = f"{rel}/{name}" if rel else name
+                t = n.attrs.type
+                if t == asyncssh.FILEXFER_TYPE_SYMLINK:
+                    out.append(RemoteEntry(r, 0, "link"))
+                elif t == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                    out.append(RemoteEntry(r, 0, "dir"))
+                    stack.append(r)
+                elif t == asyncssh.FILEXFER_TYPE_REGULAR:
+                    out.append(RemoteEntry(r, n.attrs.size or 0, "file"))
+                else:
+                    out.append(RemoteEntry(r, 0, "other"))
+        return out
+
+    async def get(self, remote: str, local: str, size: int) -> None:
+        sftp = await self._sftp_client()
+        try:
+            await sftp.get(remote, local, sparse=False, follow_symlinks=False)
+        except (OSError, asyncssh.Error) as e:
+            raise _file_error(self.name, f"downloading {remote}", e) from None
+        got = os.path.getsize(local)
+        if got != size:
+            raise HostError(self.name, f"{remote}: received {got} bytes, expected {size}")
+
+    async def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.exit()
+            self._sftp = None
+        if self._conn is not None:
+            self._conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.wait_closed(), 5)
+            self._conn = None
+
+
+def _kh_name(host: str, port: int | None) -> str:
+    return host if not port or port == 22 else shlex.quote(f"[{host}]:{port}")
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, asyncssh.DisconnectError | asyncssh.ChannelOpenError):
+        return e.reason or type(e).__name__
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+def _file_error(host: str, what: str, e: BaseException) -> HostError:
+    if isinstance(e, asyncssh.SFTPConnectionLost | ConnectionError | asyncssh.DisconnectError):
+        return HostUnreachable(host, f"connection lost while {what}")
+    return HostError(host, f"{what}: {_reason(e)}")

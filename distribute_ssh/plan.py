@@ -1,0 +1,257 @@
+"""Sweep -> jobs: the parameter product, job names, files, and command templates. No I/O
+beyond reading local files to hash them."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import shlex
+import string
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .model.sweep import File, Sweep
+
+# Placeholders every command may use besides the sweep's parameters.
+RUNTIME_FIELDS = ("job", "cpus", "gpus", "build", "input", "output", "attempt")
+_NAME_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class PlanError(Exception):
+    """A sweep that cannot be expanded; ``path`` points at the key at fault."""
+
+    def __init__(self, path: tuple, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@attrs.frozen
+class PlannedJob:
+    """One job of a sweep, fully expanded; the host-specific parts come at dispatch."""
+
+    index: int
+    name: str
+    params: dict[str, Any]
+    files: tuple[tuple[str, str], ...]  # (local path, name inside input/)
+    definition: str  # hash of everything that defines the job's result
+
+
+def fields_of(template: str, where: tuple) -> list[str]:
+    """The placeholder names in a template; raises PlanError on a malformed one."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise PlanError(where, f"{'.'.join(map(str, where))}: malformed template {template!r}: "
+                               f"{e}; write {{{{ and }}}} for literal braces") from None
+    names = []
+    for _lit, field, spec, conv in parsed:
+        if field is None:
+            continue
+        if field == "" or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", field) or spec or conv:
+            raise PlanError(where, f"{'.'.join(map(str, where))}: placeholder {{{field}}} in "
+                                   f"{template!r} is not a plain name; write {{{{ and }}}} "
+                                   "for literal braces")
+        names.append(field)
+    return names
+
+
+def render(template: str, values: dict[str, Any], *, quote: bool = True) -> str:
+    """Fill a template. With ``quote`` every value is shell-quoted: values cannot inject."""
+    out = []
+    for lit, field, _spec, _conv in string.Formatter().parse(template):
+        out.append(lit)
+        if field is not None:
+            v = value_text(values[field])
+            out.append(shlex.quote(v) if quote else v)
+    return "".join(out)
+
+
+def value_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _safe_name(text: str) -> str:
+    s = _NAME_SAFE.sub("_", text).strip("_") or "job"
+    return "_" + s if s in (".", "..") else s
+
+
+def default_job_name(params: dict[str, Any]) -> str:
+    return _safe_name("_".join(f"{k}-{value_text(v)}" for k, v in params.items()))
+
+
+def _hash_path(h: Any, p: Path) -> None:
+    if p.is_dir():
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            for f in sorted(files):
+                fp = Path(root, f)
+                h.update(str(fp.relative_to(p)).encode() + b"\0")
+                _hash_file(h, fp)
+    elif p.exists():
+        _hash_file(h, p)
+
+
+_FILE_HASHES: dict[tuple[str, int, int], bytes] = {}
+
+
+def _hash_file(h: Any, p: Path) -> None:
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    digest = _FILE_HASHES.get(key)
+    if digest is None:
+        fh = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                fh.update(chunk)
+        digest = _FILE_HASHES[key] = fh.digest()
+    h.update(digest)
+
+
+def files_digest(files: list[tuple[str, str]]) -> str:
+    h = hashlib.sha256()
+    for local, target in files:
+        h.update(target.encode() + b"\0")
+        _hash_path(h, Path(local))
+    return h.hexdigest()
+
+
+def build_id(sweep: Sweep) -> str | None:
+    """The build's cache key: its command and the content of its files."""
+    if sweep.build is None:
+        return None
+    files = [(str(Path(sweep.base_dir, os.path.expanduser(f.path))), f.target)
+             for f in sweep.build.files]
+    h = hashlib.sha256(json.dumps({"command": sweep.build.command}).encode())
+    h.update(files_digest(files).encode())
+    return h.hexdigest()[:16]
+
+
+def _resolve_files(sweep: Sweep, files: list[File], params: dict[str, Any],
+                   where: tuple) -> list[tuple[str, str]]:
+    out = []
+    for i, f in enumerate(files):
+        path = f.path
+        if "{" in path:
+            unknown = [n for n in fields_of(path, where + (i, "path")) if n not in params]
+            if unknown:
+                raise PlanError(where + (i,), f"file {path!r} uses {{{unknown[0]}}}, which is not "
+                                              "a parameter of this job")
+            path = render(path, params, quote=False)
+        local = Path(sweep.base_dir, os.path.expanduser(path))
+        if not local.exists():
+            raise PlanError(where + (i,), f"file {path!r} not found (looked in {sweep.base_dir})")
+        target = f.as_ or Path(path.rstrip("/")).name
+        out.append((str(local), target))
+    return out
+
+
+def expand(sweep: Sweep) -> list[PlannedJob]:
+    """All jobs of the sweep: the parameter product, then the explicit jobs."""
+    cmd_fields = fields_of(sweep.run.command, ("run", "command"))
+    if sweep.build:
+        for f in fields_of(sweep.build.command, ("build", "command")):
+            raise PlanError(("build", "command"),
+                            f"build.command uses {{{f}}}: a build is shared by every job, so it "
+                            "cannot use placeholders; write {{ and }} for literal braces")
+    param_names = list(sweep.params)
+    allowed = set(param_names) | set(RUNTIME_FIELDS)
+    for job in sweep.jobs:
+        allowed |= set(job.params)
+    for f in cmd_fields:
+        if f not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise PlanError(("run", "command"),
+                            f"run.command uses {{{f}}}, which is neither a parameter nor one of "
+                            f"dssh's placeholders ({known}); fix the name or add it to params")
+    if sweep.job_name is not None:
+        for f in fields_of(sweep.job_name, ("job_name",)):
+            if f not in param_names:
+                raise PlanError(("job_name",), f"job_name uses {{{f}}}, which is not a "
+                                               f"parameter (params: {', '.join(param_names)})")
+
+    common = _resolve_files(sweep, sweep.run.files, {}, ("run", "files")) \
+        if all("{" not in f.path for f in sweep.run.files) else None
+    run_def = {
+        "command": sweep.run.command, "env": dict(sweep.run.env), "cpus": sweep.run.cpus,
+        "gpus": sweep.run.gpus, "build": build_id(sweep),
+    }
+    common_digest = files_digest(common) if common is not None else ""
+    jobs: list[PlannedJob] = []
+    seen: dict[str, str] = {}
+
+    def add(name: str, params: dict[str, Any], extra: list[tuple[str, str]], where: tuple) -> None:
+        if name in seen:
+            raise PlanError(where, f"job name {name!r} is used twice ({seen[name]} and "
+                                   f"{_where_text(where)}): job names must be unique; set "
+                                   "job_name to include every parameter, or rename the job")
+        seen[name] = _where_text(where)
+        missing = [f for f in cmd_fields if f not in params and f not in RUNTIME_FIELDS]
+        if missing:
+            raise PlanError(where, f"job {name!r} has no value for {{{missing[0]}}} used in "
+                                   "run.command: add it to the job's params")
+        run_files = common if common is not None else _resolve_files(
+            sweep, sweep.run.files, params, ("run", "files"))
+        files = tuple(run_files) + tuple(extra)
+        targets = [t for _, t in files]
+        dup = next((t for t in targets if targets.count(t) > 1), None)
+        if dup:
+            raise PlanError(where, f"job {name!r} gets two input files named {dup!r}: use "
+                                   "'as:' to give one of them another name")
+        h = hashlib.sha256(json.dumps({"run": run_def, "params": {
+            k: [type(v).__name__, value_text(v)] for k, v in params.items()}},
+            sort_keys=True).encode())
+        h.update((common_digest if common is not None else files_digest(list(run_files))).encode())
+        if extra:
+            h.update(files_digest(list(extra)).encode())
+        jobs.append(PlannedJob(len(jobs), name, dict(params), files, h.hexdigest()[:16]))
+
+    if sweep.params:
+        keys = list(sweep.params)
+        for combo in itertools.product(*(sweep.params[k] for k in keys)):
+            params = dict(zip(keys, combo, strict=True))
+            name = (_safe_name(render(sweep.job_name, params, quote=False))
+                    if sweep.job_name else default_job_name(params))
+            add(name, params, [], ("params",))
+    for j, spec in enumerate(sweep.jobs):
+        extra = _resolve_files(sweep, spec.files, spec.params, ("jobs", j, "files"))
+        add(spec.name, dict(spec.params), extra, ("jobs", j, "name"))
+    if not sweep.params and not sweep.jobs:
+        add(sweep.name, {}, [], ("name",))
+    return jobs
+
+
+def _where_text(path: tuple) -> str:
+    return ".".join(map(str, path))
+
+
+def job_command(sweep: Sweep, job: PlannedJob, *, cpus: int, gpus: tuple[int, ...], build: str,
+                input_dir: str, output_dir: str, attempt: int) -> str:
+    values = dict(job.params)
+    values.update(job=job.name, cpus=cpus, gpus=",".join(map(str, gpus)), build=build,
+                  input=input_dir, output=output_dir, attempt=attempt)
+    return render(sweep.run.command, values)
+
+
+def job_env(sweep: Sweep, job: PlannedJob, *, host_env: dict[str, str], cpus: int,
+            gpus: tuple[int, ...], build: str, input_dir: str, output_dir: str,
+            attempt: int) -> dict[str, str]:
+    """The environment of one job (SPEC §3): dssh's variables, then the host's, then the sweep's."""
+    env = {
+        "DSSH_SWEEP": sweep.name, "DSSH_NAMESPACE": sweep.namespace, "DSSH_JOB": job.name,
+        "DSSH_ATTEMPT": str(attempt), "DSSH_CPUS": str(cpus), "DSSH_BUILD": build,
+        "DSSH_INPUT": input_dir, "DSSH_OUTPUT": output_dir,
+        "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)), "OMP_NUM_THREADS": str(cpus),
+    }
+    for k, v in job.params.items():
+        env[f"DSSH_PARAM_{k.upper()}"] = value_text(v)
+    env.update(host_env)
+    env.update(sweep.run.env)
+    return env

@@ -1,0 +1,105 @@
+"""What a running head shows: a live block on a terminal, timestamped lines otherwise."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from typing import IO, Any
+
+from .engine import Head, Reporter
+
+_ORDER = ("COMPLETED", "RUNNING", "STARTING", "PENDING", "FAILED", "TIMEOUT", "CANCELLED")
+
+
+def summary_counts(counts: dict[str, int]) -> str:
+    done = counts.get("COMPLETED", 0)
+    running = counts.get("RUNNING", 0) + counts.get("STARTING", 0)
+    queued = counts.get("PENDING", 0)
+    failed = counts.get("FAILED", 0) + counts.get("TIMEOUT", 0)
+    parts = [f"done {done}", f"running {running}", f"queued {queued}", f"failed {failed}"]
+    if counts.get("CANCELLED"):
+        parts.append(f"cancelled {counts['CANCELLED']}")
+    return "  ".join(parts)
+
+
+class PlainReporter(Reporter):
+    """One timestamped line per event, nothing that redraws: for cron, CI and pipes."""
+
+    def __init__(self, out: IO[str] | None = None, quiet: bool = False,
+                 verbose: bool = False) -> None:
+        self.out = out or sys.stdout
+        self.quiet = quiet
+        self.verbose = verbose
+        self._last_counts: str = ""
+
+    def event(self, kind: str, message: str, **info: Any) -> None:
+        if self.quiet and kind not in ("error",):
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.out.write(f"{stamp} {kind:<7} {message}\n")
+        self.out.flush()
+
+
+class LiveReporter(Reporter):
+    """A progress bar, counts and one line per host, redrawn in place on a terminal."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        self._lines = 0
+        self._last = 0.0
+        self._head: Head | None = None
+        self._t0 = time.monotonic()
+
+    def _clear(self) -> None:
+        if self._lines:
+            self.out.write(f"\x1b[{self._lines}F\x1b[J")
+            self._lines = 0
+
+    def _draw(self) -> None:
+        head = self._head
+        if head is None:
+            return
+        width = max(40, shutil.get_terminal_size((100, 20)).columns)
+        counts = head.counts()
+        total = max(1, len(head.jobs))
+        finished = sum(counts.get(s, 0) for s in ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"))
+        barw = 24
+        fill = int(barw * finished / total)
+        el = int(time.monotonic() - self._t0)
+        lines = [f"[{'#' * fill}{'-' * (barw - fill)}] {finished}/{total}  "
+                 f"{summary_counts(counts)}  {el // 60}:{el % 60:02d}"]
+        running: dict[str, list[str]] = {}
+        for j in head.jobs.values():
+            if j.state in ("RUNNING", "STARTING") and j.host:
+                running.setdefault(j.host, []).append(j.planned.name)
+        for name, h in head.hosts.items():
+            jobs = running.get(name, [])
+            cap = h.slots.slots if h.slots and h.slots.slots else None
+            state = h.status if h.status != "ready" else f"{len(jobs)}{'/' + str(cap) if cap else ''} running"
+            line = f"  {name:<14} {state:<14} {', '.join(jobs)}"
+            if h.status in ("failed", "unreachable", "lost") and h.detail:
+                line = f"  {name:<14} {h.status:<14} {h.detail}"
+            lines.append(line[: width - 1])
+        self.out.write("\n".join(lines) + "\n")
+        self._lines = len(lines)
+        self.out.flush()
+
+    def event(self, kind: str, message: str, **info: Any) -> None:
+        self._clear()
+        stamp = time.strftime("%H:%M:%S")
+        self.out.write(f"{stamp} {message}\n")
+        self._draw()
+
+    def update(self, head: Head) -> None:
+        self._head = head
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        self._clear()
+        self._draw()
+
+    def close(self) -> None:
+        self._clear()
+        self._draw()

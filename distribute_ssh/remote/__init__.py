@@ -1,0 +1,80 @@
+"""What dssh puts on a host: the job wrapper, the watcher, and the shell snippets it runs.
+
+Every snippet is built from quoted pieces (``shlex.quote``), never pasted strings.
+Scripts are content-addressed (``bin/wrapper-<hash>.sh``) so hosts shared by heads of
+different versions never overwrite each other's copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from importlib import resources
+from shlex import quote as q
+
+
+@cache
+def script(name: str) -> tuple[str, bytes]:
+    """(file name on the host, content) of a shipped script."""
+    data = resources.files(__package__).joinpath(f"{name}.sh").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    return f"{name}-{digest}.sh", data
+
+
+def install_check(bin_dir: str, names: list[str]) -> str:
+    """A script printing the names of shipped scripts missing from ``bin_dir``."""
+    lines = [f"mkdir -p {q(bin_dir)} || exit 1"]
+    for n in names:
+        fname, _ = script(n)
+        lines.append(f"[ -f {q(bin_dir + '/' + fname)} ] || echo {q(n)}")
+    return "\n".join(lines) + "\n"
+
+
+def export_lines(env: dict[str, str]) -> str:
+    return "".join(f"export {k}={q(v)}\n" for k, v in env.items())
+
+
+def command_script(workdir: str, env: dict[str, str], command: str, *, merge_stderr=False) -> str:
+    """The ``command.sh`` a wrapper runs: environment, working dir, then ``sh -c COMMAND``."""
+    return ("# written by dssh\n" + export_lines(env) + f"cd {q(workdir)} || exit 1\n"
+            + ("exec 2>&1\n" if merge_stderr else "") + f"exec sh -c {q(command)}\n")
+
+
+def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str) -> str:
+    """Start the wrapper detached (own session, no tty, stdio closed) and print its pid.
+
+    ``.dssh/launched`` is written first: a head that dies right here leaves a dir that
+    says a start was attempted, so the next head never starts a second copy blindly.
+    """
+    ctl = f"{dir_}/.dssh"
+    return (f"cd {q(dir_)} || exit 1\n"
+            f": > {q(ctl + '/launched')}\n"
+            f"nohup setsid sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)}"
+            " < /dev/null > /dev/null 2>&1 &\n"
+            "echo $!\n")
+
+
+def inspect(dirs: list[str]) -> str:
+    """For each run dir print one line: ``<index> <state> [exit_code timed_out]``.
+
+    states: missing (no dir), new (dir but never launched), ended, running, lost (launched,
+    but the wrapper is gone without an exit code: killed, or the host rebooted).
+    """
+    lines = ["boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)", "i=0"]
+    lines.append("for d in " + " ".join(q(d) for d in dirs) + "; do")
+    lines.append(r"""  c="$d/.dssh"
+  if [ ! -d "$d" ]; then echo "$i missing"
+  elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
+    echo "$i ended $(cat "$c/exit_code") $t"
+  elif [ ! -f "$c/launched" ]; then echo "$i new"
+  elif [ -f "$c/pid" ]; then
+    p=$(cat "$c/pid"); b=$(cat "$c/boot_id" 2>/dev/null)
+    if [ -n "$boot" ] && [ -n "$b" ] && [ "$b" != "$boot" ]; then echo "$i lost"
+    elif kill -0 "$p" 2>/dev/null; then echo "$i running"
+    elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
+      echo "$i ended $(cat "$c/exit_code") $t"
+    else echo "$i lost"; fi
+  else echo "$i starting"; fi
+  i=$((i + 1))
+done""")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,48 @@
+#!/bin/sh
+# dssh job wrapper: runs one job (or build) detached from the head.
+# Needs only POSIX sh and coreutils; started as
+#   nohup setsid sh wrapper.sh DIR TIMEOUT NOTIFY_DIR NAME </dev/null >/dev/null 2>&1 &
+# DIR/.dssh holds command.sh; this writes pid, started, boot_id, stdout.txt, stderr.txt,
+# then finished, timed_out (if so) and, last and atomically, exit_code.
+# When it has ended it drops NAME into NOTIFY_DIR so a watching head hears at once.
+dir=$1
+timeout=${2:-0}
+notify=${3:-}
+name=${4:-}
+cd "$dir" || exit 1
+ctl=.dssh
+echo $$ > "$ctl/pid.tmp" && mv -f "$ctl/pid.tmp" "$ctl/pid"
+cat /proc/sys/kernel/random/boot_id > "$ctl/boot_id" 2>/dev/null
+date +%s.%N > "$ctl/started"
+# The job gets its own session, so its whole tree can be signalled as one group.
+setsid sh "$ctl/command.sh" > "$ctl/stdout.txt" 2> "$ctl/stderr.txt" < /dev/null &
+job=$!
+echo "$job" > "$ctl/job_pid"
+mon=
+if [ "$timeout" -gt 0 ] 2>/dev/null; then
+    (
+        start=$(date +%s)
+        while :; do
+            sleep 1
+            now=$(date +%s)
+            if [ $((now - start)) -ge "$timeout" ]; then
+                : > "$ctl/timed_out"
+                kill -TERM -- "-$job" 2>/dev/null
+                i=0
+                while [ $i -lt 10 ] && kill -0 -- "-$job" 2>/dev/null; do sleep 1; i=$((i + 1)); done
+                kill -KILL -- "-$job" 2>/dev/null
+                exit 0
+            fi
+        done
+    ) &
+    mon=$!
+fi
+wait "$job"
+rc=$?
+[ -n "$mon" ] && kill "$mon" 2>/dev/null
+date +%s.%N > "$ctl/finished"
+echo "$rc" > "$ctl/exit_code.tmp" && mv -f "$ctl/exit_code.tmp" "$ctl/exit_code"
+if [ -n "$notify" ] && [ -d "$notify" ]; then
+    : > "$notify/$name"
+fi
+exit 0

@@ -1,0 +1,118 @@
+"""Which queued job goes to which host next. Pure: no I/O, no clock, no asyncio.
+
+Rules, in order:
+- a host takes a job only if it has every capability the sweep requires, enough GPUs,
+  and free cpus, GPUs and slots right now (``cpus`` unset on the job means the whole host);
+- jobs that need GPUs go only to hosts that have them; jobs that don't prefer hosts
+  without GPUs, so GPUs stay free for those who need them (the original tool's rule);
+- among the rest, the least loaded host (by share of its cpus in use) wins, so every
+  capable host gets busy before any doubles up;
+- jobs are considered in their queue order; one that fits nowhere now does not block
+  the ones behind it.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.define
+class HostSlots:
+    """What one host offers and has in use, as the scheduler sees it."""
+
+    name: str
+    cpus: int
+    slots: int | None = None  # None: as many jobs as the cpus allow
+    gpus: tuple[int, ...] = ()
+    capabilities: frozenset[str] = frozenset()
+    used_cpus: int = 0
+    running: int = 0
+    busy_gpus: set[int] = attrs.Factory(set)
+    available: bool = True  # connected, built, not excluded
+
+    @property
+    def free_cpus(self) -> int:
+        return self.cpus - self.used_cpus
+
+    @property
+    def free_gpus(self) -> list[int]:
+        return [g for g in self.gpus if g not in self.busy_gpus]
+
+    def can_ever_run(self, need: JobNeed) -> bool:
+        return (need.requires <= self.capabilities and len(self.gpus) >= need.gpus
+                and (need.cpus is None or need.cpus <= self.cpus))
+
+    def fits_now(self, need: JobNeed) -> bool:
+        if not self.available or not self.can_ever_run(need):
+            return False
+        if self.slots is not None and self.running >= self.slots:
+            return False
+        cpus = self.cpus if need.cpus is None else need.cpus
+        return cpus <= self.free_cpus and need.gpus <= len(self.free_gpus)
+
+    def take(self, need: JobNeed) -> tuple[int, tuple[int, ...]]:
+        cpus = self.cpus if need.cpus is None else need.cpus
+        gpus = tuple(self.free_gpus[: need.gpus])
+        self.used_cpus += cpus
+        self.running += 1
+        self.busy_gpus.update(gpus)
+        return cpus, gpus
+
+    def give_back(self, cpus: int, gpus: tuple[int, ...]) -> None:
+        self.used_cpus = max(0, self.used_cpus - cpus)
+        self.running = max(0, self.running - 1)
+        self.busy_gpus.difference_update(gpus)
+
+
+@attrs.frozen
+class JobNeed:
+    cpus: int | None = None
+    gpus: int = 0
+    requires: frozenset[str] = frozenset()
+
+
+@attrs.frozen
+class Placement:
+    job: int  # the caller's job id
+    host: str
+    cpus: int
+    gpus: tuple[int, ...]
+
+
+def _preference(host: HostSlots, need: JobNeed) -> tuple:
+    # GPU-less jobs go to GPU-less hosts first; then the least loaded host; then by name.
+    gpu_penalty = 1 if (need.gpus == 0 and host.gpus) else 0
+    return (gpu_penalty, host.used_cpus / max(host.cpus, 1), host.running, host.name)
+
+
+def place(queue: list[tuple[int, JobNeed]], hosts: list[HostSlots],
+          avoid: dict[int, set[str]] | None = None) -> list[Placement]:
+    """Assign as many queued jobs as fit now. Mutates ``hosts`` to reserve what it hands out.
+
+    ``avoid`` maps a job to hosts it should not go to unless no other host could ever
+    take it (a retry prefers another host).
+    """
+    out: list[Placement] = []
+    for job, need in queue:
+        candidates = [h for h in hosts if h.fits_now(need)]
+        if not candidates:
+            continue
+        bad = (avoid or {}).get(job)
+        if bad:
+            others = [h for h in candidates if h.name not in bad]
+            if others:
+                candidates = others
+            elif any(h.name not in bad and h.available and h.can_ever_run(need) for h in hosts):
+                continue  # wait for a better host rather than retry where it failed
+        host = min(candidates, key=lambda h: _preference(h, need))
+        cpus, gpus = host.take(need)
+        out.append(Placement(job, host.name, cpus, gpus))
+        if not any(h.available and (h.slots is None or h.running < h.slots) and h.free_cpus > 0
+                   for h in hosts):
+            break
+    return out
+
+
+def unrunnable(need: JobNeed, hosts: list[HostSlots]) -> bool:
+    """True when no host at all could ever take a job with this need."""
+    return not any(h.can_ever_run(need) for h in hosts)

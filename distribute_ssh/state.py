@@ -1,0 +1,215 @@
+"""The head's memory: one SQLite file with sweeps, jobs, attempts, builds and events.
+
+Every job transition is written in a transaction before the head acts on it, and is
+also appended to ``events``, so a run can be replayed and a killed head resumed
+(SPEC §7). WAL mode: readers (``dssh status``) never block the running head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# Slurm's words for job states; users already know them.
+PENDING = "PENDING"
+STARTING = "STARTING"  # an attempt is recorded and being launched
+RUNNING = "RUNNING"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+TIMEOUT = "TIMEOUT"
+CANCELLED = "CANCELLED"
+FINISHED_STATES = (COMPLETED, FAILED, TIMEOUT, CANCELLED)
+ACTIVE_STATES = (STARTING, RUNNING)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sweep_file TEXT,
+    results_dir TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    UNIQUE (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    params TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    host TEXT,
+    remote_dir TEXT,
+    pid INTEGER,
+    cpus INTEGER,
+    gpus TEXT,
+    exit_code INTEGER,
+    started REAL,
+    finished REAL,
+    reason TEXT,
+    UNIQUE (sweep_id, name)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (sweep_id, state);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    remote_dir TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    exit_code INTEGER,
+    started REAL,
+    finished REAL,
+    reason TEXT,
+    UNIQUE (job_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS builds (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+    host TEXT NOT NULL,
+    build_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (sweep_id, host)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    sweep_id INTEGER NOT NULL,
+    job_id INTEGER,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    host TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_sweep ON events (sweep_id, id);
+"""
+
+
+def default_state_path() -> Path:
+    env = os.environ.get("DSSH_STATE")
+    if env:
+        return Path(env)
+    from platformdirs import user_state_path
+
+    return user_state_path("dssh") / "state.sqlite"
+
+
+class State:
+    """A connection to the state file. Cheap to open; use one per head or command."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, readonly: bool = False) -> None:
+        self.path = Path(path) if path is not None else default_state_path()
+        if readonly:
+            if not self.path.exists():
+                self.db = sqlite3.connect(":memory:")
+                self.db.executescript(_SCHEMA)
+            else:
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        self.db.row_factory = sqlite3.Row
+
+    def _migrate(self) -> None:
+        with self.tx():
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    self.db.execute(stmt)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} was written by a newer dssh "
+                                   f"(schema {row[0]}); upgrade dssh to read it")
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- sweeps -----------------------------------------------------------------------------
+    def find_sweep(self, namespace: str | None, name: str) -> sqlite3.Row | None:
+        if namespace is None:
+            rows = self.db.execute("SELECT * FROM sweeps WHERE name=?", (name,)).fetchall()
+            return rows[0] if len(rows) == 1 else None
+        return self.db.execute("SELECT * FROM sweeps WHERE namespace=? AND name=?",
+                               (namespace, name)).fetchone()
+
+    def sweeps(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM sweeps ORDER BY updated DESC").fetchall()
+
+    def upsert_sweep(self, namespace: str, name: str, sweep_file: str, results_dir: str) -> int:
+        now = time.time()
+        with self.tx() as db:
+            row = db.execute("SELECT id FROM sweeps WHERE namespace=? AND name=?",
+                             (namespace, name)).fetchone()
+            if row:
+                db.execute("UPDATE sweeps SET sweep_file=?, results_dir=?, updated=? WHERE id=?",
+                           (sweep_file, results_dir, now, row[0]))
+                return int(row[0])
+            cur = db.execute("INSERT INTO sweeps (namespace, name, sweep_file, results_dir, "
+                             "created, updated) VALUES (?,?,?,?,?,?)",
+                             (namespace, name, sweep_file, results_dir, now, now))
+            return int(cur.lastrowid or 0)
+
+    def touch_sweep(self, sweep_id: int) -> None:
+        self.db.execute("UPDATE sweeps SET updated=? WHERE id=?", (time.time(), sweep_id))
+
+    # -- jobs -------------------------------------------------------------------------------
+    def jobs(self, sweep_id: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM jobs WHERE sweep_id=? ORDER BY seq",
+                               (sweep_id,)).fetchall()
+
+    def job(self, job_id: int) -> sqlite3.Row:
+        return self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+
+    def counts(self, sweep_id: int) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT state, COUNT(*) FROM jobs WHERE sweep_id=? GROUP BY state", (sweep_id,))}
+
+    def event(self, db: sqlite3.Connection, sweep_id: int, job_id: int | None, kind: str,
+              host: str | None = None, detail: Any = None) -> None:
+        db.execute("INSERT INTO events (sweep_id, job_id, time, kind, host, detail) "
+                   "VALUES (?,?,?,?,?,?)",
+                   (sweep_id, job_id, time.time(), kind, host,
+                    None if detail is None else json.dumps(detail)))
+
+    def set_job(self, job_id: int, kind: str, **fields: Any) -> None:
+        """Update a job and log the transition as one event, atomically."""
+        row = self.job(job_id)
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self.tx() as db:
+            if fields:
+                db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+            self.event(db, row["sweep_id"], job_id, kind, fields.get("host", row["host"]),
+                       {k: v for k, v in fields.items() if k not in ("params",)} or None)
+
+    def events(self, sweep_id: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT e.*, j.name AS job FROM events e LEFT JOIN jobs j "
+                               "ON j.id = e.job_id WHERE e.sweep_id=? ORDER BY e.id",
+                               (sweep_id,)).fetchall()

@@ -1,0 +1,98 @@
+"""Shared fixtures: simulated workstations (tests/workstations.py) and an isolated HOME.
+
+- ``workstations``: 3 started workstations for the whole session (users dssh-ws1..3 as root).
+- ``workstations4``: 4 more, started on first use (users dssh-wx1..4 as root).
+- ``fresh_workdirs``: empties every ``home/.dssh`` (and kills leftover jobs) before the test.
+- ``isolated_home``: HOME / XDG_* in a tmp dir, no ssh-agent, no DSSH_* settings.
+
+Tests using the workstation fixtures are marked ``sshd`` automatically (``-m "not sshd"``).
+Env: ``DSSH_TEST_REQUIRE_SSHD=1`` (never fall back to the asyncssh server),
+``DSSH_TEST_SSHD_BACKEND=openssh|asyncssh``, ``DSSH_TEST_KEEP_WORKSTATIONS=1`` (keep the
+files, e.g. sshd logs, under /tmp/dssh-ws-*).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from workstations import Workstations, start_workstations  # noqa: E402
+
+_WORKSTATION_FIXTURES = {"workstations", "workstations4", "fresh_workdirs"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _WORKSTATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.sshd)
+
+
+def _workstation_set(n: int, prefix: str) -> Iterator[Workstations]:
+    # Not tmp_path_factory: pytest's base temp dir is 0700, and the workstation users (root
+    # mode) must reach their homes and authorized_keys. mkdtemp's 0700 is fixed by
+    # start_workstations (base_dir -> 0755).
+    base = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    ws = start_workstations(n, base, prefix=prefix)
+    try:
+        yield ws
+    finally:
+        ws.stop()
+        if os.environ.get("DSSH_TEST_KEEP_WORKSTATIONS", "") in ("", "0"):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def workstations() -> Iterator[Workstations]:
+    """3 started workstations (ws1..ws3), stopped at the end of the session."""
+    yield from _workstation_set(3, "dssh-ws")
+
+
+@pytest.fixture(scope="session")
+def workstations4() -> Iterator[Workstations]:
+    """4 started workstations (ws1..ws4, users dssh-wx1..4 as root), created on first use."""
+    yield from _workstation_set(4, "dssh-wx")
+
+
+@pytest.fixture
+def fresh_workdirs(request: pytest.FixtureRequest, workstations: Workstations) -> Workstations:
+    """Before the test: kill leftover jobs of the workstation users (root mode; their sshd
+    session processes are spared so open connections survive) and empty each ``home/.dssh``.
+    Also cleans ``workstations4`` when the test uses it. Returns ``workstations``."""
+    sets = [workstations]
+    if "workstations4" in request.fixturenames:
+        sets.append(request.getfixturevalue("workstations4"))
+    for ws_set in sets:
+        ws_set.kill_user_processes()
+        ws_set.clean_workdirs()
+    return workstations
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME and XDG_* dirs under tmp_path, so nothing reads the developer's ~/.ssh/config,
+    known_hosts, agent or dssh settings. Returns the new HOME (empty, with no ``.ssh``)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share"),
+                     ("XDG_CACHE_HOME", ".cache"), ("XDG_STATE_HOME", ".local/state")):
+        d = home / sub
+        d.mkdir(parents=True)
+        monkeypatch.setenv(var, str(d))
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    for var in ("XDG_CONFIG_DIRS", "XDG_DATA_DIRS", "SSH_AUTH_SOCK", "SSH_AGENT_PID"):
+        monkeypatch.delenv(var, raising=False)
+    for var in list(os.environ):
+        if var.startswith("DSSH_") and not var.startswith("DSSH_TEST_"):
+            monkeypatch.delenv(var)
+    return home
