@@ -93,6 +93,7 @@ class JobRt:
     gpus: tuple[int, ...] = ()
     avoid: set[str] = attrs.Factory(set)
     busy: bool = False  # a dispatch or collection is in flight
+    held: bool = False  # its cpus, gpus and slot are counted against its host
     ended: bool = False  # the watcher said it ended while its start was still being recorded
 
 
@@ -161,6 +162,7 @@ class Head:
         self.hosts: dict[str, HostRt] = {}
         self.wakeup = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
+        self.cleanups: set[asyncio.Future] = set()
         self.fatal: DsshError | None = None
         self.started = time.time()
         self.sweep_id = 0
@@ -245,8 +247,8 @@ class Head:
         s = self.sweep
         return f"{h.workdir}/jobs/{s.namespace}/{s.name}/{job.planned.name}/{attempt}"
 
-    def _events_dir(self, h: HostRt) -> str:
-        return f"{h.workdir}/events/{self.sweep.namespace}/{self.sweep.name}"
+    def _event_log(self, h: HostRt) -> str:
+        return f"{h.workdir}/events/{self.sweep.namespace}/{self.sweep.name}.log"
 
     # -- hosts ------------------------------------------------------------------------------
     async def _connect(self, h: HostRt) -> None:
@@ -258,7 +260,7 @@ class Head:
         names = ["wrapper", "watch"]
         res = await conn.run(
             f"umask 077\nmkdir -p {q(h.workdir)} && chmod 700 {q(h.workdir)} || exit 3\n"
-            f"mkdir -p {q(self._events_dir(h))} || exit 3\n"
+            f"mkdir -p {q(os.path.dirname(self._event_log(h)))} || exit 3\n"
             "command -v setsid >/dev/null || echo nosetsid\n"
             "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n"
             + remote.install_check(bin_dir, names), timeout=30)
@@ -354,24 +356,35 @@ class Head:
                 self.reporter.event("job", f"{j.planned.name}: requeued, {h.spec.name} is gone")
 
     async def _watch(self, h: HostRt) -> None:
+        """Follow the host's event log: one line per job that ended, as it ends."""
         assert h.conn is not None
         fname, _ = remote.script("watch")
-        script = f"exec sh {q(h.workdir + '/bin/' + fname)} {q(self._events_dir(h))}\n"
-        last_check = time.monotonic()
-        # The watcher's TICK every ~5 s doubles as our periodic reconcile trigger.
-        async for line in h.conn.stream(script):
-            if line.startswith("END "):
-                name, _, attempt = line[4:].rpartition(".")
-                self._on_end(h, name, attempt)
-            if time.monotonic() - last_check > RECONCILE_EVERY:
-                last_check = time.monotonic()
-                self._spawn(self._reattach_quietly(h))
-            if self._finished():
-                return
+        script = f"exec sh {q(h.workdir + '/bin/' + fname)} {q(self._event_log(h))}\n"
+        ticker = asyncio.ensure_future(self._tick(h))
+        try:
+            async for line in h.conn.stream(script):
+                if line == "READY":
+                    # Jobs that ended before the watcher listened are found by looking.
+                    self._spawn(self._reattach_quietly(h))
+                    continue
+                name, _, attempt = line.strip().rpartition(".")
+                if name:
+                    self._on_end(h, name, attempt)
+                if self._finished():
+                    return
+        finally:
+            ticker.cancel()
+
+    async def _tick(self, h: HostRt) -> None:
+        """A slow safety net: catch an end the watcher missed."""
+        while True:
+            await asyncio.sleep(RECONCILE_EVERY)
+            await self._reattach_quietly(h)
 
     def _on_end(self, h: HostRt, name: str, attempt: str) -> None:
         for j in self.jobs.values():
             if j.planned.name == name and j.host == h.spec.name and str(j.attempts) == attempt:
+                self._release(h, j)  # its processes are gone: the next job may start now
                 if j.state == st.RUNNING and not j.busy:
                     j.busy = True
                     self._spawn(self._collect(h, j))
@@ -432,10 +445,13 @@ class Head:
                 h.slots.used_cpus += j.cpus
                 h.slots.running += 1
                 h.slots.busy_gpus.update(j.gpus)
+                j.held = True
 
     def _release(self, h: HostRt | None, j: JobRt) -> None:
-        if h is not None and h.slots is not None and j.state in st.ACTIVE_STATES:
+        if j.held and h is not None and h.slots is not None:
             h.slots.give_back(j.cpus, j.gpus)
+        j.held = False
+        self.wakeup.set()
 
     # -- builds -----------------------------------------------------------------------------
     async def _build(self, h: HostRt) -> None:
@@ -539,12 +555,19 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             command = job_command(self.sweep, job.planned, **kw)
             env = job_env(self.sweep, job.planned, host_env=h.spec.env, **kw)
             script = remote.command_script(jdir, env, command)
+            wrapper, _ = remote.script("wrapper")
+            timeout = self.sweep.run.timeout_seconds
+            launch = remote.launch(
+                f"{h.workdir}/bin/{wrapper}", jdir, int(timeout) if timeout else 0,
+                self._event_log(h), f"{job.planned.name}.{attempt}")
+            files = job.planned.files
+            # Without input files, making the dir and starting the job is one round trip.
             res = await conn.run(
                 f"mkdir -p {q(os.path.dirname(jdir))} || exit 3\n"
                 f"mkdir {q(jdir)} 2>/dev/null || {{ echo exists; exit 0; }}\n"
                 f"mkdir {q(jdir + '/input')} {q(jdir + '/outputs')} {q(jdir + '/.dssh')} || exit 3\n"
                 f"printf '%s' {q(script)} > {q(jdir + '/.dssh/command.sh')} || exit 3\n"
-                "echo made\n", timeout=60)
+                + ("echo made\n" if files else launch), timeout=60)
             if res.text.strip() == "exists":
                 # Another head (or an earlier start of ours) got here first: find out what it is.
                 job.busy = False
@@ -554,13 +577,10 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             if res.exit_status != 0:
                 raise HostError(h.spec.name, f"cannot create {jdir}: "
                                              f"{res.stderr.decode(errors='replace').strip()}")
-            for local, target in job.planned.files:
-                await conn.put(local, f"{jdir}/input/{target}")
-            wrapper, _ = remote.script("wrapper")
-            timeout = self.sweep.run.timeout_seconds
-            res = await conn.run(remote.launch(
-                f"{h.workdir}/bin/{wrapper}", jdir, int(timeout) if timeout else 0,
-                self._events_dir(h), f"{job.planned.name}.{attempt}"), timeout=60)
+            if files:
+                for local, target in files:
+                    await conn.put(local, f"{jdir}/input/{target}")
+                res = await conn.run(launch, timeout=60)
             pid = int(res.text.strip() or 0)
         except HostUnreachable:
             # Whether it started is unknown: the job stays STARTING and is checked on reconnect.
@@ -664,11 +684,17 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         self.reporter.event("job", f"{job.planned.name}: {verb} on {h.spec.name}"
                                    f"{'; will retry' if retry else ''}",
                             job=job.planned.name, host=h.spec.name, status=status)
+        job.busy = False
+        self.wakeup.set()
+        # Remove the job's dir from the host; the run waits for this before it returns.
+        cleanup = asyncio.ensure_future(self._remove_remote(conn, jdir))
+        self.cleanups.add(cleanup)
+        cleanup.add_done_callback(self.cleanups.discard)
+
+    async def _remove_remote(self, conn: HostConnection, jdir: str) -> None:
         with contextlib.suppress(HostError):
             await conn.run(f"rm -rf {q(jdir)}; rmdir {q(os.path.dirname(jdir))} 2>/dev/null\n",
                            timeout=120)
-        job.busy = False
-        self.wakeup.set()
 
     # -- the loop ---------------------------------------------------------------------------
     def _finished(self) -> bool:
@@ -687,6 +713,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         for p in place_jobs(queue, [h.slots for h in ready if h.slots], avoid):
             job = self.jobs[p.job]
             job.busy = True
+            job.held = True
             self._spawn(self._dispatch(self.hosts[p.host], job, p.cpus, p.gpus))
 
     def _stuck(self) -> DsshError | None:
@@ -739,6 +766,8 @@ rm -rf "$b" && mkdir "$b" && echo claimed
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), 1.0)
                 self.reporter.update(self)
+            if self.cleanups:
+                await asyncio.wait(list(self.cleanups), timeout=60)
             return self.finish()
         finally:
             for t in list(self.tasks):

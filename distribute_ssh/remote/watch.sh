@@ -1,21 +1,22 @@
 #!/bin/sh
-# dssh watcher: reports jobs that ended, as wrappers drop their names into DIR.
-# Prints "END name" per ended job, and "TICK" every few seconds so it dies of SIGPIPE
-# soon after its head goes away; it also stops when its sshd session is gone.
-dir=$1
-mkdir -p "$dir" && cd "$dir" || exit 1
-n=0
+# dssh watcher: prints the name of every job that ends, as its wrapper appends it to LOG.
+# Prints READY once it is listening. With GNU tail it blocks on inotify (no polling) and
+# exits when its sshd session ends (--pid); elsewhere it polls every 0.2 s.
+log=$1
+mkdir -p "$(dirname "$log")" && : >> "$log" || exit 1
+size=$(wc -c < "$log")
+parent=$PPID
+if tail --version 2>/dev/null | grep -q GNU; then
+    echo READY
+    exec tail -c +$((size + 1)) --pid="$parent" -F "$log"
+fi
+echo READY
 while :; do
-    for f in *; do
-        [ -e "$f" ] || continue
-        echo "END $f" || exit 0
-        rm -f "$f"
-    done
-    n=$((n + 1))
-    if [ "$n" -ge 25 ]; then
-        echo TICK || exit 0
-        n=0
+    now=$(wc -c < "$log")
+    if [ "$now" -gt "$size" ]; then
+        tail -c +$((size + 1)) "$log" | head -c $((now - size)) || exit 0
+        size=$now
     fi
-    kill -0 "$PPID" 2>/dev/null || exit 0
+    kill -0 "$parent" 2>/dev/null || exit 0
     sleep 0.2
 done

@@ -1,10 +1,10 @@
 #!/bin/sh
 # dssh job wrapper: runs one job (or build) detached from the head.
 # Needs only POSIX sh and coreutils; started as
-#   nohup setsid sh wrapper.sh DIR TIMEOUT NOTIFY_DIR NAME </dev/null >/dev/null 2>&1 &
+#   nohup setsid sh wrapper.sh DIR TIMEOUT EVENT_LOG NAME </dev/null >/dev/null 2>&1 &
 # DIR/.dssh holds command.sh; this writes pid, started, boot_id, stdout.txt, stderr.txt,
 # then finished, timed_out (if so) and, last and atomically, exit_code.
-# When it has ended it drops NAME into NOTIFY_DIR so a watching head hears at once.
+# When it has ended it appends NAME to EVENT_LOG, which a watching head follows.
 dir=$1
 timeout=${2:-0}
 notify=${3:-}
@@ -42,7 +42,7 @@ rc=$?
 [ -n "$mon" ] && kill "$mon" 2>/dev/null
 date +%s.%N > "$ctl/finished"
 echo "$rc" > "$ctl/exit_code.tmp" && mv -f "$ctl/exit_code.tmp" "$ctl/exit_code"
-if [ -n "$notify" ] && [ -d "$notify" ]; then
-    : > "$notify/$name"
+if [ -n "$notify" ]; then
+    echo "$name" >> "$notify"
 fi
 exit 0
