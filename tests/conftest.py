@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+if os.path.dirname(__file__) not in sys.path:  # pytest's rootdir-less import mode does it too
+    sys.path.insert(0, os.path.dirname(__file__))
 
 from workstations import Workstations, start_workstations  # noqa: E402
 

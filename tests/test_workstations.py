@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -21,14 +22,26 @@ IS_ROOT = os.geteuid() == 0
 pytestmark = pytest.mark.sshd
 
 
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A world-searchable temp dir for extra workstation sets (tmp_path is under 0700 dirs)."""
+    d = Path(tempfile.mkdtemp(prefix="dssh-wt-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def fallback_workstations() -> Iterator[Workstations]:
     """2 workstations served by the asyncssh stand-in (the path taken when sshd is missing)."""
     if os.environ.get("DSSH_TEST_REQUIRE_SSHD", "") not in ("", "0"):
         pytest.skip("DSSH_TEST_REQUIRE_SSHD=1: the asyncssh fallback is not allowed")
-    with start_workstations(2, Path(tempfile.mkdtemp(prefix="dssh-fb-")),
-                            backend="asyncssh") as ws:
-        yield ws
+    base = Path(tempfile.mkdtemp(prefix="dssh-fb-"))
+    try:
+        with start_workstations(2, base, backend="asyncssh") as ws:
+            yield ws
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(params=["default", "fallback"])
@@ -187,8 +200,19 @@ async def test_wrong_known_hosts_refused(any_workstations: Workstations,
 # --------------------------------------------------------------------------- stop / start
 
 
-async def test_stop_then_start_same_port(any_workstations: Workstations) -> None:
-    ws = any_workstations.hosts[-1]
+@pytest.fixture(params=["default", "fallback"])
+def own_workstations(request: pytest.FixtureRequest, scratch: Path) -> Iterator[Workstations]:
+    """A private 1-host set, so stopping it cannot disturb the session's workstations."""
+    if request.param == "fallback":
+        request.getfixturevalue("fallback_workstations")  # same skip rules
+    backend = "asyncssh" if request.param == "fallback" else None
+    with start_workstations(1, scratch, prefix="dssh-wt", backend=backend) as ws:
+        yield ws
+
+
+async def test_stop_then_start_same_port(own_workstations: Workstations) -> None:
+    any_workstations = own_workstations
+    ws = any_workstations.hosts[0]
     port, key_line, old_pid = ws.port, ws.host_pub_key_line, ws.pid
     conn = await ws.connect()
     try:
@@ -302,19 +326,18 @@ def _skip_unless_root_sshd() -> None:
         pytest.skip("asyncssh backend forced")
 
 
-def test_bad_config_fails_clearly() -> None:
+def test_bad_config_fails_clearly(scratch: Path) -> None:
     _skip_unless_root_sshd()
-    base = Path(tempfile.mkdtemp(prefix="dssh-wt-"))
     with pytest.raises(WorkstationError, match="sshd -t"):
-        start_workstations(1, base, prefix="dssh-wt", sshd_options={"NoSuchOption": "yes"})
+        start_workstations(1, scratch, prefix="dssh-wt", sshd_options={"NoSuchOption": "yes"})
 
 
-def test_concurrent_sets_get_distinct_users() -> None:
+def test_concurrent_sets_get_distinct_users(scratch: Path) -> None:
     """Two sets with the same prefix at once (e.g. a benchmark during a test run) must not
     share unix users; stop() kills every process of its users."""
     _skip_unless_root_sshd()
-    with start_workstations(1, tempfile.mkdtemp(prefix="dssh-wt-"), prefix="dssh-wt") as a, \
-            start_workstations(1, tempfile.mkdtemp(prefix="dssh-wt-"), prefix="dssh-wt") as b:
+    with start_workstations(1, scratch / "a", prefix="dssh-wt") as a, \
+            start_workstations(1, scratch / "b", prefix="dssh-wt") as b:
         ua, ub = a.hosts[0].user, b.hosts[0].user
         assert ua != ub and {ua, ub} == {"dssh-wt1", "dssh-wtb1"}
         r = subprocess.run(a.hosts[0].ssh_argv(
@@ -329,3 +352,21 @@ def test_concurrent_sets_get_distinct_users() -> None:
         assert f"Uid:\t{uid}" not in alive or "State:\tZ" in alive
     except FileNotFoundError:
         pass
+
+
+def test_workstations4(workstations4: Workstations, fresh_workdirs: Workstations) -> None:
+    assert [ws.name for ws in workstations4] == ["ws1", "ws2", "ws3", "ws4"]
+    assert not {ws.port for ws in workstations4} & {ws.port for ws in fresh_workdirs}
+    if IS_ROOT and workstations4.real_sshd:
+        assert all(ws.user.startswith("dssh-wx") for ws in workstations4)
+        assert not {ws.user for ws in workstations4} & {ws.user for ws in fresh_workdirs}
+    # fresh_workdirs also cleaned this set (the test asked for both)
+    assert all(not ws.workdir.exists() or not any(ws.workdir.iterdir()) for ws in workstations4)
+    hosts = workstations4.hosts
+    results = _run_ssh_parallel([ws.ssh_argv("mkdir -p .dssh && touch .dssh/x && whoami")
+                                 for ws in hosts])
+    for ws, r in zip(hosts, results, strict=True):
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == _expected_user(ws, workstations4)
+    workstations4.clean_workdirs()
+    assert all(not any(ws.workdir.iterdir()) for ws in hosts)

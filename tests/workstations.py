@@ -128,16 +128,21 @@ def _process_table() -> dict[int, tuple[int, int, str]]:
     return table
 
 
-def _kill_connection_sessions(listener: int, timeout: float = 2.0) -> None:
-    """SIGKILL the sshd processes serving the connections of the (stopped) ``listener``.
+def _connection_sessions(listener: int) -> set[int]:
+    """Session ids of the processes serving the connections of the sshd ``listener``.
 
-    sshd -D forks one process per connection, which calls setsid(); after login it forks the
-    unprivileged ``user@notty`` child (same session) that holds the socket too. Killing by
-    session id, rescanning until none is left, also catches a child forked meanwhile.
-    Commands run over SSH are in sessions of their own and are left alone.
+    sshd -D forks one process per connection, which calls setsid(); after login that process
+    forks the unprivileged ``user@notty`` child (same session), which holds the socket too.
+    The listener's own session covers a child that has not called setsid() yet. Commands run
+    over SSH get sessions of their own, so they are not included.
     """
-    table = _process_table()
-    sids = {listener} | {pid for pid, (ppid, _sid, _st) in table.items() if ppid == listener}
+    return {listener} | {pid for pid, (ppid, _sid, _st) in _process_table().items()
+                         if ppid == listener}
+
+
+def _kill_sessions(sids: set[int], timeout: float = 2.0) -> None:
+    """SIGKILL every process in the sessions ``sids``, rescanning until none is left (catches
+    a child forked meanwhile)."""
     deadline = time.monotonic() + timeout
     while True:
         victims = [pid for pid, (_ppid, sid, st) in _process_table().items()
@@ -179,6 +184,25 @@ def _tail(path: Path, start: int = 0, limit: int = 4000) -> str:
             return f.read().decode(errors="replace")[-limit:]
     except OSError:
         return ""
+
+
+def _load_fallback() -> type:
+    """``fallback_sshd.FallbackServer`` from this module's directory (imports asyncssh)."""
+    try:
+        from fallback_sshd import FallbackServer
+
+        return FallbackServer
+    except ImportError:  # this module was imported by path or as tests.workstations
+        import importlib.util
+        import sys
+
+        spec = importlib.util.spec_from_file_location(
+            "fallback_sshd", Path(__file__).with_name("fallback_sshd.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules.setdefault("fallback_sshd", module)
+        spec.loader.exec_module(module)
+        return module.FallbackServer
 
 
 # --------------------------------------------------------------------------- unix users (root)
@@ -420,9 +444,8 @@ class Workstation:
         if self.running:
             raise WorkstationError(f"{self.name} is already running (pid {self.pid})")
         if self.backend == "asyncssh":
-            from fallback_sshd import FallbackServer  # same directory as this module
-
-            self._fallback = FallbackServer(
+            server_cls = _load_fallback()
+            self._fallback = server_cls(
                 port=self.port, host_key_file=self.host_key_file,
                 authorized_keys_file=self.authorized_keys, user=self.user, home=self.home,
                 log_file=self.log_file)
@@ -480,14 +503,20 @@ class Workstation:
                 self._fallback = None
         elif self._proc is not None:
             proc, self._proc = self._proc, None
-            proc.terminate()
+            if sessions:
+                # freeze the listener (no new forks), note its connections, then kill all
+                _kill(proc.pid, signal.SIGSTOP)
+                sids = _connection_sessions(proc.pid)
+                proc.kill()
+            else:
+                proc.terminate()
             try:
                 proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(STOP_TIMEOUT)
             if sessions:
-                _kill_connection_sessions(proc.pid)
+                _kill_sessions(sids)
         self.pid = None
         if user_processes:
             self.kill_user_processes(include_sshd=True)
@@ -636,8 +665,8 @@ def _check_traversable(path: Path) -> None:
         if not os.stat(p).st_mode & stat.S_IXOTH:
             raise WorkstationError(
                 f"{p} is not searchable by other users (mode {stat.filemode(os.stat(p).st_mode)}),"
-                f" so the workstation users cannot reach {path}; use a base_dir such as "
-                "tempfile.mkdtemp() (pytest's tmp_path is under a 0700 directory)")
+                f" so the workstation users cannot reach {path}; use e.g. a fresh "
+                "tempfile.mkdtemp() as base_dir (pytest's tmp_path is under a 0700 directory)")
 
 
 def start_workstations(n: int, base_dir: str | os.PathLike[str], prefix: str = "dssh-ws", *,
