@@ -142,7 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .progress import LiveReporter, PlainReporter
 
     options = RunOptions(results=Path(args.results) if args.results else None,
-                         state_path=_state_path(args), name=args.name)
+                         state_path=_state_path(args), name=args.name,
+                         accept_new_hostkeys=args.accept_new_hostkeys)
     live = sys.stdout.isatty() and not args.quiet and not os.environ.get("DSSH_PLAIN")
     reporter = LiveReporter() if live else PlainReporter(quiet=args.quiet, verbose=args.verbose)
     head = Head(sweep, inventory, options, reporter, sweep_file=args.sweep)

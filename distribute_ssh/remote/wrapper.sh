@@ -27,10 +27,10 @@ if [ "$timeout" -gt 0 ] 2>/dev/null; then
             now=$(date +%s)
             if [ $((now - start)) -ge "$timeout" ]; then
                 : > "$ctl/timed_out"
-                kill -TERM -- "-$job" 2>/dev/null
+                kill -TERM "-$job" 2>/dev/null
                 i=0
-                while [ $i -lt 10 ] && kill -0 -- "-$job" 2>/dev/null; do sleep 1; i=$((i + 1)); done
-                kill -KILL -- "-$job" 2>/dev/null
+                while [ $i -lt 10 ] && kill -0 "-$job" 2>/dev/null; do sleep 1; i=$((i + 1)); done
+                kill -KILL "-$job" 2>/dev/null
                 exit 0
             fi
         done

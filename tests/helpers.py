@@ -1,0 +1,56 @@
+"""Running the real ``dssh`` command in tests, and reading what it left behind."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def dssh(*args: str | os.PathLike, cwd: Path, home: Path | None = None, timeout: float = 120,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m distribute_ssh ARGS`` as a user would, with its own HOME and state."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")
+         or k.startswith("DSSH_TEST_")}
+    home = home or cwd / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    e.update(HOME=str(home), XDG_STATE_HOME=str(home / ".local/state"),
+             XDG_CONFIG_HOME=str(home / ".config"), DSSH_STATE=str(cwd / "state.db"))
+    e.pop("SSH_AUTH_SOCK", None)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "distribute_ssh", *map(str, args)], cwd=cwd,
+                          env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def write(path: Path, text: str, mode: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    if mode is not None:
+        path.chmod(mode)
+    return path
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def summary(results: Path) -> list[dict[str, str]]:
+    with open(results / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def job_json(results: Path, job: str) -> dict[str, Any]:
+    return json.loads((results / job / "job.json").read_text())
+
+
+def explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"

@@ -1,0 +1,391 @@
+"""End to end through the CLI, against real OpenSSH workstations on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import dssh, explain, job_json, summary, write, write_yaml
+
+# The solver the sweeps below build: a shell script that records who ran it, where,
+# with which parameters, input files, cpus and GPUs, and appends to a per-home log of
+# starts so tests can count how often each job really started.
+BUILD_SH = r"""
+echo "building in $(pwd) for $HOME"
+echo build >> "$HOME/builds.log"
+cat > solver <<'EOF'
+#!/bin/sh
+echo "$DSSH_JOB" >> "$HOME/starts.log"
+echo "solving $*"
+echo "warning from $DSSH_JOB" >&2
+{
+  echo "job=$DSSH_JOB"
+  echo "args=$*"
+  echo "home=$HOME"
+  echo "cpus=$DSSH_CPUS omp=$OMP_NUM_THREADS"
+  echo "gpus=$CUDA_VISIBLE_DEVICES"
+  echo "cfg=$(cat input/base.cfg)"
+  echo "lib=$(cat "$DSSH_BUILD/lib/version.txt")"
+} > outputs/result.csv
+mkdir -p outputs/plots
+echo plot > outputs/plots/p.txt
+echo noise > outputs/scratch.tmp
+EOF
+chmod +x solver
+mkdir -p lib && cp src/version.txt lib/
+"""
+
+
+def _starts(ws_set) -> list[str]:
+    out = []
+    for ws in ws_set:
+        log = ws.home / "starts.log"
+        if log.exists():
+            out += log.read_text().split()
+    return out
+
+
+def _builds(ws) -> int:
+    log = ws.home / "builds.log"
+    return len(log.read_text().split()) if log.exists() else 0
+
+
+@pytest.fixture
+def project(tmp_path: Path, fresh_workdirs) -> Path:
+    ws = fresh_workdirs
+    for w in ws:
+        for f in ("starts.log", "builds.log"):
+            (w.home / f).unlink(missing_ok=True)
+    write(tmp_path / "build.sh", BUILD_SH)
+    write(tmp_path / "src/version.txt", "v1\n")
+    write(tmp_path / "base.cfg", "common\n")
+    write(tmp_path / "special.cfg", "special\n")
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={
+        "ws1": {"capabilities": ["python3"], "cpus": 2},
+        "ws2": {"capabilities": ["python3", "gpu"], "cpus": 2, "gpus": [0, 1]},
+        "ws3": {"cpus": 2},  # lacks python3: never used by sweeps that require it
+    })
+    return tmp_path
+
+
+def _sweep(path: Path, **over) -> Path:
+    doc = {
+        "name": "cavity",
+        "requires": ["python3"],
+        "build": {"files": ["build.sh", "src/"], "command": "sh build.sh"},
+        "run": {"command": "{build}/solver --re {re} --mesh {mesh}", "files": ["base.cfg"],
+                "cpus": 1},
+        "params": {"re": [100, 400, 1000, 4000], "mesh": ["coarse", "medium", "fine"]},
+        "jobs": [{"name": "special", "params": {"re": 5000, "mesh": "fine"},
+                  "files": [{"path": "special.cfg", "as": "base.cfg"}]}],
+        "outputs": {"collect": ["*.csv", "plots/**"]},
+    }
+    doc.update(over)
+    return write_yaml(path, doc)
+
+
+def test_sweep_end_to_end(project: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    sweep = _sweep(project / "sweep.yaml")
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    results = project / "results/default/cavity"
+    rows = summary(results)
+    assert len(rows) == 13
+    assert {r["status"] for r in rows} == {"COMPLETED"}
+    # ws3 lacks the capability; both capable hosts took work.
+    assert {r["host"] for r in rows} == {"ws1", "ws2"}
+    assert list(rows[0].keys())[:8] == ["job", "status", "host", "attempts", "exit_code",
+                                        "started", "finished", "seconds"]
+    assert rows[0]["job"] == "re-100_mesh-coarse" and rows[0]["re"] == "100"
+    assert rows[-1]["job"] == "special" and rows[-1]["mesh"] == "fine"
+    for r in rows:
+        d = results / r["job"]
+        text = (d / "result.csv").read_text()
+        assert f"job={r['job']}" in text
+        assert f"--re {r['re']} --mesh {r['mesh']}" in text
+        assert "lib=v1" in text  # the build ran once per host and jobs use it via {build}
+        assert ("cfg=special" if r["job"] == "special" else "cfg=common") in text
+        assert "cpus=1 omp=1" in text
+        assert (d / "plots/p.txt").read_text() == "plot\n"
+        assert not (d / "scratch.tmp").exists()  # not matched by collect
+        assert (d / "stdout.txt").read_text().startswith("solving --re")
+        assert f"warning from {r['job']}" in (d / "stderr.txt").read_text()
+        info = job_json(results, r["job"])
+        assert info["status"] == "COMPLETED" and info["exit_code"] == 0
+        assert info["host"] == r["host"] and info["attempts"] == 1
+        assert info["params"]["re"] == int(r["re"]) and info["cpus"] == 1
+        assert info["gpus"] == [] and info["seconds"] is not None
+        assert sorted(info["outputs"]) == ["plots/p.txt", "result.csv"]
+    for host in ("ws1", "ws2"):
+        log = (results / f"build-{host}.log").read_text()
+        assert "building in" in log and "exit code: 0" in log
+    assert not (results / "build-ws3.log").exists()
+    # every job started exactly once, and nothing is left in the hosts' job dirs
+    assert sorted(_starts(ws)) == sorted(r["job"] for r in rows)
+    for w in ws:
+        jobs_dir = w.workdir / "jobs/default/cavity"
+        assert not jobs_dir.exists() or not any(jobs_dir.iterdir()), list(jobs_dir.iterdir())
+    assert _builds(ws["ws1"]) == 1 and _builds(ws["ws2"]) == 1 and _builds(ws["ws3"]) == 0
+
+    # Running it again does nothing and exits as the run did.
+    again = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert again.returncode == 0, explain(again)
+    assert "already complete" in again.stdout
+    assert len(_starts(ws)) == 13
+
+    # status, from the local state alone
+    st = dssh("status", "cavity", "--json", cwd=project)
+    assert st.returncode == 0, explain(st)
+    data = json.loads(st.stdout)
+    assert len(data["jobs"]) == 13 and {j["state"] for j in data["jobs"]} == {"COMPLETED"}
+    allst = json.loads(dssh("status", "--json", cwd=project).stdout)
+    assert allst[0]["sweep"] == "default/cavity" and allst[0]["completed"] == 13
+    events = dssh("status", "default/cavity", "--events", cwd=project)
+    assert events.returncode == 0 and "running" in events.stdout
+
+    # Another sweep with the same build reuses it; a changed build file rebuilds.
+    other = _sweep(project / "other.yaml", name="cavity2", params={"re": [1], "mesh": ["x"]},
+                   jobs=[])
+    proc = dssh("run", other, "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    assert _builds(ws["ws1"]) == 1 and _builds(ws["ws2"]) == 1
+    assert "reused from cache" in (project / "results/default/cavity2/build-ws1.log").read_text()
+    write(project / "src/version.txt", "v2\n")
+    proc = dssh("run", other, "-i", project / "inventory.yaml", "--name", "cavity3",
+                cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    assert _builds(ws["ws1"]) + _builds(ws["ws2"]) >= 3
+    assert "lib=v2" in (project / "results/default/cavity3/re-1_mesh-x/result.csv").read_text()
+
+
+def test_gpus_are_handed_out_never_twice(project: Path, fresh_workdirs) -> None:
+    write(project / "gpu.sh", """
+        echo "$CUDA_VISIBLE_DEVICES $(date +%s.%N)" > outputs/gpu.txt
+        sleep 1
+        echo "$(date +%s.%N)" >> outputs/gpu.txt
+    """)
+    sweep = write_yaml(project / "gpu.yaml", {
+        "name": "gpus", "requires": ["gpu"],
+        "run": {"command": "sh input/gpu.sh", "files": ["gpu.sh"], "cpus": 1, "gpus": 1},
+        "params": {"i": list(range(6))},
+    })
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    results = project / "results/default/gpus"
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for r in summary(results):
+        assert r["host"] == "ws2"  # the only host with GPUs
+        first, end = (results / r["job"] / "gpu.txt").read_text().splitlines()
+        gpu, start = first.split()
+        assert gpu in ("0", "1")
+        assert job_json(results, r["job"])["gpus"] == [int(gpu)]
+        spans.setdefault(gpu, []).append((float(start), float(end)))
+    assert set(spans) == {"0", "1"}  # both GPUs were used
+    for gpu, s in spans.items():
+        s.sort()
+        for (_a0, a1), (b0, _b1) in zip(s, s[1:], strict=False):
+            assert b0 >= a1, f"GPU {gpu} held by two running jobs: {s}"
+
+
+def test_job_environment_and_injection_safety(project: Path, fresh_workdirs, tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    sweep = write_yaml(project / "env.yaml", {
+        "name": "envcheck",
+        "run": {"command": "printf '%s\\n' {word} > {output}/word.txt; env > {output}/env.txt",
+                "cpus": 1, "env": {"MY_SETTING": "on"}},
+        "jobs": [{"name": f"w{i}", "params": {"word": w}} for i, w in enumerate(
+            [f"$(touch {marker})", "; touch " + str(marker) + " #", "it's \"quoted\""])],
+    })
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", "--hosts", "ws3", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    assert not marker.exists()
+    results = project / "results/default/envcheck"
+    rows = summary(results)
+    words = sorted((results / r["job"] / "word.txt").read_text().rstrip("\n") for r in rows)
+    assert words == sorted([f"$(touch {marker})", "; touch " + str(marker) + " #",
+                            "it's \"quoted\""])
+    env = dict(line.split("=", 1) for line in
+               (results / rows[0]["job"] / "env.txt").read_text().splitlines() if "=" in line)
+    assert env["DSSH_SWEEP"] == "envcheck" and env["DSSH_NAMESPACE"] == "default"
+    assert env["DSSH_JOB"] == rows[0]["job"] and env["DSSH_ATTEMPT"] == "1"
+    assert env["DSSH_CPUS"] == "1" and env["OMP_NUM_THREADS"] == "1"
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["MY_SETTING"] == "on"
+    assert env["DSSH_OUTPUT"].endswith("/outputs") and env["DSSH_INPUT"].endswith("/input")
+    assert env["DSSH_PARAM_WORD"] == json.loads(
+        (results / rows[0]["job"] / "job.json").read_text())["params"]["word"]
+
+
+def test_failures_timeouts_and_retries(project: Path, fresh_workdirs) -> None:
+    sweep = write_yaml(project / "fail.yaml", {
+        "name": "failing",
+        "run": {"command": "echo attempt {attempt} >&2; "
+                           "if [ {mode} = fail ]; then exit 3; fi; "
+                           "if [ {mode} = hang ]; then sleep 60; fi; "
+                           "if [ {mode} = flaky ] && [ {attempt} = 1 ]; then exit 1; fi; "
+                           "echo ok > {output}/ok.txt",
+                "cpus": 1, "timeout": "2s", "retries": 1},
+        "params": {"mode": ["ok", "fail", "hang", "flaky"]},
+    })
+    t0 = time.monotonic()
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 1, explain(proc)
+    assert time.monotonic() - t0 < 60  # the hanging job was stopped by its timeout
+    results = project / "results/default/failing"
+    rows = {r["job"]: r for r in summary(results)}
+    assert rows["mode-ok"]["status"] == "COMPLETED" and rows["mode-ok"]["attempts"] == "1"
+    assert rows["mode-fail"]["status"] == "FAILED" and rows["mode-fail"]["attempts"] == "2"
+    assert rows["mode-fail"]["exit_code"] == "3"
+    assert rows["mode-hang"]["status"] == "TIMEOUT" and rows["mode-hang"]["attempts"] == "2"
+    assert rows["mode-flaky"]["status"] == "COMPLETED" and rows["mode-flaky"]["attempts"] == "2"
+    # the last attempt's output is kept for diagnosis
+    assert "attempt 2" in (results / "mode-fail/stderr.txt").read_text()
+    assert job_json(results, "mode-hang")["timed_out"] is True
+    assert "mode-fail: FAILED" in proc.stdout
+
+
+def test_build_failure_excludes_host_and_all_failing_stops(project: Path,
+                                                           fresh_workdirs) -> None:
+    write(project / "build.sh", """
+        echo "compiling for $HOME"
+        case "$HOME" in *2) echo "error: no compiler here" >&2; exit 7;; esac
+        printf '#!/bin/sh\\necho ran > outputs/r.txt\\n' > solver; chmod +x solver
+    """)
+    sweep = write_yaml(project / "b.yaml", {
+        "name": "buildfail", "build": {"files": ["build.sh"], "command": "sh build.sh"},
+        "run": {"command": "{build}/solver", "cpus": 1}, "params": {"i": [1, 2, 3, 4]},
+    })
+    ws = fresh_workdirs
+    if not ws.hosts[1].home.name.endswith("2"):
+        pytest.skip("needs per-workstation homes ending in their number")
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    results = project / "results/default/buildfail"
+    assert {r["host"] for r in summary(results)} == {"ws1", "ws3"}
+    log = (results / "build-ws2.log").read_text()
+    assert "error: no compiler here" in log and "exit code: 7" in log
+    assert "build FAILED" in proc.stdout
+
+    write(project / "build.sh", "echo broken everywhere; exit 1\n")
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", "--name", "allfail", cwd=project)
+    assert proc.returncode == 1, explain(proc)
+    assert "the build failed on every capable host" in proc.stderr
+    assert "build-ws1.log" in proc.stderr
+    assert "broken everywhere" in (project / "results/default/allfail/build-ws3.log").read_text()
+
+
+def test_host_keys_unknown_accept_new_and_changed(project: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs.hosts[0]
+    kh = project / "known_hosts"
+    kh.write_text("")
+    inv = write_yaml(project / "one.yaml", {"hosts": {"lab": ws.inventory_entry(
+        known_hosts=str(kh))}})
+    sweep = write_yaml(project / "k.yaml", {"name": "keys", "run": {"command": "true"}})
+    proc = dssh("run", sweep, "-i", inv, cwd=project)
+    assert proc.returncode == 4, explain(proc)
+    assert "unknown host key" in proc.stderr
+    assert f"ssh-keyscan -p {ws.port} 127.0.0.1 >> {kh}" in proc.stderr
+    assert "--accept-new-hostkeys" in proc.stderr
+
+    proc = dssh("run", sweep, "-i", inv, "--accept-new-hostkeys", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    assert f"[127.0.0.1]:{ws.port} ssh-ed25519" in kh.read_text()
+    assert kh.read_text().split()[2] == ws.host_pub_key_line.split()[2]
+
+    # A different key for the same host is refused, with or without accept-new.
+    other = fresh_workdirs.hosts[1].host_pub_key_line.split(None, 1)[1]
+    kh.write_text(f"[127.0.0.1]:{ws.port} {other}\n")
+    for extra in ([], ["--accept-new-hostkeys"]):
+        proc = dssh("run", sweep, "-i", inv, "--name", "keys2", *extra, cwd=project)
+        assert proc.returncode == 4, explain(proc)
+        assert "CHANGED" in proc.stderr and "ssh-keygen -R" in proc.stderr
+    assert kh.read_text().count("\n") == 1
+
+
+def test_unreachable_host_is_skipped_and_none_reachable_exits_4(project: Path,
+                                                                fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    inv = ws.write_inventory(project / "inv2.yaml", overrides={
+        "ws1": {"port": 1, "connect_timeout": 3}})
+    sweep = write_yaml(project / "u.yaml", {"name": "unreach", "run": {"command": "true",
+                                                                       "cpus": 1},
+                                            "params": {"i": [1, 2, 3]}})
+    proc = dssh("run", sweep, "-i", inv, cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    assert "ws1" in proc.stdout and "unreachable" in proc.stdout
+    assert {r["host"] for r in summary(project / "results/default/unreach")} <= {"ws2", "ws3"}
+    only = write_yaml(project / "inv3.yaml", {"hosts": {"ws1": ws.hosts[0].inventory_entry(
+        port=1, connect_timeout=3)}})
+    proc = dssh("run", sweep, "-i", only, "--name", "unreach2", cwd=project)
+    assert proc.returncode == 4, explain(proc)
+    assert "no reachable host" in proc.stderr and "ws1" in proc.stderr
+
+
+def test_ctrl_c_leaves_jobs_running_and_resume_reattaches(project: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    sweep = write_yaml(project / "c.yaml", {
+        "name": "interrupt",
+        "run": {"command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 3; "
+                           "echo {i} > {output}/o.txt", "cpus": 1},
+        "params": {"i": list(range(1, 9))},
+    })
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
+    env.update(HOME=str(project / "home"), DSSH_STATE=str(project / "state.db"))
+    (project / "home").mkdir(exist_ok=True)
+    head = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep), "-i",
+                             str(project / "inventory.yaml")], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(_starts(ws)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(_starts(ws)) == 6
+    head.send_signal(signal.SIGINT)
+    out, err = head.communicate(timeout=30)
+    assert head.returncode == 130, (out, err)
+    assert "6 job(s) keep running" in err and "dssh run" in err
+    # the jobs really are still running on the hosts
+    st = json.loads(dssh("status", "interrupt", "--json", cwd=project).stdout)
+    assert sum(j["state"] == "RUNNING" for j in st["jobs"]) == 6
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    assert "re-attached" in proc.stdout
+    starts = _starts(ws)
+    assert sorted(starts) == sorted(f"i-{i}" for i in range(1, 9)), starts
+    results = project / "results/default/interrupt"
+    assert all((results / f"i-{i}/o.txt").read_text() == f"{i}\n" for i in range(1, 9))
+
+
+def test_outputs_never_follow_symlinks(project: Path, fresh_workdirs) -> None:
+    sweep = write_yaml(project / "l.yaml", {
+        "name": "links",
+        "run": {"command": "ln -s /etc/passwd outputs/passwd; ln -s /etc outputs/etc; "
+                           "mkdir outputs/d; echo data > outputs/d/real.txt; "
+                           "ln -s ../d/real.txt outputs/d/rel", "cpus": 1},
+    })
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", "--hosts", "ws1", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    d = project / "results/default/links/links"
+    assert (d / "d/real.txt").read_text() == "data\n"
+    assert not (d / "passwd").exists() and not (d / "etc").exists()
+    assert not (d / "d/rel").exists()
+    skipped = job_json(project / "results/default/links", "links")["skipped"]
+    assert any("passwd" in s for s in skipped) and any("etc" in s for s in skipped)
+
+
+def test_hosts_probe(project: Path, fresh_workdirs) -> None:
+    proc = dssh("hosts", "-i", project / "inventory.yaml", "--json", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    rows = {r["host"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == {"ws1", "ws2", "ws3"}
+    for r in rows.values():
+        assert r["reachable"] and r["cpus"] == 2 and r["cpus_probed"] >= 1
+        assert r["mem_total_gb"] > 0 and r["disk_free_gb"] > 0 and "load" in r
+    assert rows["ws2"]["gpus"] == [0, 1] and rows["ws2"]["capabilities"] == ["gpu", "python3"]
+    table = dssh("hosts", "-i", project / "inventory.yaml", cwd=project)
+    assert table.returncode == 0 and "ws3" in table.stdout and "capabilities" in table.stdout

@@ -1,0 +1,344 @@
+"""distribute_ssh/schedule.py: which queued job goes to which host. Pure, so tested in bulk."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import attrs
+import pytest
+
+from distribute_ssh.schedule import HostSlots, JobNeed, Placement, place, unrunnable
+
+N = JobNeed
+
+
+def host(name: str, cpus: int = 8, *, slots: int | None = None, gpus: tuple[int, ...] = (),
+         caps: tuple[str, ...] = (), available: bool = True) -> HostSlots:
+    return HostSlots(name, cpus, slots, gpus, frozenset(caps), available=available)
+
+
+def queue(*needs: JobNeed) -> list[tuple[int, JobNeed]]:
+    return list(enumerate(needs))
+
+
+def hosts_of(placements: list[Placement]) -> list[str]:
+    return [p.host for p in placements]
+
+
+# -- capabilities and capacity --------------------------------------------------------------
+
+def test_capabilities_are_respected() -> None:
+    hs = [host("plain", 64), host("py", 4, caps=("python3",)),
+          host("both", 4, caps=("python3", "apptainer"))]
+    need = N(cpus=1, requires=frozenset({"python3", "apptainer"}))
+    out = place(queue(*[need] * 6), hs)
+    assert set(hosts_of(out)) == {"both"}
+    assert len(out) == 4  # "both" is full; the others lack a capability
+    out = place(queue(N(cpus=1, requires=frozenset({"python3"}))), hs)
+    assert hosts_of(out) == ["py"]
+
+
+def test_cpus_are_never_exceeded_and_excess_jobs_wait() -> None:
+    hs = [host("a", 8), host("b", 4)]
+    out = place(queue(*[N(cpus=3)] * 10), hs)
+    per = Counter(hosts_of(out))
+    assert per == {"a": 2, "b": 1}
+    assert hs[0].used_cpus == 6 and hs[1].used_cpus == 3
+    assert all(p.cpus == 3 and p.gpus == () for p in out)
+
+
+def test_a_later_smaller_job_is_not_blocked_by_one_that_does_not_fit() -> None:
+    hs = [host("a", 4)]
+    out = place(queue(N(cpus=3), N(cpus=3), N(cpus=1)), hs)
+    assert [p.job for p in out] == [0, 2]
+
+
+def test_slots_limit_jobs_per_host() -> None:
+    hs = [host("a", 32, slots=2)]
+    out = place(queue(*[N(cpus=1)] * 5), hs)
+    assert len(out) == 2 and hs[0].running == 2 and hs[0].used_cpus == 2
+
+
+def test_job_larger_than_any_host_never_runs_and_is_unrunnable() -> None:
+    hs = [host("a", 4), host("b", 8)]
+    assert place(queue(N(cpus=16)), hs) == []
+    assert unrunnable(N(cpus=16), hs)
+    assert not unrunnable(N(cpus=8), hs)
+    assert unrunnable(N(cpus=1, gpus=1), hs)
+    assert unrunnable(N(cpus=1, requires=frozenset({"cuda"})), hs)
+    assert not unrunnable(N(cpus=None), hs)
+
+
+def test_unavailable_host_gets_nothing_but_still_counts_as_capable() -> None:
+    hs = [host("down", 8, available=False)]
+    assert place(queue(N(cpus=1)), hs) == []
+    assert not unrunnable(N(cpus=1), hs)
+
+
+def test_cpus_none_takes_a_whole_host() -> None:
+    hs = [host("a", 8), host("b", 6)]
+    out = place(queue(N(), N(), N()), hs)
+    assert sorted((p.host, p.cpus) for p in out) == [("a", 8), ("b", 6)]
+    assert hs[0].free_cpus == 0 and hs[1].free_cpus == 0
+
+
+def test_cpus_none_waits_for_an_empty_host() -> None:
+    hs = [host("a", 8)]
+    first = place(queue(N(cpus=1)), hs)
+    assert place([(1, N())], hs) == []
+    hs[0].give_back(first[0].cpus, first[0].gpus)
+    out = place([(1, N())], hs)
+    assert hosts_of(out) == ["a"] and out[0].cpus == 8
+
+
+# -- GPUs ----------------------------------------------------------------------------------
+
+def test_gpu_ids_are_never_handed_out_twice_and_come_back_with_give_back() -> None:
+    h = host("g", 32, gpus=(0, 1, 2))
+    out = place(queue(N(cpus=1, gpus=2), N(cpus=1, gpus=2), N(cpus=1, gpus=1)), [h])
+    assert [p.job for p in out] == [0, 2]
+    ids = [g for p in out for g in p.gpus]
+    assert sorted(ids) == [0, 1, 2] and len(set(ids)) == 3
+    assert h.free_gpus == []
+    assert place([(1, N(cpus=1, gpus=2))], [h]) == []
+    h.give_back(out[0].cpus, out[0].gpus)
+    again = place([(1, N(cpus=1, gpus=2))], [h])
+    assert len(again) == 1 and set(again[0].gpus) == set(out[0].gpus)
+    assert h.busy_gpus == {0, 1, 2}
+
+
+def test_gpu_ids_are_the_hosts_own_ids() -> None:
+    h = host("g", 8, gpus=(3, 7))
+    out = place(queue(N(cpus=1, gpus=1), N(cpus=1, gpus=1)), [h])
+    assert sorted(g for p in out for g in p.gpus) == [3, 7]
+
+
+def test_gpu_jobs_only_on_gpu_hosts() -> None:
+    hs = [host("cpu1", 64), host("cpu2", 64), host("gpu", 8, gpus=(0,))]
+    out = place(queue(*[N(cpus=1, gpus=1)] * 3), hs)
+    assert hosts_of(out) == ["gpu"]
+    assert out[0].gpus == (0,)
+    hs2 = [host("cpu", 64), host("gpu2", 8, gpus=(0, 1))]
+    assert place(queue(N(cpus=1, gpus=3)), hs2) == []
+    assert unrunnable(N(cpus=1, gpus=3), hs2)
+
+
+def test_gpu_less_jobs_prefer_gpu_less_hosts_and_overflow_to_gpu_hosts() -> None:
+    hs = [host("a-gpu", 16, gpus=(0, 1)), host("z-cpu", 4)]
+    out = place(queue(*[N(cpus=2)] * 2), hs)
+    # the GPU host is bigger, emptier and sorts first by name, yet the CPU host wins
+    assert hosts_of(out) == ["z-cpu", "z-cpu"]
+    more = place([(2, N(cpus=2)), (3, N(cpus=2))], hs)
+    assert hosts_of(more) == ["a-gpu", "a-gpu"]
+    assert all(p.gpus == () for p in more)
+    assert hs[0].free_gpus == [0, 1]
+
+
+def test_gpu_less_whole_host_job_prefers_gpu_less_host() -> None:
+    hs = [host("gpu", 8, gpus=(0,)), host("cpu", 8)]
+    out = place(queue(N()), hs)
+    assert hosts_of(out) == ["cpu"]
+
+
+# -- spreading ------------------------------------------------------------------------------
+
+def test_three_equal_hosts_three_jobs_one_each() -> None:
+    hs = [host("a"), host("b"), host("c")]
+    out = place(queue(N(cpus=1), N(cpus=1), N(cpus=1)), hs)
+    assert sorted(hosts_of(out)) == ["a", "b", "c"]
+
+
+def test_every_host_busy_before_any_doubles_up() -> None:
+    hs = [host(f"h{i}", 8) for i in range(5)]
+    out = place(queue(*[N(cpus=2)] * 7), hs)
+    per = Counter(hosts_of(out))
+    assert set(per) == {f"h{i}" for i in range(5)}
+    assert max(per.values()) == 2
+
+
+def test_least_loaded_by_share_of_cpus() -> None:
+    big, small = host("big", 32), host("small", 4)
+    big.take(N(cpus=4))   # 1/8 busy
+    small.take(N(cpus=1))  # 1/4 busy
+    out = place(queue(N(cpus=1)), [small, big])
+    assert hosts_of(out) == ["big"]
+
+
+# -- avoid (retries prefer another host) ------------------------------------------------------
+
+def test_retry_goes_to_another_host_when_one_fits() -> None:
+    hs = [host("a"), host("b")]
+    out = place([(7, N(cpus=1))], hs, avoid={7: {"a"}})
+    assert hosts_of(out) == ["b"]
+    out = place([(8, N(cpus=1))], hs, avoid={8: {"b"}})
+    assert hosts_of(out) == ["a"]
+
+
+def test_retry_waits_rather_than_going_back_when_another_capable_host_is_busy() -> None:
+    hs = [host("a", 4), host("b", 4)]
+    hs[1].take(N(cpus=4))  # b is full right now
+    assert place([(7, N(cpus=1))], hs, avoid={7: {"a"}}) == []
+    assert hs[0].used_cpus == 0
+    # others are not held back by the waiting retry
+    assert hosts_of(place([(7, N(cpus=1)), (8, N(cpus=1))], hs, avoid={7: {"a"}})) == ["a"]
+
+
+def test_retry_goes_back_when_no_other_host_could_ever_take_it() -> None:
+    hs = [host("a", 4, caps=("cuda",)), host("b", 64), host("c", 2, caps=("cuda",),
+                                                                 available=False)]
+    need = N(cpus=1, requires=frozenset({"cuda"}))
+    out = place([(7, need)], hs, avoid={7: {"a"}})
+    assert hosts_of(out) == ["a"]
+    assert hosts_of(place([(8, N(cpus=8))], hs, avoid={8: {"b"}})) == ["b"]  # a is too small
+
+
+def test_retry_avoiding_every_host_still_runs() -> None:
+    hs = [host("a"), host("b")]
+    out = place([(7, N(cpus=1))], hs, avoid={7: {"a", "b"}})
+    assert len(out) == 1
+
+
+# -- randomized invariants ---------------------------------------------------------------------
+
+CAPS = ("python3", "apptainer", "cuda")
+
+
+def _random_hosts(rng: random.Random) -> list[HostSlots]:
+    hs = []
+    for i in range(rng.randint(1, 5)):
+        ngpu = rng.choice((0, 0, 1, 2, 4))
+        gpus = tuple(sorted(rng.sample(range(8), ngpu)))
+        hs.append(HostSlots(
+            f"h{i}", rng.randint(1, 16), rng.choice((None, None, 1, 2, 3)), gpus,
+            frozenset(c for c in CAPS if rng.random() < 0.7), available=rng.random() < 0.9))
+    return hs
+
+
+def _random_need(rng: random.Random) -> JobNeed:
+    return JobNeed(rng.choice((None, 1, 1, 2, 3, 4, 8, 20)), rng.choice((0, 0, 0, 1, 2, 3)),
+                   frozenset(c for c in CAPS if rng.random() < 0.2))
+
+
+def _copy(hs: list[HostSlots]) -> list[HostSlots]:
+    return [attrs.evolve(h, busy_gpus=set(h.busy_gpus)) for h in hs]
+
+
+def _check_state(hs: list[HostSlots], running: dict[int, Placement]) -> None:
+    for h in hs:
+        mine = [p for p in running.values() if p.host == h.name]
+        assert h.used_cpus == sum(p.cpus for p in mine) <= h.cpus
+        assert h.running == len(mine)
+        if h.slots is not None:
+            assert h.running <= h.slots
+        ids = [g for p in mine for g in p.gpus]
+        assert len(ids) == len(set(ids)), f"a GPU of {h.name} is held twice"
+        assert set(ids) == h.busy_gpus
+        assert h.busy_gpus <= set(h.gpus)
+
+
+def _check_placements(before: list[HostSlots], after: list[HostSlots],
+                      q: list[tuple[int, JobNeed]], avoid: dict[int, set[str]],
+                      out: list[Placement]) -> None:
+    """Replay ``out`` on a copy of the hosts and check every choice against the rules."""
+    sim = {h.name: h for h in _copy(before)}
+    needs = dict(q)
+    order = [j for j, _ in q]
+    assert [order.index(p.job) for p in out] == sorted(order.index(p.job) for p in out)
+    assert len({p.job for p in out}) == len(out)
+    for p in out:
+        need = needs[p.job]
+        h = sim[p.host]
+        assert h.available and h.fits_now(need)
+        assert need.requires <= h.capabilities
+        assert p.cpus == (h.cpus if need.cpus is None else need.cpus)
+        assert len(p.gpus) == need.gpus and set(p.gpus) <= set(h.free_gpus)
+        fitting = [o for o in sim.values() if o.fits_now(need)]
+        bad = avoid.get(p.job, set())
+        if p.host in bad:
+            assert all(o.name in bad for o in fitting)
+            assert not any(o.name not in bad and o.available and o.can_ever_run(need)
+                           for o in sim.values())
+        else:
+            fitting = [o for o in fitting if o.name not in bad]
+        if need.gpus == 0 and h.gpus:
+            assert all(o.gpus for o in fitting), "a GPU-less host was free"
+        same_class = [o for o in fitting if bool(o.gpus) == bool(h.gpus) or need.gpus > 0]
+        share = h.used_cpus / h.cpus
+        assert all(share <= o.used_cpus / o.cpus for o in same_class), "not the least loaded"
+        assert h.take(need) == (p.cpus, p.gpus)
+    # what place() left behind is exactly what the replay reserved
+    for h in after:
+        s = sim[h.name]
+        assert (h.used_cpus, h.running, h.busy_gpus) == (s.used_cpus, s.running, s.busy_gpus)
+    # nothing left in the queue could have been placed (resources only shrink within place)
+    placed = {p.job for p in out}
+    for j, need in q:
+        if j in placed:
+            continue
+        fits = [h for h in after if h.fits_now(need)]
+        if j not in avoid:
+            assert not fits, f"job {j} fits on {fits[0].name} but was left queued"
+        elif fits:
+            bad = avoid[j]
+            assert all(h.name in bad for h in fits)
+            assert any(h.name not in bad and h.available and h.can_ever_run(need) for h in after)
+
+
+def _simulate(seed: int) -> int:
+    rng = random.Random(seed)
+    hs = _random_hosts(rng)
+    waiting: list[tuple[int, JobNeed]] = []
+    running: dict[int, Placement] = {}
+    next_id = 0
+    placed = 0
+    for _step in range(rng.randint(5, 15)):
+        for _ in range(rng.randint(0, 5)):
+            waiting.append((next_id, _random_need(rng)))
+            next_id += 1
+        avoid = {j: set(rng.sample([h.name for h in hs], rng.randint(1, len(hs))))
+                 for j, _ in waiting if rng.random() < 0.15}
+        if rng.random() < 0.1:
+            h = rng.choice(hs)
+            h.available = not h.available
+        before = _copy(hs)
+        out = place(list(waiting), hs, avoid)
+        _check_placements(before, hs, waiting, avoid, out)
+        for p in out:
+            running[p.job] = p
+        # jobs no host could ever take leave the queue (the engine fails them)
+        waiting = [(j, n) for j, n in waiting if j not in running and not unrunnable(n, hs)]
+        _check_state(hs, running)
+        placed += len(out)
+        for j in [j for j in running if rng.random() < 0.4]:
+            p = running.pop(j)
+            next(h for h in hs if h.name == p.host).give_back(p.cpus, p.gpus)
+            _check_state(hs, running)
+    return placed
+
+
+def test_random_sequences_keep_every_invariant() -> None:
+    t0 = time.perf_counter()
+    total = sum(_simulate(seed) for seed in range(1000))
+    elapsed = time.perf_counter() - t0
+    assert total > 4000, "the random cases place too little to mean anything"
+    assert elapsed < 10, f"{elapsed:.1f}s: the scheduler (or this test) got slow"
+
+
+def test_placement_is_deterministic() -> None:
+    def run() -> list[Placement]:
+        rng = random.Random(42)
+        hs = _random_hosts(rng)
+        return place([(i, _random_need(rng)) for i in range(30)], hs)
+
+    assert run() == run()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_place_mutates_only_counters(seed: int) -> None:
+    rng = random.Random(seed)
+    hs = _random_hosts(rng)
+    fixed = [attrs.evolve(h, used_cpus=0, running=0, busy_gpus=set()) for h in hs]
+    place([(i, _random_need(rng)) for i in range(20)], hs)
+    assert [attrs.evolve(h, used_cpus=0, running=0, busy_gpus=set()) for h in hs] == fixed
