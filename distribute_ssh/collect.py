@@ -27,11 +27,13 @@ def _pattern(pat: str) -> re.Pattern[str]:
     """A collect pattern as a regex over '/'-separated paths.
 
     ``*`` and ``?`` stay within one path part, ``**`` spans any number of parts, a
-    pattern without '/' matches a file's name at any depth (like .gitignore), and a
-    pattern naming a directory (``plots/``) takes everything below it.
+    pattern without '/' matches a file's name at any depth (like .gitignore), a leading
+    '/' anchors it at the top, and a pattern naming a directory (``plots/``) takes
+    everything below it.
     """
     p = pat.strip()
     anchored = "/" in p.rstrip("/")
+    p = p.lstrip("/")  # "/out.csv": only at the top of outputs/, as in .gitignore
     if p.endswith("/"):
         p += "**"
     out = []
@@ -51,21 +53,39 @@ def _pattern(pat: str) -> re.Pattern[str]:
             out.append("[^/]")
             i += 1
         elif c == "[":
-            j = p.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-                i += 1
-            else:
-                body = p[i + 1:j].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j + 1
+            cls, i = _bracket(p, i)
+            out.append(cls)
         else:
             out.append(re.escape(c))
             i += 1
     body = "".join(out)
     return re.compile(("" if anchored else "(?:.*/)?") + body + r"\Z")
+
+
+def _bracket(p: str, i: int) -> tuple[str, int]:
+    """A glob ``[...]`` class at ``p[i]`` as a regex class that never matches '/'.
+
+    As in fnmatch: ``!`` negates, a ``]`` right after ``[`` (or ``[!``) is literal, and
+    an unclosed or invalid class is a literal ``[``.
+    """
+    j = i + 1
+    negate = j < len(p) and p[j] == "!"
+    if negate:
+        j += 1
+    start = j
+    if j < len(p) and p[j] == "]":
+        j += 1
+    while j < len(p) and p[j] != "]":
+        j += 1
+    if j >= len(p):
+        return re.escape("["), i + 1
+    body = "".join("\\" + ch if ch in "\\^[]" else ch for ch in p[start:j])
+    cls = f"[^/{body}]" if negate else f"[{body}]"
+    try:
+        re.compile(cls)
+    except re.error:  # e.g. a reversed range [z-a]: take the text literally
+        return re.escape(p[i:j + 1]), j + 1
+    return cls, j + 1
 
 
 def matches(path: str, patterns: list[str]) -> bool:
@@ -109,7 +129,12 @@ def place(staging: Path, final: Path) -> None:
     if final.exists():
         old = final.with_name(f".old-{final.name}-{os.getpid()}-{time.monotonic_ns()}")
         os.replace(final, old)
-    os.replace(staging, final)
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if old is not None:  # put the previous result back rather than lose it
+            os.replace(old, final)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

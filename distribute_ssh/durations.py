@@ -13,10 +13,15 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError("expected a duration like 45m, 2h or 1h30m, got a boolean")
     if isinstance(text, int | float):
+        if text != text or text in (float("inf"), float("-inf")):
+            raise ValueError(f"expected a finite duration, got {text!r}")
         if text < 0:
             raise ValueError(f"a duration cannot be negative, got {text}")
         return float(text)
-    s = str(text).strip().lower().replace(" ", "")
+    s = str(text).strip().lower()
+    if re.search(r"\d\s+\d", s):  # "2 30" is not 230 seconds
+        raise ValueError(f"expected a duration like 45m, 2h, 1h30m or 02:00:00, got {text!r}")
+    s = s.replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", s):
         return float(s)
     if re.fullmatch(r"\d+:\d{2}:\d{2}", s):  # Slurm's HH:MM:SS
