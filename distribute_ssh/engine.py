@@ -336,7 +336,7 @@ class Head:
                 self.wakeup.set()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-            except HostError as e:
+            except (HostError, OSError) as e:
                 h.status, h.detail = "failed", str(e)
                 if h.slots is not None:
                     h.slots.available = False

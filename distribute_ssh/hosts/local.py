@@ -17,6 +17,9 @@ from .base import Completed, HostConnection, RemoteEntry
 class LocalConnection(HostConnection):
     async def connect(self) -> None:
         self.home = os.path.expanduser("~")
+        if not os.path.isdir(self.home):
+            raise HostError(self.name, f"the home directory {self.home} does not exist: set "
+                                       "HOME, or give this host a 'workdir'")
 
     async def run(self, script: str, *, timeout: float = 60.0) -> Completed:
         proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,96 @@
+"""OpenSSH conventions: ~/.ssh/config aliases, ssh-agent, known_hosts in the usual place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import dssh, explain, summary, write, write_yaml
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    (h / ".ssh").mkdir(parents=True, mode=0o700)
+    return h
+
+
+def _sweep(tmp_path: Path) -> Path:
+    return write_yaml(tmp_path / "s.yaml", {"name": "conv", "run": {
+        "command": "whoami > {output}/who.txt", "cpus": 1}})
+
+
+def test_ssh_config_alias(tmp_path: Path, home: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs.hosts[0]
+    shutil.copy(ws.known_hosts, home / ".ssh/known_hosts")
+    write(home / ".ssh/config", f"""
+        Host lab-alias
+            HostName 127.0.0.1
+            Port {ws.port}
+            User {ws.user}
+            IdentityFile {ws.identity_file}
+    """)
+    inv = write_yaml(tmp_path / "inv.yaml", {"hosts": {"lab-alias": {}}})
+    proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home)
+    assert proc.returncode == 0, explain(proc)
+    row = summary(tmp_path / "results/default/conv")[0]
+    assert row["host"] == "lab-alias"
+    who = (tmp_path / "results/default/conv/conv/who.txt").read_text().strip()
+    assert who == ws.user
+    # the default workdir is ~/.dssh of the SSH user
+    assert (ws.home / ".dssh/bin").is_dir()
+
+
+def test_ssh_agent_only(tmp_path: Path, home: Path, fresh_workdirs) -> None:
+    if not shutil.which("ssh-agent"):
+        pytest.skip("ssh-agent is not installed")
+    ws = fresh_workdirs.hosts[1]
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"])
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(ws.identity_file)], env=env, check=True,
+                       capture_output=True)
+        entry = ws.inventory_entry(identity_file=None)
+        inv = write_yaml(tmp_path / "inv.yaml", {"hosts": {"agent-host": entry}})
+        proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home,
+                    env={"SSH_AUTH_SOCK": str(sock)})
+        assert proc.returncode == 0, explain(proc)
+        # and without the agent, no key is offered: login refused, clearly
+        proc = dssh("run", _sweep(tmp_path), "-i", inv, "--name", "noagent", cwd=tmp_path,
+                    home=home)
+        assert proc.returncode == 4, explain(proc)
+        assert "refused" in proc.stderr and "identity_file" in proc.stderr
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+def test_known_hosts_none_in_ssh_config_is_refused(tmp_path: Path, home: Path,
+                                                    fresh_workdirs) -> None:
+    ws = fresh_workdirs.hosts[0]
+    write(home / ".ssh/config", "Host *\n    UserKnownHostsFile none\n")
+    entry = ws.inventory_entry(known_hosts=None)
+    inv = write_yaml(tmp_path / "inv.yaml", {"hosts": {"lab": entry}})
+    proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home)
+    assert proc.returncode == 4, explain(proc)
+    assert "UserKnownHostsFile none" in proc.stderr and "verifies host keys" in proc.stderr
+
+
+def test_default_known_hosts_file_is_used(tmp_path: Path, home: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs.hosts[2]
+    entry = ws.inventory_entry(known_hosts=None)
+    inv = write_yaml(tmp_path / "inv.yaml", {"hosts": {"lab": entry}})
+    proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home)
+    assert proc.returncode == 4, explain(proc)
+    assert f"not in {home}/.ssh/known_hosts" in proc.stderr
+    shutil.copy(ws.known_hosts, home / ".ssh/known_hosts")
+    proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home)
+    assert proc.returncode == 0, explain(proc)
