@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--accept-new-hostkeys", action="store_true",
                    help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
 
+    c = sub.add_parser("cancel", help="stop a sweep's running jobs and drop queued ones",
+                       description="Stop running jobs (their whole process trees) and drop "
+                       "queued ones; all become CANCELLED. Run it when no head drives the "
+                       "sweep (after Ctrl-C, or when the laptop was closed).")
+    c.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
+    c.add_argument("jobs", nargs="*", metavar="JOB", help="only these jobs (default: all)")
+    _common(c, results=False)
+    c.add_argument("--accept-new-hostkeys", action="store_true",
+                   help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
+
     t = sub.add_parser("template", help="print a commented example sweep file")
     t.add_argument("kind", nargs="?", default="native", choices=["native"],
                    help="which example (default: native)")
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"run": cmd_run, "status": cmd_status, "hosts": cmd_hosts,
-                "template": cmd_template}[args.command](args)
+                "cancel": cmd_cancel, "template": cmd_template}[args.command](args)
     except DsshError as e:
         if verbose:
             import traceback
@@ -189,7 +199,9 @@ def _interrupted(head: Any) -> None:
           f"{counts.get('PENDING', 0)} queued job(s) wait.\n"
           f"  resume:  dssh run {sweep_arg}" + (f" --name {head.sweep.name}"
                                                  if head.options.name else "") + "\n"
-          f"  cancel:  dssh cancel {key}", file=sys.stderr)
+          f"  cancel:  dssh cancel {key}" + (f" -i {head.inventory.source}" if
+                                              head.inventory.source.endswith((".yaml", ".yml"))
+                                              else ""), file=sys.stderr)
 
 
 def _rel(p: Path) -> str:
@@ -377,6 +389,29 @@ def cmd_hosts(args: argparse.Namespace) -> int:
             for note in r.get("notes", []):
                 print(f"note: {r['host']}: {note}")
     return EXIT_OK if all(r["reachable"] for r in rows) else EXIT_FAILED
+
+
+# -- cancel -------------------------------------------------------------------------------------
+def cmd_cancel(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .cancel import cancel
+    from .model.inventory import load_inventory
+    from .state import State
+
+    state = State(_state_path(args))
+    try:
+        row = _find_sweep(state, args.sweep)
+        inventory = load_inventory(args.inventory)
+        res = asyncio.run(cancel(state, row["id"], row["namespace"], row["name"], inventory,
+                                 args.jobs or None, args.accept_new_hostkeys))
+    finally:
+        state.close()
+    print(f"{row['namespace']}/{row['name']}: stopped {res['stopped']} running job(s), dropped "
+          f"{res['dropped']} queued job(s)"
+          + (f"; {res['unreachable']} on unreachable hosts are left as they were"
+             if res["unreachable"] else ""))
+    return EXIT_OK if not res["unreachable"] else EXIT_FAILED
 
 
 # -- template -----------------------------------------------------------------------------------

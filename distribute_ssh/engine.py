@@ -628,7 +628,8 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         res = await conn.run(
             f"c={q(ctl)}\n"
             'echo "$(cat "$c/exit_code" 2>/dev/null) $([ -f "$c/timed_out" ] && echo 1 || echo 0)'
-            ' $(cat "$c/started" 2>/dev/null) $(cat "$c/finished" 2>/dev/null)"\n', timeout=30)
+            ' $(cat "$c/started" 2>/dev/null) $(cat "$c/finished" 2>/dev/null)'
+            ' $([ -f "$c/cancelled" ] && echo 1 || echo 0)"\n', timeout=30)
         parts = res.text.split()
         exit_code = int(parts[0]) if parts and parts[0].lstrip("-").isdigit() else None
         timed_out = len(parts) > 1 and parts[1] == "1"
@@ -637,7 +638,9 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         if exit_code is None:
             job.busy = False
             return  # not ended after all; the watcher will say when it is
-        status = st.TIMEOUT if timed_out else (st.COMPLETED if exit_code == 0 else st.FAILED)
+        cancelled = len(parts) > 4 and parts[4] == "1"
+        status = (st.CANCELLED if cancelled else st.TIMEOUT if timed_out
+                  else st.COMPLETED if exit_code == 0 else st.FAILED)
         entries = await conn.walk(f"{jdir}/outputs")
         files, notes = select(entries, self.sweep.outputs.collect)
         clash = [e for e in files if e.path in RESERVED]
@@ -669,7 +672,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         for n in notes:
             self.reporter.event("warning", f"{job.planned.name}: {n}")
         self._release(h, job)
-        retry = status != st.COMPLETED and job.attempts <= self.sweep.run.retries
+        retry = status in (st.FAILED, st.TIMEOUT) and job.attempts <= self.sweep.run.retries
         with self.state.tx() as db:
             db.execute("UPDATE attempts SET state=?, exit_code=?, finished=? "
                        "WHERE job_id=? AND attempt=?",
@@ -680,7 +683,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         if retry:
             job.avoid.add(h.spec.name)
         verb = {st.COMPLETED: "done", st.FAILED: f"FAILED (exit {exit_code})",
-                st.TIMEOUT: "TIMEOUT"}[status]
+                st.TIMEOUT: "TIMEOUT", st.CANCELLED: "CANCELLED"}[status]
         self.reporter.event("job", f"{job.planned.name}: {verb} on {h.spec.name}"
                                    f"{'; will retry' if retry else ''}",
                             job=job.planned.name, host=h.spec.name, status=status)

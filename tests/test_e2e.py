@@ -389,3 +389,43 @@ def test_hosts_probe(project: Path, fresh_workdirs) -> None:
     assert rows["ws2"]["gpus"] == [0, 1] and rows["ws2"]["capabilities"] == ["gpu", "python3"]
     table = dssh("hosts", "-i", project / "inventory.yaml", cwd=project)
     assert table.returncode == 0 and "ws3" in table.stdout and "capabilities" in table.stdout
+
+
+def test_cancel_after_ctrl_c_stops_job_trees(project: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    sweep = write_yaml(project / "x.yaml", {
+        "name": "tocancel",
+        "run": {"command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 300 & sleep 301; wait",
+                "cpus": 1},
+        "params": {"i": list(range(1, 9))},
+    })
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
+    env.update(HOME=str(project / "home"), DSSH_STATE=str(project / "state.db"))
+    (project / "home").mkdir(exist_ok=True)
+    head = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep), "-i",
+                             str(project / "inventory.yaml")], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(_starts(ws)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    head.send_signal(signal.SIGINT)
+    _out, err = head.communicate(timeout=30)
+    assert head.returncode == 130
+    assert f"dssh cancel default/tocancel -i {project / 'inventory.yaml'}" in err
+
+    def sleepers() -> list[str]:
+        ps = subprocess.run(["ps", "-eo", "user:32,args"], capture_output=True, text=True)
+        users = {w.user for w in ws}
+        return [line for line in ps.stdout.splitlines()
+                if line.split(None, 1)[0] in users and "sleep 30" in line]
+
+    assert len(sleepers()) == 12  # 6 jobs x 2 sleeps, still running without a head
+    proc = dssh("cancel", "tocancel", "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    assert "stopped 6 running job(s), dropped 2 queued job(s)" in proc.stdout
+    assert sleepers() == []
+    st = json.loads(dssh("status", "tocancel", "--json", cwd=project).stdout)
+    assert {j["state"] for j in st["jobs"]} == {"CANCELLED"}
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 1, explain(proc)
+    assert len(_starts(ws)) == 6
