@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if isinstance(reporter, LiveReporter):
             reporter.close()
-        head.state.close()
+        head.close()
     counts: dict[str, int] = {}
     for j in result.jobs:
         counts[j.status] = counts.get(j.status, 0) + 1
@@ -187,7 +187,7 @@ def _interrupted(head: Any) -> None:
     from .state import State
 
     try:
-        s = State(head.state.path, readonly=True)
+        s = State(head.state_path, readonly=True)
         counts = s.counts(head.sweep_id) if head.sweep_id else {}
         s.close()
     except Exception:  # the message matters more than the count

@@ -156,8 +156,9 @@ class Head:
         self.build_id = build_id(sweep)
         results_root = self.options.results or Path(sweep.base_dir) / "results"
         self.results_dir = Path(results_root).resolve() / sweep.namespace / sweep.name
-        self.state = st.State(self.options.state_path)
-        self.lock = SweepLock(self.state.path, sweep.namespace, sweep.name)
+        self.state_path = Path(self.options.state_path or st.default_state_path())
+        self._state: st.State | None = None  # opened once the run is known to be valid
+        self.lock = SweepLock(self.state_path, sweep.namespace, sweep.name)
         self.jobs: dict[int, JobRt] = {}
         self.hosts: dict[str, HostRt] = {}
         self.wakeup = asyncio.Event()
@@ -166,6 +167,17 @@ class Head:
         self.fatal: DsshError | None = None
         self.started = time.time()
         self.sweep_id = 0
+
+    @property
+    def state(self) -> st.State:
+        if self._state is None:
+            self._state = st.State(self.state_path)
+        return self._state
+
+    def close(self) -> None:
+        if self._state is not None:
+            self._state.close()
+            self._state = None
 
     # -- set-up ---------------------------------------------------------------------------
     def check_hosts(self) -> list[Host]:
@@ -835,4 +847,4 @@ async def run_sweep(sweep: Sweep, inventory: Inventory, options: RunOptions | No
     try:
         return await head.run()
     finally:
-        head.state.close()
+        head.close()
