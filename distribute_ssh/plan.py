@@ -3,6 +3,7 @@ beyond reading local files to hash them."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -42,21 +43,33 @@ class PlannedJob:
     definition: str  # hash of everything that defines the job's result
 
 
+def _key(path: tuple) -> str:
+    """``("jobs", 0, "files")`` -> ``jobs[0].files``, as the messages write keys."""
+    out = ""
+    for k in path:
+        out += f"[{k}]" if isinstance(k, int) else f".{k}"
+    return out.lstrip(".")
+
+
 def fields_of(template: str, where: tuple) -> list[str]:
     """The placeholder names in a template; raises PlanError on a malformed one."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:
-        raise PlanError(where, f"{'.'.join(map(str, where))}: malformed template {template!r}: "
-                               f"{e}; write {{{{ and }}}} for literal braces") from None
+        raise PlanError(where, f"{_key(where)}: malformed template {template!r}: {e}: "
+                               "close every '{' with '}', and write {{ and }} for a literal "
+                               "brace") from None
     names = []
     for _lit, field, spec, conv in parsed:
         if field is None:
             continue
         if field == "" or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", field) or spec or conv:
-            raise PlanError(where, f"{'.'.join(map(str, where))}: placeholder {{{field}}} in "
-                                   f"{template!r} is not a plain name; write {{{{ and }}}} "
-                                   "for literal braces")
+            shown = "{" + (field or "") + (f"!{conv}" if conv else "") + \
+                (f":{spec}" if spec else "") + "}"
+            raise PlanError(where, f"{_key(where)}: placeholder {shown} in {template!r} is not "
+                                   "a plain name: write {name} with a parameter or placeholder "
+                                   "name, and {{ and }} for literal braces (e.g. in awk or "
+                                   "shell ${VAR} code)")
         names.append(field)
     return names
 
@@ -140,14 +153,20 @@ def _resolve_files(sweep: Sweep, files: list[File], params: dict[str, Any],
     for i, f in enumerate(files):
         path = f.path
         if "{" in path:
-            unknown = [n for n in fields_of(path, where + (i, "path")) if n not in params]
+            unknown = [n for n in fields_of(path, where + (i,)) if n not in params]
             if unknown:
-                raise PlanError(where + (i,), f"file {path!r} uses {{{unknown[0]}}}, which is not "
-                                              "a parameter of this job")
+                raise PlanError(where + (i,), f"{_key(where + (i,))}: file {path!r} uses "
+                                              f"{{{unknown[0]}}}, which is not a parameter of "
+                                              f"this job (its parameters: "
+                                              f"{', '.join(params) or 'none'}): fix the name or "
+                                              "add the parameter")
             path = render(path, params, quote=False)
         local = Path(sweep.base_dir, os.path.expanduser(path))
         if not local.exists():
-            raise PlanError(where + (i,), f"file {path!r} not found (looked in {sweep.base_dir})")
+            raise PlanError(where + (i,), f"{_key(where + (i,))}: file {path!r} not found "
+                                          f"(looked in {sweep.base_dir}): fix the path "
+                                          "(relative paths start at the sweep file's directory) "
+                                          "or create the file")
         target = f.as_ or Path(path.rstrip("/")).name
         out.append((str(local), target))
     return out
@@ -160,22 +179,31 @@ def expand(sweep: Sweep) -> list[PlannedJob]:
         for f in fields_of(sweep.build.command, ("build", "command")):
             raise PlanError(("build", "command"),
                             f"build.command uses {{{f}}}: a build is shared by every job, so it "
-                            "cannot use placeholders; write {{ and }} for literal braces")
+                            "cannot use placeholders: move the per-job part to run.command, and "
+                            "write {{ and }} for a literal brace")
     param_names = list(sweep.params)
     allowed = set(param_names) | set(RUNTIME_FIELDS)
     for job in sweep.jobs:
         allowed |= set(job.params)
     for f in cmd_fields:
         if f not in allowed:
-            known = ", ".join(sorted(allowed))
+            close = difflib.get_close_matches(f, sorted(allowed), n=1)
+            fix = f"fix the name or add {f} to params"
+            if close:
+                fix = f"did you mean {{{close[0]}}}? Otherwise {fix}"
             raise PlanError(("run", "command"),
                             f"run.command uses {{{f}}}, which is neither a parameter nor one of "
-                            f"dssh's placeholders ({known}); fix the name or add it to params")
+                            f"dssh's placeholders (known: {', '.join(sorted(allowed))}): "
+                            f"{fix}; write {{{{ and }}}} for a literal brace")
     if sweep.job_name is not None:
         for f in fields_of(sweep.job_name, ("job_name",)):
             if f not in param_names:
-                raise PlanError(("job_name",), f"job_name uses {{{f}}}, which is not a "
-                                               f"parameter (params: {', '.join(param_names)})")
+                what = "one of dssh's run-time placeholders" if f in RUNTIME_FIELDS else \
+                    "not a parameter"
+                raise PlanError(("job_name",), f"job_name uses {{{f}}}, which is {what}: "
+                                               "job_name may use only the sweep's parameters "
+                                               f"({', '.join(param_names) or 'none'}): remove "
+                                               f"{{{f}}} from it")
 
     common = _resolve_files(sweep, sweep.run.files, {}, ("run", "files")) \
         if all("{" not in f.path for f in sweep.run.files) else None
@@ -187,24 +215,51 @@ def expand(sweep: Sweep) -> list[PlannedJob]:
     jobs: list[PlannedJob] = []
     seen: dict[str, str] = {}
 
-    def add(name: str, params: dict[str, Any], extra: list[tuple[str, str]], where: tuple) -> None:
+    def add(name: str, params: dict[str, Any], extra: list[tuple[str, str]], where: tuple,
+            extra_where: tuple | None = None) -> None:
+        explicit = where[:1] == ("jobs",)
+        origin = _key(where[:2]) if explicit else \
+            "params " + " ".join(f"{k}={value_text(v)}" for k, v in params.items())
         if name in seen:
-            raise PlanError(where, f"job name {name!r} is used twice ({seen[name]} and "
-                                   f"{_where_text(where)}): job names must be unique; set "
-                                   "job_name to include every parameter, or rename the job")
-        seen[name] = _where_text(where)
+            if explicit:
+                fix = "rename one of them"
+            elif sweep.job_name is not None:
+                used = fields_of(sweep.job_name, ("job_name",))
+                varying = [k for k, vs in sweep.params.items() if len(vs) > 1 and k not in used]
+                fix = ("put every parameter that varies in job_name, e.g. add "
+                       + " ".join(f"{{{k}}}" for k in varying)) if varying else \
+                    "make job_name tell them apart"
+            else:
+                fix = "set job_name to tell them apart"
+            at = ("job_name",) if (not explicit and sweep.job_name is not None) else where
+            raise PlanError(at, f"{_key(at)}: job name {name!r} is used twice ({seen[name]} "
+                                f"and {origin}): job names must be unique: {fix}")
+        seen[name] = origin
         missing = [f for f in cmd_fields if f not in params and f not in RUNTIME_FIELDS]
         if missing:
-            raise PlanError(where, f"job {name!r} has no value for {{{missing[0]}}} used in "
-                                   "run.command: add it to the job's params")
+            if explicit:
+                at = where[:2] + ("params",) if sweep.jobs[where[1]].params else where[:2]
+                raise PlanError(at, f"{_key(at)}: job {name!r} has no value for "
+                                    f"{{{missing[0]}}}, which run.command uses: add "
+                                    f"{missing[0]}: <value> to its params")
+            raise PlanError(("run", "command"),
+                            f"run.command uses {{{missing[0]}}}, which only some explicit jobs "
+                            f"set, so job {name!r} ({origin}) has no value for it: add "
+                            f"{missing[0]} to params, or remove it from run.command")
         run_files = common if common is not None else _resolve_files(
             sweep, sweep.run.files, params, ("run", "files"))
-        files = tuple(run_files) + tuple(extra)
-        targets = [t for _, t in files]
-        dup = next((t for t in targets if targets.count(t) > 1), None)
-        if dup:
-            raise PlanError(where, f"job {name!r} gets two input files named {dup!r}: use "
-                                   "'as:' to give one of them another name")
+        for group, at in ((run_files, ("run", "files")), (extra, extra_where or where)):
+            targets = [t for _, t in group]
+            dup = next((i for i, t in enumerate(targets) if targets.index(t) != i), None)
+            if dup is not None:
+                first = targets.index(targets[dup])
+                raise PlanError(at + (dup,), f"{_key(at + (dup,))}: job {name!r} gets two input "
+                                             f"files named {targets[dup]!r} (the other is "
+                                             f"{_key(at + (first,))}): give one of them another "
+                                             "name with 'as:', e.g. {path: ..., as: other.cfg}")
+        # A job's own file replaces a run file of the same name (SPEC §3: `as: base.cfg`).
+        own = {t for _, t in extra}
+        files = tuple((p, t) for p, t in run_files if t not in own) + tuple(extra)
         h = hashlib.sha256(json.dumps({"run": run_def, "params": {
             k: [type(v).__name__, value_text(v)] for k, v in params.items()}},
             sort_keys=True).encode())
@@ -222,14 +277,10 @@ def expand(sweep: Sweep) -> list[PlannedJob]:
             add(name, params, [], ("params",))
     for j, spec in enumerate(sweep.jobs):
         extra = _resolve_files(sweep, spec.files, spec.params, ("jobs", j, "files"))
-        add(spec.name, dict(spec.params), extra, ("jobs", j, "name"))
+        add(spec.name, dict(spec.params), extra, ("jobs", j, "name"), ("jobs", j, "files"))
     if not sweep.params and not sweep.jobs:
         add(sweep.name, {}, [], ("name",))
     return jobs
-
-
-def _where_text(path: tuple) -> str:
-    return ".".join(map(str, path))
 
 
 def job_command(sweep: Sweep, job: PlannedJob, *, cpus: int, gpus: tuple[int, ...], build: str,

@@ -11,32 +11,54 @@ import attrs
 
 from ..durations import parse_duration
 from ..errors import ConfigError
-from .yamlload import Duration, EnvText, FieldValueError, Source, parse_yaml, structure
+from .yamlload import (
+    Duration,
+    EnvText,
+    FieldValueError,
+    Source,
+    dotted,
+    parse_yaml,
+    structure,
+    yaml_key,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 DEFAULT_WORKDIR = "~/.dssh"
 DEFAULT_PAUSE_FILES = ("~/.distribute-pause", "/home/*/.distribute-pause", "/tmp/.distribute-pause")
 
 
+# What leaving a key out means, for messages about a bad value.
+_DEFAULTS = {
+    "cpus": "remove the line to have the host's cpus probed (nproc)",
+    "slots": "remove the line for no limit (the cpus decide)",
+    "connect_timeout": "remove the line for the default (10 seconds)",
+}
+
+
 def _non_negative(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is not None and v < 0:
-        raise FieldValueError(a.name, f"must be 0 or more, got {v}")
+        raise FieldValueError(yaml_key(a), f"must be 0 or more, got {v}")
 
 
 def _positive(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is not None and v <= 0:
-        raise FieldValueError(a.name, f"must be at least 1, got {v}")
+        hint = _DEFAULTS.get(a.name, "remove the line for the default")
+        raise FieldValueError(yaml_key(a), f"must be more than 0, got {v}: give a positive "
+                                           f"number, or {hint}")
 
 
 def _port(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is not None and not 1 <= v <= 65535:
-        raise FieldValueError(a.name, f"must be a TCP port between 1 and 65535, got {v}")
+        raise FieldValueError(yaml_key(a), f"must be a TCP port between 1 and 65535, got {v}: "
+                                           "SSH listens on 22 unless the host says otherwise; "
+                                           "remove the line to use ~/.ssh/config or 22")
 
 
 def _one_of(*choices: str):
     def check(inst: Any, a: attrs.Attribute, v: Any) -> None:
         if v is not None and v not in choices:
-            raise FieldValueError(a.name, f"must be one of {', '.join(choices)}, got {v!r}")
+            raise FieldValueError(yaml_key(a), f"must be one of {', '.join(choices)}, got {v!r}: "
+                                               f"write e.g. {yaml_key(a)}: {choices[0]}")
 
     return check
 
@@ -46,22 +68,27 @@ def _duration(inst: Any, a: attrs.Attribute, v: Any) -> None:
         try:
             parse_duration(v)
         except ValueError as e:
-            raise FieldValueError(a.name, str(e)) from None
+            raise FieldValueError(yaml_key(a), f"{e}: write e.g. {yaml_key(a)}: 8h") from None
 
 
 def _gpu_ids(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is None:
         return
     if any(g < 0 for g in v):
-        raise FieldValueError(a.name, "GPU ids are 0 or more, e.g. gpus: [0, 1]")
+        raise FieldValueError(yaml_key(a), f"GPU ids are 0 or more, got {v}: list the ids "
+                                           "nvidia-smi shows, e.g. gpus: [0, 1]")
     if len(set(v)) != len(v):
-        raise FieldValueError(a.name, f"a GPU id is listed twice in {v}")
+        twice = next(g for g in v if v.count(g) > 1)
+        raise FieldValueError(yaml_key(a), f"GPU id {twice} is listed twice in {v}: list each "
+                                           "GPU once, e.g. gpus: [0, 1]")
 
 
 def _names(inst: Any, a: attrs.Attribute, v: Any) -> None:
     for c in v or ():
         if not NAME_RE.match(c):
-            raise FieldValueError(a.name, f"{c!r} is not a valid name: use letters, digits, . _ -")
+            raise FieldValueError(yaml_key(a), f"{c!r} is not a valid name: use letters, digits, "
+                                               "'.', '_' and '-', e.g. capabilities: "
+                                               "[python3, gpu]")
 
 
 @attrs.frozen
@@ -132,8 +159,9 @@ class Inventory:
         unknown = [n for n in names if n not in self.hosts]
         if unknown:
             raise ConfigError(
-                f"--hosts: unknown host {', '.join(unknown)} (the inventory {self.source} has: "
-                f"{', '.join(self.hosts) or 'none'})", key="--hosts")
+                f"--hosts: unknown host {', '.join(map(repr, unknown))} (hosts in "
+                f"{self.source}: {', '.join(self.hosts) or 'none'}): check the spelling, or "
+                "add the host to the inventory", key="--hosts")
         return Inventory({n: self.hosts[n] for n in names}, self.source)
 
 
@@ -180,36 +208,63 @@ def embedded_default() -> Inventory:
 
 def parse_inventory(text: str, filename: str) -> Inventory:
     data, source = parse_yaml(text, filename)
+    if isinstance(data, dict) and data.get("hosts", {}) is None:
+        data = {**data, "hosts": {}}  # 'hosts:' with nothing under it: reported as no hosts
     inv = structure(data, InventoryFile, source, "the inventory")
     return _validate(inv, source)
 
 
 def _validate(inv: InventoryFile, source: Source) -> Inventory:
-    msgs = []
+    msgs: list[str] = []
+    keys: list[str] = []
+
+    def add(path: tuple, text: str) -> None:
+        msg = f"{source.where(path)}: {dotted(path)}: {text}"
+        if msg not in msgs:  # a bad default would otherwise be reported once per host
+            msgs.append(msg)
+            keys.append(dotted(path))
+
     if not inv.hosts:
-        msgs.append(f"{source.where()}: the inventory lists no hosts: add a 'hosts:' mapping "
-                    "(see inventory.example.yaml)")
+        add(("hosts",), "the inventory lists no hosts: add at least one under 'hosts:', e.g. "
+                        "hosts: {laptop: {connection: local}} or hosts: {lab1: {address: "
+                        "10.0.0.11}}")
+    for where in (("defaults",), *(("hosts", n) for n in inv.hosts)):
+        settings = inv.defaults if where == ("defaults",) else inv.hosts[where[1]]
+        for k in (settings.env or {}) if settings else ():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(k)):
+                add(where + ("env", k), f"{k!r} is not an environment variable name: use "
+                                        "letters, digits and '_', not starting with a digit")
     hosts: dict[str, Host] = {}
     for name, settings in inv.hosts.items():
-        if not NAME_RE.match(str(name)):
-            msgs.append(f"{source.where(('hosts', name))}: host name {name!r} may only use "
-                        "letters, digits, '.', '_' and '-'")
+        if not NAME_RE.match(str(name)) or str(name) in (".", ".."):
+            fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.") or "lab1"
+            add(("hosts", name), f"host name {name!r} may only use letters, digits, '.', '_' "
+                                 f"and '-': rename it, e.g. {fixed} (put the real address in "
+                                 "'address:')")
             continue
         host = _resolve(str(name), settings, inv.defaults)
         for key in ("identity_file", "known_hosts"):
             p = getattr(host, key)
-            if p is not None and p.lower() != "none" and not Path(os.path.expanduser(p)).exists():
-                where = source.where(("hosts", name, key)) if settings and getattr(settings, key) \
-                    else source.where(("defaults", key))
-                msgs.append(f"{where}: {key} {p!r} does not exist: fix the path or remove the key")
-            if key == "known_hosts" and p is not None and p.lower() == "none":
-                msgs.append(f"{source.where(('hosts', name, key))}: known_hosts: none would turn "
-                            "host-key checking off; dssh always verifies host keys. Give a file, "
-                            "or leave the key out to use ~/.ssh/known_hosts")
+            if p is None:
+                continue
+            path = ("hosts", name, key) if settings and getattr(settings, key) is not None \
+                else ("defaults", key)
+            if key == "known_hosts" and p.lower() == "none":
+                add(path, "'none' would turn host-key checking off, and dssh always verifies "
+                          "host keys: give a known_hosts file, or remove the line to use "
+                          "~/.ssh/known_hosts")
+            elif p.lower() != "none" and not Path(os.path.expanduser(p)).exists():
+                add(path, f"{p!r} does not exist: fix the path, or remove the line to use "
+                          "~/.ssh/config and ssh-agent")
         hosts[str(name)] = host
     if msgs:
-        raise ConfigError(msgs, path=source.filename)
+        raise ConfigError(msgs, path=source.filename, line=_line_of(msgs[0]), key=keys[0])
     return Inventory(hosts, source.filename)
+
+
+def _line_of(msg: str) -> int | None:
+    m = re.match(r"^.*?:(\d+): ", msg)
+    return int(m.group(1)) if m else None
 
 
 def inventory_path(explicit: str | None, cwd: Path | None = None) -> Path | None:
@@ -238,8 +293,18 @@ def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{p}: inventory file not found: check the path given with -i or "
-                          "$DSSH_INVENTORY", path=str(p)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read the inventory: {e}", path=str(p)) from None
+        given = "-i/--inventory" if path is not None else "$DSSH_INVENTORY"
+        cwd = "" if p.is_absolute() else f" (relative to {Path.cwd()})"
+        raise ConfigError(f"{p}: inventory file not found{cwd}: check the path given with "
+                          f"{given}, or leave it out to use ./inventory.yaml or this machine "
+                          "alone", path=str(p), key=given) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory: give the inventory file inside it "
+                          "(e.g. inventory.yaml)", path=str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: is not a text file: give a YAML inventory "
+                          "(e.g. inventory.yaml)", path=str(p)) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the inventory ({e.strerror or e}): check its "
+                          "permissions", path=str(p)) from None
     return parse_inventory(text, str(p))

@@ -11,25 +11,48 @@ import attrs
 
 from ..durations import parse_duration
 from ..errors import ConfigError
-from .yamlload import Duration, EnvText, FieldValueError, Scalar, Source, parse_yaml, structure
+from .yamlload import (
+    Duration,
+    EnvText,
+    FieldValueError,
+    Scalar,
+    Source,
+    dotted,
+    parse_yaml,
+    structure,
+    yaml_key,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# What leaving a numeric key out means, for messages about a bad value.
+_DEFAULTS = {
+    "cpus": "remove the line to give each job all of the host's cpus",
+    "gpus": "use 0 (the default) for none",
+    "retries": "use 0 (the default) for no retries",
+}
 
 
 def _name(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is not None and (not NAME_RE.match(v) or v in (".", "..")):
-        raise FieldValueError(a.name, f"{v!r} is not a valid name: use only letters, digits, "
-                                      "'.', '_' and '-' (no spaces or slashes)")
+        suggestion = re.sub(r"[^A-Za-z0-9._-]+", "-", v).strip("-.") or "my-sweep"
+        raise FieldValueError(yaml_key(a), f"{v!r} is not a valid name: use only letters, digits, "
+                                           f"'.', '_' and '-' (no spaces or slashes), e.g. "
+                                           f"{yaml_key(a)}: {suggestion}")
 
 
 def _non_negative(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is not None and v < 0:
-        raise FieldValueError(a.name, f"must be 0 or more, got {v}")
+        hint = _DEFAULTS.get(a.name, "use 0 or a positive whole number")
+        raise FieldValueError(yaml_key(a), f"must be 0 or more, got {v}: {hint}")
 
 
 def _positive(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is not None and v <= 0:
-        raise FieldValueError(a.name, f"must be at least 1, got {v}")
+        hint = _DEFAULTS.get(a.name, "remove the line for the default")
+        raise FieldValueError(yaml_key(a), f"must be at least 1, got {v}: give a whole number "
+                                           f"of 1 or more, or {hint}")
 
 
 def _duration(inst: Any, a: attrs.Attribute, v: Any) -> None:
@@ -38,7 +61,16 @@ def _duration(inst: Any, a: attrs.Attribute, v: Any) -> None:
             if parse_duration(v) <= 0:
                 raise ValueError(f"must be longer than zero, got {v!r}")
         except ValueError as e:
-            raise FieldValueError(a.name, str(e)) from None
+            raise FieldValueError(yaml_key(a), f"{e}: write e.g. {yaml_key(a)}: 2h, or remove "
+                                               "the line for no limit") from None
+
+
+def _capabilities(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    for c in v or ():
+        if not isinstance(c, str) or not NAME_RE.match(c):
+            raise FieldValueError(yaml_key(a), f"{c!r} is not a capability name: capabilities "
+                                               "use letters, digits, '.', '_' and '-', e.g. "
+                                               "requires: [python3, gpu]")
 
 
 def _relative_inside(what: str):
@@ -47,8 +79,10 @@ def _relative_inside(what: str):
             return
         p = Path(v)
         if p.is_absolute() or ".." in p.parts or v in ("", "."):
-            raise FieldValueError(a.name, f"{what} {v!r} must be a plain relative name "
-                                          "inside the job's input/ (no '..', not absolute)")
+            raise FieldValueError(yaml_key(a), f"{what} {v!r} must be a plain relative name "
+                                               "inside the job's input/ (no '..', not "
+                                               f"absolute), e.g. {what}: "
+                                               f"{Path(v).name or 'input.cfg'}")
 
     return check
 
@@ -116,7 +150,7 @@ class Sweep:
     name: str = attrs.field(validator=_name)
     run: Run
     namespace: str = attrs.field(default="default", validator=_name)
-    requires: list[str] = attrs.Factory(list)
+    requires: list[str] = attrs.field(factory=list, validator=_capabilities)
     build: Build | None = None
     slurm: dict[str, Scalar] | None = None
     params: dict[str, list[Scalar]] = attrs.Factory(dict)
@@ -162,11 +196,18 @@ def _normalise(data: dict) -> dict:
 def parse_sweep(text: str, filename: str, base_dir: str | os.PathLike | None = None) -> Sweep:
     """Parse and fully validate a sweep file's text. Raises ConfigError."""
     data, source = parse_yaml(text, filename)
-    if isinstance(data, dict) and "meta" in data and ("python" in data or "apptainer" in data):
+    if data is None:
         raise ConfigError(
-            f"{filename}:1: this is a job file of the original 'distribute' tool (it has 'meta:'); "
-            "this version of dssh reads only its own sweep format so far: write a dssh sweep "
-            "(dssh template native)", path=filename)
+            f"{filename}:1: name, run: the sweep file is empty: a sweep needs at least "
+            "'name:' and 'run: {command: ...}' (print a commented example with: dssh template)",
+            path=filename, line=1, key="name")
+    if isinstance(data, dict) and "meta" in data and ("python" in data or "apptainer" in data):
+        line = source.line(("meta",))
+        raise ConfigError(
+            f"{filename}:{line}: meta: this is a job file of the original 'distribute' tool "
+            "(it has 'meta:'); this version of dssh reads only its own sweep format so far: "
+            "rewrite it as a dssh sweep (print an example with: dssh template native)",
+            path=filename, line=line, key="meta")
     if isinstance(data, dict):
         data = _normalise(data)
     sweep = structure(data, Sweep, source, "the sweep file")
@@ -182,13 +223,22 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{p}: sweep file not found: check the path", path=str(p)) from None
+        cwd = "" if p.is_absolute() else f" (relative to {Path.cwd()})"
+        raise ConfigError(f"{p}: sweep file not found{cwd}: check the path, or start one "
+                          "with: dssh template > sweep.yaml", path=str(p), key="SWEEP") from None
     except IsADirectoryError:
         raise ConfigError(f"{p}: is a directory: give the sweep file inside it "
                           "(e.g. sweep.yaml)", path=str(p)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read the sweep file: {e}", path=str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: is not a text file: give a YAML sweep file "
+                          "(e.g. sweep.yaml)", path=str(p)) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the sweep file ({e.strerror or e}): check its "
+                          "permissions", path=str(p)) from None
     return parse_sweep(text, str(p), p.resolve().parent)
+
+
+_PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
@@ -196,51 +246,78 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
     from ..plan import PlanError, expand
 
     fname = source.filename if source else f"sweep {sweep.name}"
+    msgs: list[tuple[int, str]] = []
+    keys: list[str] = []
 
-    def where(*path: Any) -> str:
-        return source.where(path) if source else fname
+    def add(path: tuple, text: str) -> None:
+        line = source.line(path) if source else 0
+        head = f"{fname}:{line}" if source else fname
+        msgs.append((line, f"{head}: {dotted(path)}: {text}"))
+        keys.append(dotted(path))
 
-    msgs: list[str] = []
     base = Path(sweep.base_dir)
 
-    def check_files(files: list[File], path: tuple) -> None:
+    def check_files(files: list[File], path: tuple, what: str, where_to: str) -> None:
+        targets: dict[str, int] = {}
         for i, f in enumerate(files):
             if "{" in f.path:
                 continue  # chosen per job; checked when the job is expanded
             p = base / os.path.expanduser(f.path)
             if not p.exists():
-                msgs.append(f"{where(*path, i)}: {'.'.join(map(str, path))}[{i}]: file "
-                            f"{f.path!r} not found (looked in {base}): relative paths are "
-                            "relative to the sweep file's directory")
+                add(path + (i,), f"file {f.path!r} not found (looked in {base}): fix the path "
+                                 "(relative paths start at the sweep file's directory) or "
+                                 "create the file")
+            if f.target in targets:
+                j = targets[f.target]
+                add(path + (i,), f"two {what} files named {f.target!r}: {f.path!r} and "
+                                 f"{files[j].path!r} ({dotted(path + (j,))}) would both be "
+                                 f"{where_to}{f.target}: give one of them another name with "
+                                 f"'as:', e.g. {{path: {f.path}, as: other-{f.target}}}")
+            targets.setdefault(f.target, i)
 
     if sweep.build:
-        check_files(sweep.build.files, ("build", "files"))
+        check_files(sweep.build.files, ("build", "files"), "build", "the build dir's ")
         if not sweep.build.command.strip():
-            msgs.append(f"{where('build', 'command')}: build.command is empty: give the command "
-                        "that builds the solver, or remove 'build:'")
-    check_files(sweep.run.files, ("run", "files"))
+            add(("build", "command"), "is empty: give the command that builds the solver "
+                                      "(e.g. command: make), or remove 'build:'")
+    check_files(sweep.run.files, ("run", "files"), "input", "input/")
     for j, job in enumerate(sweep.jobs):
-        check_files(job.files, ("jobs", j, "files"))
+        check_files(job.files, ("jobs", j, "files"), "input", "input/")
+        for k in job.params:
+            if not _PARAM_RE.match(str(k)):
+                add(("jobs", j, "params", k), f"parameter name {k!r} must start with a letter "
+                                              "or '_' and use only letters, digits and '_'")
     if not sweep.run.command.strip():
-        msgs.append(f"{where('run', 'command')}: run.command is empty: give the command each "
-                    "job runs")
+        add(("run", "command"), "is empty: give the command each job runs, e.g. "
+                                "command: \"python3 solve.py {x}\"")
     if sweep.run.container is not None:
-        msgs.append(f"{where('run', 'container')}: run.container: containers are not supported "
-                    "by this version of dssh yet: remove 'container:' and run the solver directly")
+        add(("run", "container"), "containers are not supported by this version of dssh yet: "
+                                  "remove 'container:' and run the solver directly")
+    for k in sweep.run.env:
+        if not ENV_NAME_RE.match(str(k)):
+            add(("run", "env", k), f"{k!r} is not an environment variable name: use letters, "
+                                   "digits and '_', not starting with a digit")
     for k, values in sweep.params.items():
-        if not NAME_RE.match(k) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
-            msgs.append(f"{where('params', k)}: parameter name {k!r} must start with a letter "
-                        "and use only letters, digits and '_'")
+        if not _PARAM_RE.match(str(k)):
+            fixed = re.sub(r"\W", "_", str(k))
+            fixed = fixed if _PARAM_RE.match(fixed) else f"p{fixed}"
+            add(("params", k), f"parameter name {k!r} must start with a letter or '_' and use "
+                               f"only letters, digits and '_' (it becomes {{{k}}} in commands "
+                               f"and $DSSH_PARAM_...): rename it, e.g. {fixed}")
         elif not values:
-            msgs.append(f"{where('params', k)}: params.{k} has no values: give at least one "
-                        "or remove it")
+            add(("params", k), "has no values: give at least one, e.g. "
+                               f"{k}: [1, 2], or remove it")
     if msgs:
-        raise ConfigError(msgs, path=fname)
+        order = sorted(range(len(msgs)), key=lambda i: msgs[i][0])
+        raise ConfigError([msgs[i][1] for i in order], path=fname,
+                          line=msgs[order[0]][0] or None, key=keys[order[0]])
     try:
         expand(sweep)
     except PlanError as e:
-        raise ConfigError(f"{where(*e.path)}: {e.message}", path=fname, key=".".join(
-            map(str, e.path))) from None
+        line = source.line(e.path) if source else None
+        head = f"{fname}:{line}" if source else fname
+        raise ConfigError(f"{head}: {e.message}", path=fname, line=line,
+                          key=dotted(e.path)) from None
 
 
 # The Python API calls an explicit job a Job.
