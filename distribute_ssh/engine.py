@@ -114,30 +114,45 @@ class HostRt:
 
 
 def capable_hosts(sweep: Sweep, inventory: Inventory, sweep_file: str | None = None) -> list[Host]:
-    """Hosts that have what the sweep requires; ConfigError when none does."""
+    """Hosts that have what the sweep requires; ConfigError (exit 2) when none could take
+    its jobs, judged from the inventory alone."""
+
+    def where(*path: str) -> str:
+        if not sweep_file:
+            return f"sweep {sweep.name}"
+        try:
+            from .model.yamlload import key_line
+
+            line = key_line(Path(sweep_file).read_text(), path)
+        except OSError:
+            line = None
+        return f"{sweep_file}:{line}" if line else sweep_file
+
     need = set(sweep.requires)
     capable = [h for h in inventory.hosts.values() if need <= h.capabilities]
     if not capable:
         have = "; ".join(f"{h.name}: {', '.join(sorted(h.capabilities)) or 'none'}"
                          for h in inventory.hosts.values())
         raise ConfigError(
-            f"{sweep_file or sweep.name}: requires: {', '.join(sorted(need))}, but no "
+            f"{where('requires')}: requires: {', '.join(sorted(need))}, but no "
             f"host in the inventory ({inventory.source}) has all of them (capabilities: "
             f"{have}). Add them to a host's 'capabilities' or change 'requires'",
             key="requires")
     gpus = sweep.run.gpus
     if gpus and not any(len(h.gpus) >= gpus for h in capable):
         raise ConfigError(
-            f"{sweep_file or sweep.name}: run.gpus is {gpus}, but no capable host "
+            f"{where('run', 'gpus')}: run.gpus is {gpus}, but no capable host "
             f"in {inventory.source} lists that many GPUs: add 'gpus: [0, ...]' to a "
             "host, or lower run.gpus", key="run.gpus")
     cpus = sweep.run.cpus
     if cpus and all(h.cpus is not None and h.cpus < cpus for h in capable):
         raise ConfigError(
-            f"{sweep_file or sweep.name}: run.cpus is {cpus}, but every capable "
+            f"{where('run', 'cpus')}: run.cpus is {cpus}, but every capable "
             f"host offers fewer cpus ({', '.join(f'{h.name}: {h.cpus}' for h in capable)}): "
             "lower run.cpus", key="run.cpus")
-    return capable
+    # Hosts that could never take a job are not connected to at all.
+    return [h for h in capable if len(h.gpus) >= gpus and (cpus is None or h.cpus is None
+                                                            or h.cpus >= cpus)]
 
 
 class Head:

@@ -74,14 +74,63 @@ def fields_of(template: str, where: tuple) -> list[str]:
     return names
 
 
+def _scan(text: str, stack: list[str]) -> None:
+    """Follow sh's quoting through ``text``: the top of ``stack`` is where the text ends.
+
+    'N' plain, 'S' inside '...', 'D' inside "...", 'C' inside $(...) or `...` (plain
+    again, whatever quotes surround it).
+    """
+    i = 0
+    while i < len(text):
+        c, top = text[i], stack[-1]
+        if top == "S":
+            if c == "'":
+                stack.pop()
+        elif c == "\\":
+            i += 1  # the next character is escaped
+        elif top == "D" and c == '"':
+            stack.pop()
+        elif text.startswith("$(", i):
+            stack.append("C")
+            i += 1
+        elif c == "`":
+            if top == "B":
+                stack.pop()
+            else:
+                stack.append("B")
+        elif top in ("N", "C", "B") and c == "'":
+            stack.append("S")
+        elif top in ("N", "C", "B") and c == '"':
+            stack.append("D")
+        elif top == "C" and c == ")":
+            stack.pop()
+        i += 1
+
+
 def render(template: str, values: dict[str, Any], *, quote: bool = True) -> str:
-    """Fill a template. With ``quote`` every value is shell-quoted: values cannot inject."""
+    """Fill a template. With ``quote`` every value is shell-quoted: values cannot inject.
+
+    A placeholder the template itself put inside quotes (``echo "v={v}"``) closes those
+    quotes around the quoted value and reopens them, so the value stays literal there too.
+    """
     out = []
+    stack = ["N"]
     for lit, field, _spec, _conv in string.Formatter().parse(template):
         out.append(lit)
+        _scan(lit, stack)
         if field is not None:
             v = value_text(values[field])
-            out.append(shlex.quote(v) if quote else v)
+            if not quote:
+                out.append(v)
+                continue
+            q = shlex.quote(v)
+            for _ in range(stack.count("B")):  # `...` strips one level of \ before ` and \
+                q = q.replace("\\", "\\\\").replace("`", "\\`")
+            if stack[-1] == "S":
+                q = "'" + q + "'"
+            elif stack[-1] == "D":
+                q = '"' + q + '"'
+            out.append(q)
     return "".join(out)
 
 
@@ -112,12 +161,12 @@ def _hash_path(h: Any, p: Path) -> None:
         _hash_file(h, p)
 
 
-_FILE_HASHES: dict[tuple[str, int, int], bytes] = {}
+_FILE_HASHES: dict[tuple[str, int, int, int], bytes] = {}
 
 
 def _hash_file(h: Any, p: Path) -> None:
     st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
+    key = (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     digest = _FILE_HASHES.get(key)
     if digest is None:
         fh = hashlib.sha256()

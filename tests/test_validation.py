@@ -480,8 +480,6 @@ def test_no_capable_host_creates_nothing(case: Bad, tmp_path: Path) -> None:
     _assert_nothing_started(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="engine.capable_hosts names the sweep file and the key "
-                   "but not the line: it could use model.yamlload.key_line(text, ('requires',))")
 def test_no_capable_host_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                         ) -> None:
     rc = main(_argv(tmp_path, NO_CAPABLE_HOST, dry_run=True))
