@@ -48,11 +48,13 @@ class HostConnection(abc.ABC):
         return self.host.name
 
     def expand(self, path: str) -> str:
-        """A host path with ``~`` made absolute."""
+        """A host path made absolute: ``~`` and relative paths start at the home dir."""
         if path == "~":
             return self.home
         if path.startswith("~/"):
             return self.home.rstrip("/") + path[1:]
+        if not path.startswith("/"):
+            return self.home.rstrip("/") + "/" + path
         return path
 
     @abc.abstractmethod

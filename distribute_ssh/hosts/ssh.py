@@ -161,7 +161,7 @@ class SSHConnection(HostConnection):
         conn = self._need()
         async with self._channels:
             try:
-                proc = await conn.create_process("sh -s", encoding=None)
+                proc = await conn.create_process("exec sh -s", encoding=None)
             except (asyncssh.ChannelOpenError, OSError, asyncssh.Error) as e:
                 raise HostUnreachable(self.name, f"cannot open a channel: {_reason(e)}") from None
             try:
@@ -182,7 +182,7 @@ class SSHConnection(HostConnection):
     async def stream(self, script: str) -> AsyncIterator[str]:
         conn = self._need()
         try:
-            proc = await conn.create_process("sh -s", encoding="utf-8", errors="replace",
+            proc = await conn.create_process("exec sh -s", encoding="utf-8", errors="replace",
                                              stderr=asyncssh.DEVNULL)
         except (asyncssh.ChannelOpenError, OSError, asyncssh.Error) as e:
             raise HostUnreachable(self.name, f"cannot open a channel: {_reason(e)}") from None
