@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -446,3 +447,45 @@ def test_job_end_is_noticed_by_the_watcher_not_the_safety_poll(project: Path,
     assert len(rows) == 3
     for finished, collected in rows:
         assert collected - finished < 5, rows  # generous: typically a few milliseconds
+
+
+def test_killed_head_leaves_jobs_but_no_watchers(project: Path, fresh_workdirs) -> None:
+    """SIGKILL the head: jobs go on, dssh's own helpers on the hosts go away (also under a
+    dash login shell), and a new head collects everything."""
+    ws = fresh_workdirs
+    dash_user = ws.hosts[0].user if os.geteuid() == 0 and shutil.which("usermod") else None
+    if dash_user:
+        subprocess.run(["usermod", "-s", "/bin/sh", dash_user], check=True)
+    try:
+        sweep = write_yaml(project / "k.yaml", {
+            "name": "killed", "run": {"command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 3",
+                                      "cpus": 1}, "params": {"i": list(range(6))}})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
+        env.update(HOME=str(project / "home"), DSSH_STATE=str(project / "state.db"))
+        (project / "home").mkdir(exist_ok=True)
+        head = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep),
+                                 "-i", str(project / "inventory.yaml")], cwd=project, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while len(_starts(ws)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        head.kill()
+        head.wait()
+        users = {w.user for w in ws}
+
+        def procs(word: str) -> list[str]:
+            ps = subprocess.run(["ps", "-eo", "user:32,args"], capture_output=True, text=True)
+            return [ln for ln in ps.stdout.splitlines()
+                    if ln.split(None, 1)[0] in users and word in ln]
+
+        deadline = time.monotonic() + 10
+        while procs("tail -c") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert procs("tail -c") == []
+        assert len(procs("sleep 3")) == 6  # the jobs themselves run on
+        proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+        assert proc.returncode == 0, explain(proc)
+        assert sorted(_starts(ws)) == sorted(f"i-{i}" for i in range(6))
+    finally:
+        if dash_user:
+            subprocess.run(["usermod", "-s", "/bin/bash", dash_user], check=True)
