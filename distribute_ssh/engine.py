@@ -175,6 +175,8 @@ class Head:
         self._state: st.State | None = None  # opened once the run is known to be valid
         self.lock = SweepLock(self.state_path, sweep.namespace, sweep.name)
         self.jobs: dict[int, JobRt] = {}
+        self.by_name: dict[str, JobRt] = {}
+        self.in_order: list[JobRt] = []
         self.hosts: dict[str, HostRt] = {}
         self.wakeup = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
@@ -237,6 +239,8 @@ class Head:
             self.jobs[row["id"]] = JobRt(
                 row["id"], pj, row["state"], row["attempts"], row["host"], row["remote_dir"],
                 row["cpus"] or 0, tuple(json.loads(row["gpus"] or "[]")))
+        self.by_name = {j.planned.name: j for j in self.jobs.values()}
+        self.in_order = sorted(self.jobs.values(), key=lambda j: j.planned.index)
 
     # -- helpers ----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -409,15 +413,15 @@ class Head:
             await self._reattach_quietly(h)
 
     def _on_end(self, h: HostRt, name: str, attempt: str) -> None:
-        for j in self.jobs.values():
-            if j.planned.name == name and j.host == h.spec.name and str(j.attempts) == attempt:
-                self._release(h, j)  # its processes are gone: the next job may start now
-                if j.state == st.RUNNING and not j.busy:
-                    j.busy = True
-                    self._spawn(self._collect(h, j))
-                elif j.state == st.STARTING:
-                    j.ended = True
-                return
+        j = self.by_name.get(name)
+        if j is None or j.host != h.spec.name or str(j.attempts) != attempt:
+            return
+        self._release(h, j)  # its processes are gone: the next job may start now
+        if j.state == st.RUNNING and not j.busy:
+            j.busy = True
+            self._spawn(self._collect(h, j))
+        elif j.state == st.STARTING:
+            j.ended = True
 
     async def _reattach_quietly(self, h: HostRt) -> None:
         with contextlib.suppress(HostError):
@@ -735,8 +739,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         if not ready:
             return
         need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.requires))
-        queue = [(j.id, need) for j in sorted(self.jobs.values(), key=lambda j: j.planned.index)
-                 if j.state == st.PENDING and not j.busy]
+        queue = [(j.id, need) for j in self.in_order if j.state == st.PENDING and not j.busy]
         if not queue:
             return
         avoid = {j.id: j.avoid for j in self.jobs.values() if j.avoid}
