@@ -1,0 +1,225 @@
+"""Shared helpers for the benchmarks under ``bench/``.
+
+Every benchmark runs dssh and a peer tool (GNU Parallel, scp, rsync) in one invocation on the
+same simulated workstations: real OpenSSH servers on 127.0.0.1 from ``tests/workstations.py``
+(as root each has its own unix user and home). This module starts and always stops them (also on
+Ctrl-C and SIGTERM), runs and times commands, counts SSH logins from the sshd logs and collects
+the facts about the machine that belong next to any number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
+
+from workstations import Workstation, Workstations, start_workstations  # noqa: E402
+
+__all__ = [
+    "REPO",
+    "BenchError",
+    "Timed",
+    "Workstation",
+    "Workstations",
+    "bench_workstations",
+    "clean_env",
+    "count_logins",
+    "log_sizes",
+    "machine_info",
+    "run_timed",
+    "say",
+    "stats",
+    "write_ssh_wrapper",
+]
+
+
+class BenchError(RuntimeError):
+    """A tool failed or produced wrong results: the numbers would mean nothing."""
+
+
+def say(msg: str) -> None:
+    """Progress for the person watching (stderr, so stdout stays the table or JSON)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def bench_workstations(n: int, *, prefix: str = "dssh-bench",
+                       keep: bool = False) -> Iterator[Workstations]:
+    """Start ``n`` loopback workstations in a fresh temp dir; stop them however the block ends.
+
+    SIGINT (even if it was ignored when we started, as in a background job), SIGTERM and SIGHUP
+    raise KeyboardInterrupt for the duration, so ``finally`` runs for all of them.
+    ``keep`` leaves the files (sshd logs, homes) for inspection.
+    """
+    old = {s: signal.signal(s, _raise_interrupt)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    base = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    try:
+        ws = start_workstations(n, base, prefix=prefix)  # stops what it started if it fails
+        try:
+            yield ws
+        finally:
+            # a second Ctrl-C must not cut the clean-up short
+            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                ws.stop()
+            finally:
+                signal.signal(signal.SIGINT, sigint)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if keep:
+            say(f"kept the workstation files under {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The environment for a tool under test: its own empty HOME and XDG dirs, no ssh-agent,
+    no DSSH_* settings (so nothing of the developer's ~/.ssh or dssh config leaks in)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DSSH_") and k not in ("SSH_AUTH_SOCK", "SSH_AGENT_PID")}
+    home.mkdir(parents=True, exist_ok=True)
+    env["HOME"] = str(home)
+    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share"),
+                     ("XDG_CACHE_HOME", ".cache"), ("XDG_STATE_HOME", ".local/state")):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        env[var] = str(home / sub)
+    return env
+
+
+@dataclass
+class Timed:
+    argv: list[str]
+    returncode: int
+    seconds: float  # wall clock from just before the fork to the exit
+    start_epoch: float  # time.time() just before the fork
+    cpu_seconds: float  # user + system CPU of the tool and the children it waited for
+    machine_cpu_seconds: float  # busy CPU of the whole machine meanwhile (sshd, jobs, ...)
+    stdout: str
+    stderr: str
+
+    def check(self, what: str) -> None:
+        if self.returncode != 0:
+            raise BenchError(
+                f"{what} exited with {self.returncode}: {shlex.join(self.argv)}\n"
+                f"stdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}")
+
+
+def run_timed(argv: Sequence[str], *, env: dict[str, str], cwd: Path, input: str | None = None,
+              timeout: float = 600) -> Timed:
+    """Run ``argv`` to its end and time it (wall clock, including the tool's own start-up)."""
+    argv = [str(a) for a in argv]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy0 = _machine_busy()
+    start_epoch = time.time()
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, env=env, cwd=cwd, input=input, capture_output=True, text=True,
+                          timeout=timeout,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+    seconds = time.perf_counter() - t0
+    busy1 = _machine_busy()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return Timed(argv, proc.returncode, seconds, start_epoch, cpu, busy1 - busy0, proc.stdout,
+                 proc.stderr)
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _machine_busy() -> float:
+    """Busy CPU seconds of the whole machine so far (Linux /proc/stat; 0.0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICK
+
+
+def write_ssh_wrapper(w: Workstation, path: Path) -> Path:
+    """A one-word command that is ``ssh`` with this workstation's key, port, user and known_hosts.
+
+    One word matters: GNU Parallel's ``--controlmaster`` exec()s the ssh command as a single
+    program name, so an ``--ssh``/sshlogin command with spaces silently gets no master.
+    """
+    argv = ["ssh", *w.ssh_options(), "-l", w.user]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\nexec {shlex.join(argv)} \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+_ACCEPTED = re.compile(rb"^Accepted publickey for ", re.M)
+
+
+def log_sizes(ws: Workstations) -> dict[str, int]:
+    """Where each workstation's sshd log ends now (for ``count_logins``)."""
+    return {w.name: w.log_file.stat().st_size if w.log_file.exists() else 0 for w in ws}
+
+
+def count_logins(ws: Workstations, since: dict[str, int]) -> int:
+    """SSH logins (new authenticated connections) on all workstations since ``log_sizes()``."""
+    total = 0
+    for w in ws:
+        with contextlib.suppress(OSError), open(w.log_file, "rb") as f:
+            f.seek(since.get(w.name, 0))
+            total += len(_ACCEPTED.findall(f.read()))
+    return total
+
+
+def _version(argv: Sequence[str], *, stderr: bool = False) -> str:
+    try:
+        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unavailable ({e})"
+    text = (r.stderr if stderr else r.stdout).strip()
+    return text.splitlines()[0] if text else f"unavailable (exit {r.returncode})"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers depend on: cores, kernel, Python, OpenSSH, load when measured."""
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        ncpu = os.cpu_count() or 0
+    from distribute_ssh import __version__
+
+    return {
+        "nproc": ncpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "openssh": _version(["ssh", "-V"], stderr=True),
+        "dssh": __version__,
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
