@@ -181,6 +181,8 @@ class Head:
         self.wakeup = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
         self.cleanups: set[asyncio.Future] = set()
+        self.starting = 0  # job starts in flight: collections wait for them
+        self.started_all = asyncio.Event()
         self.fatal: DsshError | None = None
         self.started = time.time()
         self.sweep_id = 0
@@ -290,10 +292,12 @@ class Head:
         bin_dir = f"{h.workdir}/bin"
         names = ["wrapper", "watch"]
         res = await conn.run(
-            f"umask 077\nmkdir -p {q(h.workdir)} && chmod 700 {q(h.workdir)} || exit 3\n"
-            f"mkdir -p {q(os.path.dirname(self._event_log(h)))} || exit 3\n"
+            f"umask 077\nw={q(h.workdir)}; e={q(os.path.dirname(self._event_log(h)))}\n"
+            '[ -d "$w" ] || { mkdir -p "$w" && chmod 700 "$w"; } || exit 3\n'
+            '[ -d "$e" ] || mkdir -p "$e" || exit 3\n'
             "command -v setsid >/dev/null || echo nosetsid\n"
-            "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n"
+            + ("" if h.spec.cpus else
+               "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n")
             + remote.install_check(bin_dir, names), timeout=30)
         if res.exit_status != 0:
             raise HostError(h.spec.name, f"cannot create the workdir {h.workdir}: "
@@ -569,6 +573,16 @@ rm -rf "$b" && mkdir "$b" && echo claimed
 
     # -- dispatch ---------------------------------------------------------------------------
     async def _dispatch(self, h: HostRt, job: JobRt, cpus: int, gpus: tuple[int, ...]) -> None:
+        self.starting += 1
+        try:
+            await self._dispatch_inner(h, job, cpus, gpus)
+        finally:
+            self.starting -= 1
+            if not self.starting:
+                self.started_all.set()
+
+    async def _dispatch_inner(self, h: HostRt, job: JobRt, cpus: int,
+                              gpus: tuple[int, ...]) -> None:
         assert h.conn is not None
         conn = h.conn
         attempt = job.attempts + 1
@@ -593,10 +607,10 @@ rm -rf "$b" && mkdir "$b" && echo claimed
                 self._event_log(h), f"{job.planned.name}.{attempt}")
             files = job.planned.files
             # Without input files, making the dir and starting the job is one round trip.
+            # Creating .dssh/ is the claim: it fails if this attempt was started before.
             res = await conn.run(
-                f"mkdir -p {q(os.path.dirname(jdir))} || exit 3\n"
-                f"mkdir {q(jdir)} 2>/dev/null || {{ echo exists; exit 0; }}\n"
-                f"mkdir {q(jdir + '/input')} {q(jdir + '/outputs')} {q(jdir + '/.dssh')} || exit 3\n"
+                f"mkdir -p {q(jdir + '/input')} {q(jdir + '/outputs')} || exit 3\n"
+                f"mkdir {q(jdir + '/.dssh')} 2>/dev/null || {{ echo exists; exit 0; }}\n"
                 f"printf '%s' {q(script)} > {q(jdir + '/.dssh/command.sh')} || exit 3\n"
                 + ("echo made\n" if files else launch), timeout=60)
             if res.text.strip() == "exists":
@@ -640,6 +654,10 @@ rm -rf "$b" && mkdir "$b" && echo claimed
 
     # -- collection -------------------------------------------------------------------------
     async def _collect(self, h: HostRt, job: JobRt) -> None:
+        # Starting the next jobs comes first: collecting can wait a few milliseconds.
+        while self.starting:
+            self.started_all.clear()
+            await self.started_all.wait()
         try:
             await self._collect_inner(h, job)
         except HostUnreachable:
@@ -657,10 +675,14 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         jdir = job.remote_dir
         ctl = f"{jdir}/.dssh"
         res = await conn.run(
-            f"c={q(ctl)}\n"
-            'echo "$(cat "$c/exit_code" 2>/dev/null) $([ -f "$c/timed_out" ] && echo 1 || echo 0)'
-            ' $(cat "$c/started" 2>/dev/null) $(cat "$c/finished" 2>/dev/null)'
-            ' $([ -f "$c/cancelled" ] && echo 1 || echo 0)"\n', timeout=30)
+            f"c={q(ctl)}\n" + r"""rc=x; s=; f=; t=0; k=0
+[ -f "$c/exit_code" ] && read -r rc < "$c/exit_code"
+[ -f "$c/started" ] && read -r s < "$c/started"
+[ -f "$c/finished" ] && read -r f < "$c/finished"
+[ -f "$c/timed_out" ] && t=1
+[ -f "$c/cancelled" ] && k=1
+echo "$rc $t ${s:-0} ${f:-0} $k"
+""", timeout=30)
         parts = res.text.split()
         exit_code = int(parts[0]) if parts and parts[0].lstrip("-").isdigit() else None
         timed_out = len(parts) > 1 and parts[1] == "1"
@@ -806,10 +828,8 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             for t in list(self.tasks):
                 t.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
-            for h in self.hosts.values():
-                if h.conn is not None:
-                    with contextlib.suppress(Exception):
-                        await h.conn.close()
+            await asyncio.gather(*(h.conn.close() for h in self.hosts.values() if h.conn),
+                                 return_exceptions=True)
             self.lock.release()
 
     def finish(self, resumed: bool = False) -> RunResult:
@@ -848,7 +868,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
 def _epoch(text: str) -> float | None:
     """A time the wrapper wrote with ``date +%s.%N`` (``%N`` may be literal where unsupported)."""
     try:
-        return float(text.split(".N")[0].rstrip("."))
+        return float(text.split(".N")[0].rstrip(".")) or None
     except ValueError:
         return None
 

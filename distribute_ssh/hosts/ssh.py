@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import secrets
 import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,8 +29,10 @@ from ..errors import (
 from ..model.inventory import Host
 from .base import Completed, HostConnection, RemoteEntry
 
-# OpenSSH allows 10 sessions per connection by default; keep room for SFTP and the watcher.
-MAX_CHANNELS = 8
+# OpenSSH allows 10 sessions per connection by default (MaxSessions). dssh's budget:
+# 1 SFTP, 1 watcher, SHELLS long-lived shells for quick commands, the rest one-off channels.
+SHELLS = 2
+MAX_CHANNELS = 10 - 2 - SHELLS
 KEEPALIVE_INTERVAL = 15
 KEEPALIVE_COUNT_MAX = 3
 
@@ -75,6 +79,7 @@ class SSHConnection(HostConnection):
         self._sftp: asyncssh.SFTPClient | None = None
         self._sftp_lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(MAX_CHANNELS)
+        self._shells: list[_Shell] = []
 
     # -- connecting -------------------------------------------------------------------------
     def _known_hosts_files(self, config_known: Any) -> list[Path]:
@@ -152,6 +157,22 @@ class SSHConnection(HostConnection):
                        "or run with --accept-new-hostkeys to trust it on first use")
 
     # -- commands ---------------------------------------------------------------------------
+    async def _shell(self) -> _Shell | None:
+        """An idle long-lived shell, started on first need; None when all are busy."""
+        for sh in self._shells:
+            if not sh.busy and not sh.dead:
+                return sh
+        self._shells = [sh for sh in self._shells if not sh.dead]
+        if len(self._shells) >= SHELLS:
+            return None
+        try:
+            proc = await self._need().create_process("exec sh -s", encoding=None)
+        except (asyncssh.ChannelOpenError, OSError, asyncssh.Error):
+            return None
+        sh = _Shell(proc)
+        self._shells.append(sh)
+        return sh
+
     def _need(self) -> asyncssh.SSHClientConnection:
         if self._conn is None:
             raise HostUnreachable(self.name, "not connected")
@@ -159,6 +180,16 @@ class SSHConnection(HostConnection):
 
     async def run(self, script: str, *, timeout: float = 60.0) -> Completed:
         conn = self._need()
+        sh = await self._shell()
+        if sh is not None:
+            res = await sh.run(script, timeout)
+            if res is not None:
+                return res
+            if sh.timed_out:
+                raise HostError(self.name, f"a command took longer than {timeout:.0f}s")
+            if self._conn is None or self._conn.is_closed():
+                raise HostUnreachable(self.name, "connection lost while a command ran")
+            # The shell died (it should not): run this one on its own channel.
         async with self._channels:
             try:
                 proc = await conn.create_process("exec sh -s", encoding=None)
@@ -279,6 +310,9 @@ class SSHConnection(HostConnection):
             raise HostError(self.name, f"{remote}: received {got} bytes, expected {size}")
 
     async def close(self) -> None:
+        for sh in self._shells:
+            sh.close()
+        self._shells = []
         if self._sftp is not None:
             self._sftp.exit()
             self._sftp = None
@@ -287,6 +321,58 @@ class SSHConnection(HostConnection):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._conn.wait_closed(), 5)
             self._conn = None
+
+
+class _Shell:
+    """A long-lived ``sh`` on the host that runs short scripts one after another.
+
+    Opening a channel and starting the login shell costs a round trip and several
+    processes on the host for every command; the head's busiest path (start a job, look
+    at a job) reuses one of these instead. Each script runs in a subshell with stdin from
+    /dev/null, so ``exit`` and ``cd`` stay inside it; a unique marker after it carries
+    the exit status and ends its output on both streams.
+    """
+
+    def __init__(self, proc: asyncssh.SSHClientProcess) -> None:
+        self.proc = proc
+        self.busy = False
+        self.dead = False
+        self.timed_out = False
+
+    async def run(self, script: str, timeout: float) -> Completed | None:
+        """The script's result; None if the shell died or timed out (it is then closed)."""
+        self.busy = True
+        tok = secrets.token_hex(8)
+        out_end = re.compile(rb"\n@@dssh:" + tok.encode() + rb":(\d+)@@\n")
+        err_end = f"\n@@dssh:{tok}@@\n".encode()
+        try:
+            self.proc.stdin.write(
+                f"(\n{script}\n) </dev/null\n"
+                f"printf '\\n@@dssh:%s:%d@@\\n' {tok} $?\n"
+                f"printf '\\n@@dssh:%s@@\\n' {tok} >&2\n".encode())
+            out, err = await asyncio.wait_for(asyncio.gather(
+                self.proc.stdout.readuntil(out_end, 64),
+                self.proc.stderr.readuntil(err_end)), timeout)
+        except TimeoutError:
+            self.timed_out = True
+            self.close()
+            return None
+        except (OSError, asyncssh.Error, asyncio.IncompleteReadError):
+            self.close()
+            return None
+        finally:
+            self.busy = False
+        m = out_end.search(out)
+        if m is None:
+            self.close()
+            return None
+        return Completed(int(m.group(1)), out[:m.start()], err[:-len(err_end)])
+
+    def close(self) -> None:
+        self.dead = True
+        with contextlib.suppress(Exception):
+            self.proc.stdin.write_eof()
+        self.proc.close()
 
 
 def _kh_name(host: str, port: int | None) -> str:

@@ -60,15 +60,15 @@ def inspect(dirs: list[str]) -> str:
     states: missing (no dir), new (dir but never launched), ended, running, lost (launched,
     but the wrapper is gone without an exit code: killed, or the host rebooted).
     """
-    lines = ["boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)", "i=0"]
+    lines = ["boot=; read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null", "i=0"]
     lines.append("for d in " + " ".join(q(d) for d in dirs) + "; do")
     lines.append(r"""  c="$d/.dssh"
   if [ ! -d "$d" ]; then echo "$i missing"
   elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
     echo "$i ended $(cat "$c/exit_code") $t"
   elif [ ! -f "$c/launched" ]; then echo "$i new"
-  elif [ -f "$c/pid" ]; then
-    p=$(cat "$c/pid"); b=$(cat "$c/boot_id" 2>/dev/null)
+  elif [ -s "$c/pid" ]; then
+    read -r p < "$c/pid"; b=; [ -f "$c/boot_id" ] && read -r b < "$c/boot_id"
     if [ -n "$boot" ] && [ -n "$b" ] && [ "$b" != "$boot" ]; then echo "$i lost"
     elif kill -0 "$p" 2>/dev/null; then echo "$i running"
     elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1

@@ -11,8 +11,8 @@ notify=${3:-}
 name=${4:-}
 cd "$dir" || exit 1
 ctl=.dssh
-echo $$ > "$ctl/pid.tmp" && mv -f "$ctl/pid.tmp" "$ctl/pid"
-cat /proc/sys/kernel/random/boot_id > "$ctl/boot_id" 2>/dev/null
+echo $$ > "$ctl/pid"
+read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null && echo "$boot" > "$ctl/boot_id"
 date +%s.%N > "$ctl/started"
 # The job gets its own session, so its whole tree can be signalled as one group.
 setsid sh "$ctl/command.sh" > "$ctl/stdout.txt" 2> "$ctl/stderr.txt" < /dev/null &
