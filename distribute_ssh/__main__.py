@@ -1,7 +1,5 @@
 """``python -m distribute_ssh`` is the ``dssh`` command."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

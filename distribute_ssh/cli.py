@@ -443,5 +443,26 @@ def cmd_template(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def entry() -> None:
+    """The console script: run, flush, and leave without the interpreter's teardown.
+
+    Finalizing the SSH and crypto modules costs tens of milliseconds on every command and
+    does nothing useful here: by the time ``main`` returns, the state file is closed, the
+    lock released and the connections shut.
+    """
+    try:
+        rc = main()
+    except SystemExit as e:  # argparse's --help and usage errors
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -184,9 +184,8 @@ def test_live_progress_on_a_terminal(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["status"]])
 def test_fast_commands_do_not_import_ssh(args: list[str], tmp_path: Path) -> None:
-    code = ("import sys, runpy; sys.argv=['dssh'] + sys.argv[1:];\n"
-            "try:\n    runpy.run_module('distribute_ssh', run_name='__main__')\n"
-            "except SystemExit: pass\n"
+    code = ("import sys\nfrom distribute_ssh.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit: pass\n"
             "print('ASYNCSSH' if 'asyncssh' in sys.modules else 'LEAN')")
     env = dict(os.environ, DSSH_STATE=str(tmp_path / "s.db"), HOME=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
