@@ -722,6 +722,8 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         }
         write_json(staging / "job.json", info)
         await asyncio.to_thread(place, staging, self.results_dir / job.planned.name)
+        with contextlib.suppress(OSError):
+            staging.parent.rmdir()  # .incoming/, once nothing else is being collected
         for n in notes:
             self.reporter.event("warning", f"{job.planned.name}: {n}")
         self._release(h, job)

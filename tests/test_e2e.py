@@ -489,3 +489,35 @@ def test_killed_head_leaves_jobs_but_no_watchers(project: Path, fresh_workdirs) 
     finally:
         if dash_user:
             subprocess.run(["usermod", "-s", "/bin/bash", dash_user], check=True)
+
+
+def test_directories_nested_outputs_binary_output_and_leftover_processes(
+        project: Path, fresh_workdirs) -> None:
+    (project / "solver/sub").mkdir(parents=True)
+    write(project / "solver/run.sh", "echo solver v1\n")
+    write(project / "solver/sub/f.txt", "sub\n")
+    write(project / "data/in1.txt", "a\n")
+    sweep = write_yaml(project / "d.yaml", {
+        "name": "dirs",
+        "build": {"files": ["solver/"], "command": "test -f solver/sub/f.txt"},
+        "run": {"command": "sh {build}/solver/run.sh > {output}/v.txt; "
+                           "cat input/data/in1.txt > {output}/in.txt; "
+                           "mkdir -p {output}/deep/er && head -c 300000 /dev/urandom "
+                           "> {output}/deep/er/blob.bin; "
+                           "printf '\\377\\376 not utf8\\n'; "
+                           "sleep 300 & echo left a child behind",
+                "files": ["data/"], "cpus": 1},
+        "params": {"i": [1, 2]},
+    })
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", "--hosts", "ws1", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    res = project / "results/default/dirs"
+    for job in ("i-1", "i-2"):
+        assert (res / job / "v.txt").read_text() == "solver v1\n"
+        assert (res / job / "in.txt").read_text() == "a\n"
+        assert (res / job / "deep/er/blob.bin").stat().st_size == 300000
+        assert (res / job / "stdout.txt").read_bytes().startswith(b"\xff\xfe not utf8\n")
+    assert not (res / ".incoming").exists()
+    ps = subprocess.run(["ps", "-eo", "user:32,args"], capture_output=True, text=True).stdout
+    assert not [ln for ln in ps.splitlines()
+                if ln.split(None, 1)[0] == fresh_workdirs.hosts[0].user and "sleep 300" in ln]

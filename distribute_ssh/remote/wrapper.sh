@@ -18,6 +18,8 @@ date +%s.%N > "$ctl/started"
 setsid sh "$ctl/command.sh" > "$ctl/stdout.txt" 2> "$ctl/stderr.txt" < /dev/null &
 job=$!
 echo "$job" > "$ctl/job_pid"
+# Live members of the job's process group (kill -0 also sees zombies waiting for init).
+alive() { ps -eo pgid=,stat= 2>/dev/null | awk -v g="$job" '$1 == g && $2 !~ /^Z/ {f = 1} END {exit !f}'; }
 mon=
 if [ "$timeout" -gt 0 ] 2>/dev/null; then
     (
@@ -29,7 +31,7 @@ if [ "$timeout" -gt 0 ] 2>/dev/null; then
                 : > "$ctl/timed_out"
                 kill -TERM "-$job" 2>/dev/null
                 i=0
-                while [ $i -lt 10 ] && kill -0 "-$job" 2>/dev/null; do sleep 1; i=$((i + 1)); done
+                while [ $i -lt 10 ] && alive; do sleep 1; i=$((i + 1)); done
                 kill -KILL "-$job" 2>/dev/null
                 exit 0
             fi
@@ -40,6 +42,12 @@ fi
 wait "$job"
 rc=$?
 [ -n "$mon" ] && kill "$mon" 2>/dev/null
+# Like a batch system, a job ends with its leftovers: processes it left in its group.
+if kill -TERM "-$job" 2>/dev/null; then
+    i=0
+    while [ $i -lt 20 ] && alive; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL "-$job" 2>/dev/null
+fi
 date +%s.%N > "$ctl/finished"
 echo "$rc" > "$ctl/exit_code.tmp" && mv -f "$ctl/exit_code.tmp" "$ctl/exit_code"
 if [ -n "$notify" ]; then
