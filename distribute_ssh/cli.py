@@ -134,8 +134,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .model.sweep import NAME_RE, load_sweep
 
     inventory = load_inventory(args.inventory)
-    if not args.dry_run and any(not h.is_local for h in inventory.hosts.values()):
-        _import_ssh_in_background()
     sweep = load_sweep(args.sweep)
     if args.name is not None and (not NAME_RE.match(args.name) or args.name in (".", "..")):
         raise ConfigError(f"--name {args.name!r}: use only letters, digits, '.', '_' and '-'",
@@ -183,24 +181,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(failed) > 10:
             print(f"  ... and {len(failed) - 10} more (dssh status {result.sweep})")
     return result.exit_code
-
-
-def _import_ssh_in_background() -> None:
-    """Start importing the SSH library while the sweep is read and checked.
-
-    Part of that import waits on a subprocess and on disk, so it overlaps with the main
-    thread's work and the first connection starts sooner. Errors surface later, where
-    the import is needed.
-    """
-    import threading
-
-    def imp() -> None:
-        try:
-            import asyncssh  # noqa: F401
-        except Exception:  # the real import reports it
-            pass
-
-    threading.Thread(target=imp, daemon=True, name="import-asyncssh").start()
 
 
 def _interrupted(head: Any) -> None:

@@ -646,9 +646,9 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         self.reporter.event("job", f"{job.planned.name}: started on {h.spec.name}"
                                    f"{f' (attempt {attempt})' if attempt > 1 else ''}",
                             job=job.planned.name, host=h.spec.name)
-        if job.ended:
+        if job.ended:  # it ended before its start was recorded: collect it now
             job.ended = False
-            await self._collect(h, job)
+            self._spawn(self._collect(h, job))  # a task: collections wait for starts
         else:
             job.busy = False
 

@@ -191,3 +191,12 @@ def test_fast_commands_do_not_import_ssh(args: list[str], tmp_path: Path) -> Non
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env)
     assert proc.stdout.strip().endswith("LEAN"), proc.stdout + proc.stderr
+
+
+def test_many_instant_jobs_finish(tmp_path: Path) -> None:
+    """Jobs that end before their start is even recorded are collected all the same."""
+    sweep = write_yaml(tmp_path / "s.yaml", {"name": "instant", "run": {
+        "command": "true", "cpus": 1}, "params": {"i": list(range(40))}})
+    proc = dssh("run", sweep, "-q", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, explain(proc)
+    assert len(summary(tmp_path / "results/default/instant")) == 40

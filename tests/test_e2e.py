@@ -521,3 +521,41 @@ def test_directories_nested_outputs_binary_output_and_leftover_processes(
     ps = subprocess.run(["ps", "-eo", "user:32,args"], capture_output=True, text=True).stdout
     assert not [ln for ln in ps.splitlines()
                 if ln.split(None, 1)[0] == fresh_workdirs.hosts[0].user and "sleep 300" in ln]
+
+
+def test_head_reconnects_to_a_workstation_whose_sshd_restarted(project: Path,
+                                                               fresh_workdirs) -> None:
+    ws = fresh_workdirs.hosts[2]
+    inv = write_yaml(project / "one.yaml", {"hosts": {"lab": ws.inventory_entry()}})
+    sweep = write_yaml(project / "r.yaml", {"name": "restart", "run": {
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 3; echo ok > {output}/o.txt",
+        "cpus": 1}, "params": {"i": [1, 2, 3]}})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
+    env.update(HOME=str(project / "home"), DSSH_STATE=str(project / "state.db"))
+    (project / "home").mkdir(exist_ok=True)
+    head = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep), "-i",
+                             str(inv)], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(_starts([ws])) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ws.stop()  # drops the head's connection; the jobs run on
+        time.sleep(1.5)
+    finally:
+        ws.start()
+    out, err = head.communicate(timeout=120)
+    assert head.returncode == 0, (out, err)
+    assert "lost" in out and "reconnecting" in out
+    assert sorted(_starts([ws])) == ["i-1", "i-2", "i-3"]
+    assert all((project / f"results/default/restart/i-{i}/o.txt").read_text() == "ok\n"
+               for i in (1, 2, 3))
+
+
+def test_many_instant_jobs_over_ssh(project: Path, fresh_workdirs) -> None:
+    """Jobs that end before their start is even recorded are collected all the same."""
+    sweep = write_yaml(project / "t.yaml", {"name": "instant", "run": {
+        "command": "true", "cpus": 1}, "params": {"i": list(range(60))}})
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", "-q", cwd=project, timeout=120)
+    assert proc.returncode == 0, explain(proc)
+    assert len(summary(project / "results/default/instant")) == 60

@@ -94,3 +94,29 @@ def test_default_known_hosts_file_is_used(tmp_path: Path, home: Path, fresh_work
     shutil.copy(ws.known_hosts, home / ".ssh/known_hosts")
     proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home)
     assert proc.returncode == 0, explain(proc)
+
+
+def test_proxyjump_through_another_workstation(tmp_path: Path, home: Path,
+                                               fresh_workdirs) -> None:
+    jump, target = fresh_workdirs.hosts[0], fresh_workdirs.hosts[1]
+    shutil.copy(jump.known_hosts, home / ".ssh/known_hosts")
+    write(home / ".ssh/config", f"""
+        Host jumpbox
+            HostName 127.0.0.1
+            Port {jump.port}
+            User {jump.user}
+            IdentityFile {jump.identity_file}
+        Host behind
+            HostName 127.0.0.1
+            Port {target.port}
+            User {target.user}
+            IdentityFile {target.identity_file}
+            ProxyJump jumpbox
+    """)
+    inv = write_yaml(tmp_path / "inv.yaml", {"hosts": {"behind": {}}})
+    proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home)
+    assert proc.returncode == 0, explain(proc)
+    who = (tmp_path / "results/default/conv/conv/who.txt").read_text().strip()
+    assert who == target.user
+    log = jump.log_file.read_text()
+    assert "direct-tcpip" in log or "Accepted publickey" in log
