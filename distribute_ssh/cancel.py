@@ -25,7 +25,10 @@ def kill_script(dirs: list[str]) -> str:
     return ("for d in " + " ".join(q(d) for d in dirs) + "; do\n" + r"""
   c="$d/.dssh"; [ -d "$c" ] || continue
   : > "$c/cancelled"
-  [ -f "$c/job_pid" ] && kill -TERM "-$(cat "$c/job_pid")" 2>/dev/null
+  if [ -f "$c/job_pid" ]; then
+    kill -TERM "-$(cat "$c/job_pid")" 2>/dev/null
+    kill -CONT "-$(cat "$c/job_pid")" 2>/dev/null  # a suspended job must run to end
+  fi
 done
 i=0
 while [ $i -lt 20 ]; do

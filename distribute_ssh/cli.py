@@ -82,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--accept-new-hostkeys", action="store_true",
                    help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
 
+    pa = sub.add_parser("pause", help="pause a host: its dssh jobs stop, nothing new starts",
+                        description="Write the SSH user's ~/.distribute-pause on HOST. Jobs "
+                        "there are suspended within a second, head or no head.")
+    pa.add_argument("host", metavar="HOST")
+    pa.add_argument("--for", dest="duration", metavar="DURATION",
+                    help="how long, e.g. 45m, 2h, 1h30m (default: until resumed, at most "
+                         "the host's max_pause)")
+    _common(pa, results=False)
+    pa.add_argument("--accept-new-hostkeys", action="store_true",
+                    help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
+    re_ = sub.add_parser("resume", help="remove the pause file 'dssh pause' wrote",
+                         description="Remove the SSH user's ~/.distribute-pause on HOST. "
+                         "Pause files of the host's own users are theirs to remove.")
+    re_.add_argument("host", metavar="HOST")
+    _common(re_, results=False)
+    re_.add_argument("--accept-new-hostkeys", action="store_true",
+                     help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
+
     t = sub.add_parser("template", help="print a commented example sweep file")
     t.add_argument("kind", nargs="?", default="native", choices=["native"],
                    help="which example (default: native)")
@@ -99,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"run": cmd_run, "status": cmd_status, "hosts": cmd_hosts,
-                "cancel": cmd_cancel, "template": cmd_template}[args.command](args)
+                "cancel": cmd_cancel, "pause": cmd_pause, "resume": cmd_resume,
+                "template": cmd_template}[args.command](args)
     except DsshError as e:
         if verbose:
             import traceback
@@ -329,9 +348,14 @@ def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
                      "attempts": j["attempts"], "exit_code": j["exit_code"],
                      "started": _fmt_time(j["started"]), "seconds": secs,
                      "reason": j["reason"], "params": json.loads(j["params"])})
+    used = {j["host"] for j in jobs if j["host"]}
+    paused = [{"host": h["name"], "paused_by": h["paused_by"], "until": h["paused_until"],
+               "seen": _fmt_time(h["updated"])}
+              for h in state.hosts() if h["status"] == "paused" and h["name"] in used]
     if args.json:
         print(json.dumps({"sweep": f"{row['namespace']}/{row['name']}",
-                          "results": row["results_dir"], "jobs": jobs}, indent=2))
+                          "results": row["results_dir"], "jobs": jobs,
+                          "paused_hosts": paused}, indent=2))
         return EXIT_OK
     from tabulate import tabulate
 
@@ -341,6 +365,13 @@ def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
                     for j in jobs],
                    headers=["job", "state", "host", "attempts", "exit", "started", "seconds",
                             "note"]))
+    if paused:
+        from .durations import format_until
+
+        for p in paused:
+            until = format_until(p["until"]) if p["until"] else "?"
+            print(f"host {p['host']} is paused by {p['paused_by']} until {until} "
+                  f"(as last seen, {p['seen']})")
     return EXIT_OK
 
 
@@ -361,6 +392,7 @@ def _status_events(state: Any, row: Any, args: argparse.Namespace) -> int:
 def cmd_hosts(args: argparse.Namespace) -> int:
     import asyncio
 
+    from .durations import format_until
     from .model.inventory import load_inventory
     from .probe import probe_all
 
@@ -378,7 +410,8 @@ def cmd_hosts(args: argparse.Namespace) -> int:
                 continue
             mem = f"{r['mem_available_gb']:.1f}/{r['mem_total_gb']:.1f}G" \
                 if r.get("mem_total_gb") else ""
-            paused = ", ".join(r["paused_by"]) if r["paused_by"] else "no"
+            paused = "; ".join(f"{p['file']} ({p['owner']}) until {format_until(p['until'])}"
+                               for p in r["paused_by"]) or "no"
             table.append([r["host"], "yes", r["cpus"], mem, r.get("load", ""),
                           ",".join(map(str, r["gpus"])) or "-",
                           f"{r['disk_free_gb']:.1f}G" if r.get("disk_free_gb") is not None else "",
@@ -412,6 +445,31 @@ def cmd_cancel(args: argparse.Namespace) -> int:
           + (f"; {res['unreachable']} on unreachable hosts are left as they were"
              if res["unreachable"] else ""))
     return EXIT_OK if not res["unreachable"] else EXIT_FAILED
+
+
+# -- pause, resume -------------------------------------------------------------------------------
+def cmd_pause(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .model.inventory import load_inventory
+    from .owner import duration_text, pause
+
+    if args.duration is not None:
+        duration_text(args.duration)  # bad input fails before connecting
+    inventory = load_inventory(args.inventory)
+    print(asyncio.run(pause(inventory, args.host, args.duration, args.accept_new_hostkeys)))
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .model.inventory import load_inventory
+    from .owner import resume
+
+    inventory = load_inventory(args.inventory)
+    print(asyncio.run(resume(inventory, args.host, args.accept_new_hostkeys)))
+    return EXIT_OK
 
 
 # -- template -----------------------------------------------------------------------------------

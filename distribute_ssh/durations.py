@@ -49,3 +49,13 @@ def format_duration(seconds: float) -> str:
             parts.append(f"{seconds // size}{unit}")
             seconds %= size
     return "".join(parts[:2])
+
+
+def format_until(epoch: float, now: float | None = None) -> str:
+    """When a pause ends, as a person reads it: ``18:40`` today, else ``11-26 18:40``."""
+    import time
+
+    now = time.time() if now is None else now
+    lt = time.localtime(epoch)
+    same_day = time.localtime(now)[:3] == lt[:3]
+    return time.strftime("%H:%M" if same_day else "%m-%d %H:%M", lt)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ import attrs
 from . import remote
 from . import state as st
 from .collect import RESERVED, download, place, select, write_json
+from .durations import format_until
 from .errors import BuildFailed, ConfigError, DsshError, HostError, HostUnreachable, NoCapableHost
 from .hosts.base import HostConnection, make_connection
 from .lock import SweepLock
@@ -36,6 +38,7 @@ from .schedule import HostSlots, JobNeed, unrunnable
 from .schedule import place as place_jobs
 
 RECONCILE_EVERY = 15.0  # seconds between checks that catch an end the watcher missed
+PAUSE_POLL = 2.0  # how often a paused host is asked whether its owner is done
 HOST_GRACE = 300.0  # how long a lost host's jobs wait for it before they are requeued
 
 
@@ -106,11 +109,15 @@ class HostRt:
     slots: HostSlots | None = None
     workdir: str = ""
     lost_since: float | None = None
+    pconf: str = ""  # the host's pause settings file
+    paused_until: float = 0.0
+    paused_by: str = ""
+    pause_watch: asyncio.Task | None = None
 
     @property
     def hopeful(self) -> bool:
         """Could this host still take jobs in this run?"""
-        return self.status in ("connecting", "building", "ready", "lost")
+        return self.status in ("connecting", "building", "ready", "lost", "paused")
 
 
 def capable_hosts(sweep: Sweep, inventory: Inventory, sweep_file: str | None = None) -> list[Host]:
@@ -182,6 +189,7 @@ class Head:
         self.tasks: set[asyncio.Task] = set()
         self.cleanups: set[asyncio.Future] = set()
         self.starting = 0  # job starts in flight: collections wait for them
+        self._noted_all_paused = False
         self.started_all = asyncio.Event()
         self.fatal: DsshError | None = None
         self.started = time.time()
@@ -291,6 +299,9 @@ class Head:
         h.workdir = conn.expand(h.spec.workdir).rstrip("/")
         bin_dir = f"{h.workdir}/bin"
         names = ["wrapper", "watch"]
+        conf = remote.pause_conf(conn.home, h.spec.pause_files, h.spec.max_pause,
+                                 h.spec.on_pause)
+        h.pconf = f"{h.workdir}/pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
         res = await conn.run(
             f"umask 077\nw={q(h.workdir)}; e={q(os.path.dirname(self._event_log(h)))}\n"
             '[ -d "$w" ] || { mkdir -p "$w" && chmod 700 "$w"; } || exit 3\n'
@@ -298,7 +309,9 @@ class Head:
             "command -v setsid >/dev/null || echo nosetsid\n"
             + ("" if h.spec.cpus else
                "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n")
-            + remote.install_check(bin_dir, names), timeout=30)
+            + remote.install_check(bin_dir, names)
+            + f"[ -f {q(h.pconf)} ] || printf '%s' {q(conf)} > {q(h.pconf)} || exit 3\n",
+            timeout=30)
         if res.exit_status != 0:
             raise HostError(h.spec.name, f"cannot create the workdir {h.workdir}: "
                                          f"{res.stderr.decode(errors='replace').strip()}")
@@ -402,6 +415,11 @@ class Head:
                     # Jobs that ended before the watcher listened are found by looking.
                     self._spawn(self._reattach_quietly(h))
                     continue
+                what, _, rest = line.strip().partition(" ")
+                if what in ("~suspend", "~resume", "~paused"):
+                    name, _, attempt = rest.rpartition(".")
+                    self._on_pause_event(h, what, name, attempt)
+                    continue
                 name, _, attempt = line.strip().rpartition(".")
                 if name:
                     self._on_end(h, name, attempt)
@@ -421,11 +439,95 @@ class Head:
         if j is None or j.host != h.spec.name or str(j.attempts) != attempt:
             return
         self._release(h, j)  # its processes are gone: the next job may start now
-        if j.state == st.RUNNING and not j.busy:
+        if j.state in (st.RUNNING, st.SUSPENDED) and not j.busy:
             j.busy = True
             self._spawn(self._collect(h, j))
         elif j.state == st.STARTING:
             j.ended = True
+
+    def _on_pause_event(self, h: HostRt, what: str, name: str, attempt: str) -> None:
+        j = self.by_name.get(name)
+        if what in ("~suspend", "~paused") and h.status != "paused":
+            self._spawn(self._check_pause(h))  # learn by which file, until when
+        if j is None or j.host != h.spec.name or str(j.attempts) != attempt:
+            return
+        if what == "~suspend" and j.state == st.RUNNING:
+            self._set(j, "suspended", state=st.SUSPENDED)
+            self.reporter.event("job", f"{name}: SUSPENDED, {h.spec.name} is paused")
+        elif what == "~resume" and j.state == st.SUSPENDED:
+            self._set(j, "resumed", state=st.RUNNING)
+            self.reporter.event("job", f"{name}: resumed on {h.spec.name}")
+
+    # -- pause ------------------------------------------------------------------------------
+    def _host_paused(self, h: HostRt, state: str, building: bool = False) -> None:
+        """The host's owner paused it: nothing new starts there until they are done."""
+        until, _, by = state.partition(" ")
+        with contextlib.suppress(ValueError):
+            h.paused_until = float(until)
+        h.paused_by = by
+        if h.status != "paused":
+            h.status = "paused"
+            when = format_until(h.paused_until) if h.paused_until else "?"
+            self.reporter.event("host", f"{h.spec.name}: paused by {by} until {when}",
+                                host=h.spec.name)
+            self._record_host(h)
+        if h.slots is not None:
+            h.slots.available = False
+        if not building and (h.pause_watch is None or h.pause_watch.done()):
+            h.pause_watch = self._spawn(self._watch_pause(h))
+        self._all_paused_note()
+
+    def _host_free(self, h: HostRt, building: bool = False) -> None:
+        if h.status == "paused":
+            h.status = "building" if building else "ready"
+            h.paused_until, h.paused_by = 0.0, ""
+            self.reporter.event("host", f"{h.spec.name}: no longer paused", host=h.spec.name)
+            self._record_host(h)
+        if h.slots is not None and not building:
+            h.slots.available = True
+        self.wakeup.set()
+
+    async def _check_pause(self, h: HostRt) -> bool:
+        """Ask the host now; True if it is paused."""
+        if h.conn is None:
+            return False
+        wrapper, _ = remote.script("wrapper")
+        try:
+            res = await h.conn.run(f"sh {q(h.workdir + '/bin/' + wrapper)} --pause-state "
+                                   f"{q(h.pconf)}\n", timeout=30)
+        except HostError:
+            return False
+        word, _, rest = res.text.strip().partition(" ")
+        if word == "paused":
+            self._host_paused(h, rest)
+            return True
+        return False
+
+    async def _watch_pause(self, h: HostRt) -> None:
+        """While the host is paused, look every few seconds whether it is free again."""
+        while h.status == "paused" and h.conn is not None:
+            await asyncio.sleep(PAUSE_POLL)
+            if h.status != "paused" or h.conn is None:
+                return
+            if not await self._check_pause(h):
+                if h.conn is not None:
+                    self._host_free(h)
+                return
+
+    def _all_paused_note(self) -> None:
+        hopeful = [h for h in self.hosts.values() if h.hopeful]
+        if hopeful and all(h.status == "paused" for h in hopeful) and not self._noted_all_paused:
+            self._noted_all_paused = True
+            who = ", ".join(f"{h.spec.name} (by {h.paused_by})" for h in hopeful)
+            self.reporter.event("host", f"every capable host is paused by its owner: {who}; "
+                                        "jobs wait until one is free")
+        elif not all(h.status == "paused" for h in hopeful):
+            self._noted_all_paused = False
+
+    def _record_host(self, h: HostRt) -> None:
+        with contextlib.suppress(Exception):
+            self.state.set_host(h.spec.name, h.status, h.paused_by or None,
+                                h.paused_until or None, h.detail or None)
 
     async def _reattach_quietly(self, h: HostRt) -> None:
         with contextlib.suppress(HostError):
@@ -452,6 +554,9 @@ class Head:
                 if j.state != st.RUNNING:
                     self._set(j, "running", state=st.RUNNING)
                 self._spawn(self._collect(h, j))
+            elif what == "suspended":
+                if j.state != st.SUSPENDED:
+                    self._set(j, "suspended", state=st.SUSPENDED)
             elif what in ("running", "starting"):
                 if j.state != st.RUNNING:
                     self._set(j, "reattached", state=st.RUNNING)
@@ -522,8 +627,16 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             await conn.write_file(f"{ctl}/command.sh", remote.command_script(
                 bdir, env, self.sweep.build.command, merge_stderr=True).encode(), 0o644)
             wrapper, _ = remote.script("wrapper")
-            await conn.run(remote.launch(f"{h.workdir}/bin/{wrapper}", bdir, 0, "", ""),
-                           timeout=30)
+            while True:
+                res = await conn.run(remote.launch(f"{h.workdir}/bin/{wrapper}", bdir, 0, "",
+                                                   "", h.pconf), timeout=30)
+                word, _, rest = res.text.strip().partition(" ")
+                if word != "paused":
+                    break
+                self._host_paused(h, rest, building=True)
+                await asyncio.sleep(PAUSE_POLL)
+            if h.status == "paused":
+                self._host_free(h, building=True)
         elif what == "cached":
             self.reporter.event("build", f"{h.spec.name}: build {self.build_id} is cached",
                                 host=h.spec.name)
@@ -542,7 +655,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             if len(parts) >= 2 and parts[1] in ("lost", "missing"):
                 rc = -1
                 break
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.25)  # "new": another head claimed it and starts it soon
         try:
             log = await conn.read_file(f"{ctl}/stdout.txt")
         except (FileNotFoundError, HostError):
@@ -604,7 +717,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             timeout = self.sweep.run.timeout_seconds
             launch = remote.launch(
                 f"{h.workdir}/bin/{wrapper}", jdir, int(timeout) if timeout else 0,
-                self._event_log(h), f"{job.planned.name}.{attempt}")
+                self._event_log(h), f"{job.planned.name}.{attempt}", h.pconf)
             files = job.planned.files
             # Without input files, making the dir and starting the job is one round trip.
             # Creating .dssh/ is the claim: it fails if this attempt was started before.
@@ -626,7 +739,21 @@ rm -rf "$b" && mkdir "$b" && echo claimed
                 for local, target in files:
                     await conn.put(local, f"{jdir}/input/{target}")
                 res = await conn.run(launch, timeout=60)
-            pid = int(res.text.strip() or 0)
+            word, _, rest = res.text.strip().partition(" ")
+            if word == "paused":
+                # The owner has the machine: give the job back to the queue, wait for them.
+                self._host_paused(h, rest)
+                self._release(h, job)
+                self._set(job, "requeued", state=st.PENDING, attempts=attempt - 1,
+                          reason=f"{h.spec.name} is paused")
+                job.busy = False
+                with contextlib.suppress(HostError):
+                    await conn.run(f"rm -rf {q(jdir)}\n", timeout=60)
+                return
+            if word != "started":
+                raise HostError(h.spec.name, f"could not start the job: {res.text.strip()} "
+                                             f"{res.stderr.decode(errors='replace').strip()}")
+            pid = int(rest or 0)
         except HostUnreachable:
             # Whether it started is unknown: the job stays STARTING and is checked on reconnect.
             job.busy = False
@@ -778,7 +905,8 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         pending = [j for j in self.jobs.values() if j.state == st.PENDING]
         if not pending:
             return None
-        if any(h.status in ("connecting", "building", "lost") for h in self.hosts.values()):
+        if any(h.status in ("connecting", "building", "lost", "paused")
+               for h in self.hosts.values()):
             return None
         ready = [h for h in self.hosts.values() if h.status == "ready" and h.slots]
         need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.requires))

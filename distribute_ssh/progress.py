@@ -7,6 +7,7 @@ import sys
 import time
 from typing import IO, Any
 
+from .durations import format_until
 from .engine import Head, Reporter
 
 _ORDER = ("COMPLETED", "RUNNING", "STARTING", "PENDING", "FAILED", "TIMEOUT", "CANCELLED")
@@ -15,9 +16,12 @@ _ORDER = ("COMPLETED", "RUNNING", "STARTING", "PENDING", "FAILED", "TIMEOUT", "C
 def summary_counts(counts: dict[str, int]) -> str:
     done = counts.get("COMPLETED", 0)
     running = counts.get("RUNNING", 0) + counts.get("STARTING", 0)
+    suspended = counts.get("SUSPENDED", 0)
     queued = counts.get("PENDING", 0)
     failed = counts.get("FAILED", 0) + counts.get("TIMEOUT", 0)
     parts = [f"done {done}", f"running {running}", f"queued {queued}", f"failed {failed}"]
+    if suspended:
+        parts.insert(2, f"suspended {suspended}")
     if counts.get("CANCELLED"):
         parts.append(f"cancelled {counts['CANCELLED']}")
     return "  ".join(parts)
@@ -71,7 +75,7 @@ class LiveReporter(Reporter):
                  f"{summary_counts(counts)}  {el // 60}:{el % 60:02d}"]
         running: dict[str, list[str]] = {}
         for j in head.jobs.values():
-            if j.state in ("RUNNING", "STARTING") and j.host:
+            if j.state in ("RUNNING", "STARTING", "SUSPENDED") and j.host:
                 running.setdefault(j.host, []).append(j.planned.name)
         for name, h in head.hosts.items():
             jobs = running.get(name, [])
@@ -80,6 +84,10 @@ class LiveReporter(Reporter):
             line = f"  {name:<14} {state:<14} {', '.join(jobs)}"
             if h.status in ("failed", "unreachable", "lost") and h.detail:
                 line = f"  {name:<14} {h.status:<14} {h.detail}"
+            elif h.status == "paused":
+                until = format_until(h.paused_until) if h.paused_until else "?"
+                line = (f"  {name:<14} {'paused':<14} by {h.paused_by} until {until}"
+                        f"{'; ' + ', '.join(jobs) + ' suspended' if jobs else ''}")
             lines.append(line[: width - 1])
         self.out.write("\n".join(lines) + "\n")
         self._lines = len(lines)

@@ -22,12 +22,13 @@ SCHEMA_VERSION = 1
 PENDING = "PENDING"
 STARTING = "STARTING"  # an attempt is recorded and being launched
 RUNNING = "RUNNING"
+SUSPENDED = "SUSPENDED"  # its host's owner paused the host: its processes are stopped
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 TIMEOUT = "TIMEOUT"
 CANCELLED = "CANCELLED"
 FINISHED_STATES = (COMPLETED, FAILED, TIMEOUT, CANCELLED)
-ACTIVE_STATES = (STARTING, RUNNING)
+ACTIVE_STATES = (STARTING, RUNNING, SUSPENDED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -94,6 +95,14 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS events_sweep ON events (sweep_id, id);
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    paused_by TEXT,
+    paused_until REAL,
+    detail TEXT,
+    updated REAL NOT NULL
+);
 """
 
 
@@ -208,6 +217,18 @@ class State:
                 db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
             self.event(db, row["sweep_id"], job_id, kind, fields.get("host", row["host"]),
                        {k: v for k, v in fields.items() if k not in ("params",)} or None)
+
+    def set_host(self, name: str, status: str, paused_by: str | None,
+                 paused_until: float | None, detail: str | None) -> None:
+        """What the last head saw of a host (paused or not), for ``dssh status``."""
+        self.db.execute("INSERT OR REPLACE INTO hosts VALUES (?,?,?,?,?,?)",
+                        (name, status, paused_by, paused_until, detail, time.time()))
+
+    def hosts(self) -> list[sqlite3.Row]:
+        try:
+            return self.db.execute("SELECT * FROM hosts ORDER BY name").fetchall()
+        except sqlite3.OperationalError:  # a state file from before hosts were recorded
+            return []
 
     def events(self, sweep_id: int) -> list[sqlite3.Row]:
         return self.db.execute("SELECT e.*, j.name AS job FROM events e LEFT JOIN jobs j "

@@ -40,25 +40,40 @@ def command_script(workdir: str, env: dict[str, str], command: str, *, merge_std
             + ("exec 2>&1\n" if merge_stderr else "") + f"exec sh -c {q(command)}\n")
 
 
-def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str) -> str:
-    """Start the wrapper detached (own session, no tty, stdio closed) and print its pid.
+def pause_conf(home: str, pause_files: tuple[str, ...], max_pause: float, on_pause: str) -> str:
+    """The host's pause settings as the wrapper reads them (``~`` made absolute)."""
+    lines = [f"max_pause {int(max_pause)}", f"on_pause {on_pause}"]
+    for p in pause_files:
+        if p == "~" or p.startswith("~/"):
+            p = home.rstrip("/") + p[1:]
+        lines.append(f"file {p}")
+    return "\n".join(lines) + "\n"
+
+
+def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf: str) -> str:
+    """Start the wrapper detached (own session, no tty, stdio closed) and print
+    ``started PID`` — or ``paused UNTIL FILE`` and start nothing, when the host's owner
+    has paused it.
 
     ``.dssh/launched`` is written first: a head that dies right here leaves a dir that
     says a start was attempted, so the next head never starts a second copy blindly.
     """
     ctl = f"{dir_}/.dssh"
     return (f"cd {q(dir_)} || exit 1\n"
+            f"st=$(sh {q(wrapper)} --pause-state {q(pconf)})\n"
+            'case $st in paused*) echo "$st"; exit 0 ;; esac\n'
             f": > {q(ctl + '/launched')}\n"
-            f"nohup setsid sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)}"
-            " < /dev/null > /dev/null 2>&1 &\n"
-            "echo $!\n")
+            f"nohup setsid sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)} "
+            f"{q(pconf)} < /dev/null > /dev/null 2>&1 &\n"
+            'echo "started $!"\n')
 
 
 def inspect(dirs: list[str]) -> str:
     """For each run dir print one line: ``<index> <state> [exit_code timed_out]``.
 
-    states: missing (no dir), new (dir but never launched), ended, running, lost (launched,
-    but the wrapper is gone without an exit code: killed, or the host rebooted).
+    states: missing (no dir), new (dir but never launched), ended, running, suspended
+    (its host is paused), lost (launched, but the wrapper is gone without an exit code:
+    killed, or the host rebooted).
     """
     lines = ["boot=; read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null", "i=0"]
     lines.append("for d in " + " ".join(q(d) for d in dirs) + "; do")
@@ -70,7 +85,8 @@ def inspect(dirs: list[str]) -> str:
   elif [ -s "$c/pid" ]; then
     read -r p < "$c/pid"; b=; [ -f "$c/boot_id" ] && read -r b < "$c/boot_id"
     if [ -n "$boot" ] && [ -n "$b" ] && [ "$b" != "$boot" ]; then echo "$i lost"
-    elif kill -0 "$p" 2>/dev/null; then echo "$i running"
+    elif kill -0 "$p" 2>/dev/null; then
+      if [ -f "$c/suspended" ]; then echo "$i suspended"; else echo "$i running"; fi
     elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
       echo "$i ended $(cat "$c/exit_code") $t"
     else echo "$i lost"; fi

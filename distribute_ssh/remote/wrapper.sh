@@ -1,56 +1,268 @@
 #!/bin/sh
 # dssh job wrapper: runs one job (or build) detached from the head.
-# Needs only POSIX sh and coreutils; started as
-#   nohup setsid sh wrapper.sh DIR TIMEOUT EVENT_LOG NAME </dev/null >/dev/null 2>&1 &
-# DIR/.dssh holds command.sh; this writes pid, started, boot_id, stdout.txt, stderr.txt,
-# then finished, timed_out (if so) and, last and atomically, exit_code.
-# When it has ended it appends NAME to EVENT_LOG, which a watching head follows.
+# Needs only POSIX sh, coreutils, procps (ps), grep and setsid; started as
+#   nohup setsid sh wrapper.sh DIR TIMEOUT EVENT_LOG NAME PAUSE_CONF </dev/null >/dev/null 2>&1 &
+# DIR/.dssh holds command.sh; this writes pid, started, boot_id,
+# stdout.txt, stderr.txt, then finished, timed_out (if so) and, last and atomically,
+# exit_code. When the job ends it appends NAME to EVENT_LOG, which a watching head follows.
+#
+# The workstation belongs to its owner: while a pause file exists (pause.conf lists where
+# to look), the job's whole process tree is stopped (SIGSTOP) within about a second and
+# continued when the file goes; paused time does not count against the timeout. This
+# works with no head connected.
+#
+#   wrapper.sh --pause-state CONF   prints "paused UNTIL FILE" or "free", for heads.
+#   wrapper.sh --pause-report CONF  one line per pause file found, and closed homes.
+# PAUSE_CONF lines: "max_pause SECONDS", "on_pause suspend|drain", "file PATTERN".
 dir=$1
 timeout=${2:-0}
 notify=${3:-}
 name=${4:-}
+pconf=${5:-}
+NL='
+'
+
+# ---- pause files ---------------------------------------------------------------------
+max_pause=86400
+on_pause=suspend
+conf=
+
+read_conf() {
+    conf=$1
+    [ -f "$conf" ] || return 0
+    while read -r k v; do
+        case $k in
+            max_pause) max_pause=$v ;;
+            on_pause) on_pause=$v ;;
+        esac
+    done < "$conf"
+}
+
+# Seconds in a duration like 45m, 2h, 1h30m, 90 (seconds); fails on anything else.
+dur_secs() {
+    s=$1
+    t=0
+    n=
+    [ -n "$s" ] || return 1
+    while [ -n "$s" ]; do
+        c=${s%"${s#?}"}
+        s=${s#?}
+        case $c in
+            [0-9]) n=$n$c ;;
+            d) [ -n "$n" ] || return 1; t=$((t + n * 86400)); n= ;;
+            h) [ -n "$n" ] || return 1; t=$((t + n * 3600)); n= ;;
+            m) [ -n "$n" ] || return 1; t=$((t + n * 60)); n= ;;
+            s) [ -n "$n" ] || return 1; t=$((t + n)); n= ;;
+            *) return 1 ;;
+        esac
+        [ ${#n} -le 9 ] || return 1
+    done
+    [ -n "$n" ] && t=$((t + n))
+    echo "$t"
+}
+
+# Is any pause file in force? Sets pause_until (epoch) and pause_by (the file).
+# A file pauses from its modification time for the duration it holds, or for max_pause
+# when it is empty, unreadable, a symlink or holds anything else. Expired files are
+# ignored. Only a regular file's first 64 bytes are ever read.
+pause_check() {
+    pause_until=0
+    pause_by=
+    now=
+    [ -f "$conf" ] || return 1
+    old_ifs=$IFS
+    IFS=$NL
+    while read -r line; do
+        case $line in
+            "file "*) pat=${line#file } ;;
+            *) continue ;;
+        esac
+        for f in $pat; do
+            [ -e "$f" ] || [ -L "$f" ] || continue
+            [ -n "$now" ] || now=$(date +%s)
+            m=$(stat -c %Y -- "$f" 2>/dev/null) || continue
+            secs=$max_pause
+            if [ -f "$f" ] && [ ! -L "$f" ] && [ -r "$f" ]; then
+                txt=$(head -c 64 -- "$f" 2>/dev/null | tr -d ' \t\r\n')
+                if [ -n "$txt" ] && d=$(dur_secs "$txt"); then secs=$d; fi
+            fi
+            u=$((m + secs))
+            if [ "$u" -gt "$now" ] && [ "$u" -gt "$pause_until" ]; then
+                pause_until=$u
+                pause_by=$f
+            fi
+        done
+    done < "$conf"
+    IFS=$old_ifs
+    [ "$pause_until" -gt 0 ]
+}
+
+if [ "$1" = --pause-state ]; then
+    read_conf "$2"
+    if pause_check; then echo "paused $pause_until $pause_by"; else echo free; fi
+    exit 0
+fi
+
+# For `dssh hosts`: every pause file with its owner, mtime and end, and the homes whose
+# pause file dssh's user cannot see (a home closed to others: chmod o+x fixes it).
+if [ "$1" = --pause-report ]; then
+    read_conf "$2"
+    now=$(date +%s)
+    IFS=$NL
+    while read -r line; do
+        case $line in "file "*) pat=${line#file } ;; *) continue ;; esac
+        for f in $pat; do
+            [ -e "$f" ] || [ -L "$f" ] || continue
+            m=$(stat -c %Y -- "$f" 2>/dev/null) || continue
+            o=$(stat -c %U -- "$f" 2>/dev/null)
+            secs=$max_pause
+            kind=flag
+            if [ -f "$f" ] && [ ! -L "$f" ] && [ -r "$f" ]; then
+                txt=$(head -c 64 -- "$f" 2>/dev/null | tr -d ' \t\r\n')
+                if [ -n "$txt" ] && d=$(dur_secs "$txt"); then secs=$d; kind=duration; fi
+            fi
+            u=$((m + secs))
+            st=active
+            [ "$u" -gt "$now" ] || st=expired
+            echo "file $st $u $m $kind ${o:-?} $f"
+        done
+        case $pat in
+            */\**)
+                top=${pat%%/\**}
+                for d in "$top"/*/; do
+                    [ -d "$d" ] || continue
+                    [ -x "$d" ] || echo "closed ${d%/}"
+                done ;;
+        esac
+    done < "$conf"
+    echo "now $now"
+    exit 0
+fi
+
 cd "$dir" || exit 1
 ctl=.dssh
+read_conf "$pconf"
 echo $$ > "$ctl/pid"
 read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null && echo "$boot" > "$ctl/boot_id"
 date +%s.%N > "$ctl/started"
+# A mark every process of the job inherits, to find ones that left its process tree.
+run_mark="DSSH_RUN=$PWD"
 # The job gets its own session, so its whole tree can be signalled as one group.
-setsid sh "$ctl/command.sh" > "$ctl/stdout.txt" 2> "$ctl/stderr.txt" < /dev/null &
+DSSH_RUN=$PWD setsid sh "$ctl/command.sh" > "$ctl/stdout.txt" 2> "$ctl/stderr.txt" < /dev/null &
 job=$!
 echo "$job" > "$ctl/job_pid"
-# Live members of the job's process group (kill -0 also sees zombies waiting for init).
-alive() { ps -eo pgid=,stat= 2>/dev/null | awk -v g="$job" '$1 == g && $2 !~ /^Z/ {f = 1} END {exit !f}'; }
-mon=
-if [ "$timeout" -gt 0 ] 2>/dev/null; then
-    (
-        start=$(date +%s)
-        while :; do
-            sleep 1
-            now=$(date +%s)
-            if [ $((now - start)) -ge "$timeout" ]; then
-                : > "$ctl/timed_out"
-                kill -TERM "-$job" 2>/dev/null
-                i=0
-                while [ $i -lt 10 ] && alive; do sleep 1; i=$((i + 1)); done
-                kill -KILL "-$job" 2>/dev/null
-                exit 0
+
+# The job's processes: its descendants, and any process carrying its mark (children that
+# called setsid and were re-parented, daemons it started).
+tree() {
+    {
+        ps -eo pid=,ppid= 2>/dev/null | awk -v r="$job" '
+            { kids[$2] = kids[$2] " " $1 }
+            END {
+                q = r
+                while (q != "") {
+                    n = split(q, a, " "); q = ""
+                    for (i = 1; i <= n; i++) {
+                        p = a[i]
+                        if (p == "" || seen[p]++) continue
+                        print p
+                        if (p in kids) q = q kids[p]
+                    }
+                }
+            }'
+        grep -l -F -x -z -- "$run_mark" /proc/[0-9]*/environ 2>/dev/null |
+            sed 's|^/proc/||; s|/environ$||'
+    } | sort -u
+}
+
+# Anything left of the job? Cheap checks first: its group, then its mark.
+leftovers() {
+    kill -0 "-$job" 2>/dev/null ||
+        grep -q -l -F -x -z -- "$run_mark" /proc/[0-9]*/environ 2>/dev/null
+}
+
+# Live members (kill -0 also sees zombies that init has not reaped yet).
+alive() {
+    pids=$(tree)
+    [ -n "$pids" ] || return 1
+    # shellcheck disable=SC2086
+    ps -o stat= -p "$(echo $pids | tr ' ' ',')" 2>/dev/null | grep -qv '^Z'
+}
+
+signal_tree() {
+    kill "-$1" "-$job" 2>/dev/null
+    pids=$(tree)
+    # shellcheck disable=SC2086
+    [ -n "$pids" ] && kill "-$1" $pids 2>/dev/null
+}
+
+event() {
+    [ -n "$notify" ] && echo "$1" >> "$notify"
+}
+
+# One loop watches the pause files and the timeout while the job runs.
+(
+    paused=0
+    ran=0
+    last=$(date +%s)
+    while :; do
+        sleep 1
+        kill -0 $$ 2>/dev/null || exit 0  # the wrapper is gone (killed): so is its watch
+        if pause_check; then
+            if [ $paused = 0 ]; then
+                paused=1
+                echo "$pause_until $pause_by" > "$ctl/paused"
+                if [ "$on_pause" = suspend ]; then
+                    signal_tree STOP
+                    signal_tree STOP  # again, for processes forked while the first ran
+                    : > "$ctl/suspended"
+                    event "~suspend $name"
+                else
+                    event "~paused $name"
+                fi
+            elif [ "$on_pause" = suspend ]; then
+                signal_tree STOP  # anything that was continued from outside
             fi
-        done
-    ) &
-    mon=$!
-fi
+        elif [ $paused = 1 ]; then
+            paused=0
+            rm -f "$ctl/paused"
+            if [ -f "$ctl/suspended" ]; then
+                signal_tree CONT
+                rm -f "$ctl/suspended"
+            fi
+            event "~resume $name"
+        fi
+        now=$(date +%s)
+        # Only running time counts against the timeout.
+        if [ $paused = 0 ] || [ "$on_pause" != suspend ]; then
+            ran=$((ran + now - last))
+        fi
+        last=$now
+        if [ "$timeout" -gt 0 ] 2>/dev/null && [ "$ran" -ge "$timeout" ]; then
+            : > "$ctl/timed_out"
+            signal_tree TERM
+            signal_tree CONT
+            i=0
+            while [ $i -lt 10 ] && alive; do sleep 1; i=$((i + 1)); done
+            signal_tree KILL
+            exit 0
+        fi
+    done
+) &
+mon=$!
 wait "$job"
 rc=$?
-[ -n "$mon" ] && kill "$mon" 2>/dev/null
-# Like a batch system, a job ends with its leftovers: processes it left in its group.
-if kill -TERM "-$job" 2>/dev/null; then
+kill "$mon" 2>/dev/null
+# Like a batch system, a job ends with its leftovers: processes it left behind.
+if leftovers && alive; then
+    signal_tree TERM
+    signal_tree CONT
     i=0
     while [ $i -lt 20 ] && alive; do sleep 0.1; i=$((i + 1)); done
-    kill -KILL "-$job" 2>/dev/null
+    signal_tree KILL
 fi
+rm -f "$ctl/suspended" "$ctl/paused"
 date +%s.%N > "$ctl/finished"
 echo "$rc" > "$ctl/exit_code.tmp" && mv -f "$ctl/exit_code.tmp" "$ctl/exit_code"
-if [ -n "$notify" ]; then
-    echo "$name" >> "$notify"
-fi
+event "$name"
 exit 0
