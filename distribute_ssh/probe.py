@@ -23,7 +23,7 @@ echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
 if command -v nvidia-smi >/dev/null 2>&1; then echo "gpus_found $(nvidia-smi -L 2>/dev/null | wc -l)"; fi
 d="$w"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 df -Pk "$d" | awk 'NR==2 {{print "disk_free", $4}}'
-echo "jobs $(ps -u "$(id -u)" -o args= 2>/dev/null | grep -c '[w]rapper-.*\\.sh')"
+echo "jobs $(ps -u "$(id -u)" -o pid=,ppid=,args= 2>/dev/null | awk '/wrapper-[0-9a-f]+[.]sh / && !/--pause/ {{w[$1] = $2}} END {{n = 0; for (p in w) if (!(w[p] in w)) n++; print n}}')"
 for c in python3 apptainer podman bwrap; do command -v "$c" >/dev/null 2>&1 && echo "has $c"; done
 c=$(mktemp) || exit 1
 trap 'rm -f "$c"' EXIT

@@ -295,3 +295,31 @@ def test_pause_and_resume_from_afar(lab: dict) -> None:
     assert bad.returncode == 2 and "--for 'forever'" in bad.stderr
     bad = dssh("pause", "nohost", "-i", lab["inv"], cwd=d)
     assert bad.returncode == 2 and "no host 'nohost'" in bad.stderr
+
+
+def test_a_build_in_progress_is_suspended_like_a_job(lab: dict) -> None:
+    ws, d = lab["ws"], lab["dir"]
+    w = ws.hosts[1]
+    (d / "build.sh").write_text(
+        "sh -c 'while :; do :; done # dssh-busy-build' & b=$!\n"
+        "n=0; while [ $n -lt 3 ]; do sleep 1; n=$((n + 1)); done\n"
+        "kill $b; echo built > built.txt\n")
+    sweep = write_yaml(d / "b.yaml", {"name": "buildpause",
+                                      "build": {"files": ["build.sh"], "command": "sh build.sh"},
+                                      "run": {"command": "cat {build}/built.txt", "cpus": 1}})
+    head = start_head(lab, sweep, "--hosts", "ws2")
+    try:
+        assert wait_for(lambda: proc_states(w.user, "dssh-busy-build") == ["R"])
+        (w.home / ".distribute-pause").write_text("")
+        assert wait_for(lambda: proc_states(w.user, "dssh-busy-build") == ["T"], 3)
+        time.sleep(3)  # longer than the build's own 3 s: it must still be held
+        assert proc_states(w.user, "dssh-busy-build") == ["T"]
+        assert not list((w.workdir / "builds").glob("*/built.txt"))
+        (w.home / ".distribute-pause").unlink()
+        out, err = head.communicate(timeout=60)
+    finally:
+        (w.home / ".distribute-pause").unlink(missing_ok=True)
+        if head.poll() is None:
+            head.kill()
+    assert head.returncode == 0, (out, err)
+    assert (d / "results/default/buildpause/buildpause/stdout.txt").read_text() == "built\n"
