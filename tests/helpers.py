@@ -29,6 +29,19 @@ def dssh(*args: str | os.PathLike, cwd: Path, home: Path | None = None, timeout:
                           env=e, capture_output=True, text=True, timeout=timeout)
 
 
+def start_head(cwd: Path, *args: str | os.PathLike, home: Path | None = None
+               ) -> subprocess.Popen[str]:
+    """Start ``dssh ARGS`` in the background (to interrupt or kill it), as ``dssh()`` runs
+    it: its own HOME, the state file in ``cwd``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")
+           or k.startswith("DSSH_TEST_")}
+    home = home or cwd / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(home), DSSH_STATE=str(cwd / "state.db"))
+    return subprocess.Popen([sys.executable, "-m", "distribute_ssh", *map(str, args)], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def write(path: Path, text: str, mode: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip("\n"))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, summary, write_yaml
+from helpers import dssh, explain, start_head, summary, write_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -95,11 +95,7 @@ def test_dry_run_touches_nothing_and_shows_the_plan(tmp_path: Path) -> None:
 def test_second_head_exits_3_and_names_the_first(tmp_path: Path) -> None:
     sweep = write_yaml(tmp_path / "s.yaml", {"name": "locked",
                                              "run": {"command": "sleep 2", "cpus": 1}})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-    env.update(HOME=str(tmp_path / "home"), DSSH_STATE=str(tmp_path / "state.db"))
-    first = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep)],
-                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = start_head(tmp_path, "run", sweep)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -122,11 +118,7 @@ def test_second_head_exits_3_and_names_the_first(tmp_path: Path) -> None:
 def test_a_killed_head_leaves_no_lock(tmp_path: Path) -> None:
     sweep = write_yaml(tmp_path / "s.yaml", {"name": "killed",
                                              "run": {"command": "sleep 1", "cpus": 1}})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-    env.update(HOME=str(tmp_path / "home"), DSSH_STATE=str(tmp_path / "state.db"))
-    head = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    head = start_head(tmp_path, "run", sweep)
     time.sleep(0.8)
     head.kill()
     head.wait()

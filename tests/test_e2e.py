@@ -7,12 +7,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, job_json, summary, write, write_yaml
+from helpers import dssh, explain, job_json, start_head, summary, write, write_yaml
 
 # The solver the sweeps below build: a shell script that records who ran it, where,
 # with which parameters, input files, cpus and GPUs, and appends to a per-home log of
@@ -336,12 +335,7 @@ def test_ctrl_c_leaves_jobs_running_and_resume_reattaches(project: Path, fresh_w
                            "echo {i} > {output}/o.txt", "cpus": 1},
         "params": {"i": list(range(1, 9))},
     })
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-    env.update(HOME=str(project / "home"), DSSH_STATE=str(project / "state.db"))
-    (project / "home").mkdir(exist_ok=True)
-    head = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep), "-i",
-                             str(project / "inventory.yaml")], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    head = start_head(project, "run", sweep, "-i", project / "inventory.yaml")
     deadline = time.monotonic() + 30
     while len(_starts(ws)) < 6 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -400,12 +394,7 @@ def test_cancel_after_ctrl_c_stops_job_trees(project: Path, fresh_workdirs) -> N
                 "cpus": 1},
         "params": {"i": list(range(1, 9))},
     })
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-    env.update(HOME=str(project / "home"), DSSH_STATE=str(project / "state.db"))
-    (project / "home").mkdir(exist_ok=True)
-    head = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep), "-i",
-                             str(project / "inventory.yaml")], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    head = start_head(project, "run", sweep, "-i", project / "inventory.yaml")
     deadline = time.monotonic() + 30
     while len(_starts(ws)) < 6 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -460,12 +449,7 @@ def test_killed_head_leaves_jobs_but_no_watchers(project: Path, fresh_workdirs) 
         sweep = write_yaml(project / "k.yaml", {
             "name": "killed", "run": {"command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 3",
                                       "cpus": 1}, "params": {"i": list(range(6))}})
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-        env.update(HOME=str(project / "home"), DSSH_STATE=str(project / "state.db"))
-        (project / "home").mkdir(exist_ok=True)
-        head = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep),
-                                 "-i", str(project / "inventory.yaml")], cwd=project, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        head = start_head(project, "run", sweep, "-i", project / "inventory.yaml")
         deadline = time.monotonic() + 30
         while len(_starts(ws)) < 6 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -530,12 +514,7 @@ def test_head_reconnects_to_a_workstation_whose_sshd_restarted(project: Path,
     sweep = write_yaml(project / "r.yaml", {"name": "restart", "run": {
         "command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 3; echo ok > {output}/o.txt",
         "cpus": 1}, "params": {"i": [1, 2, 3]}})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-    env.update(HOME=str(project / "home"), DSSH_STATE=str(project / "state.db"))
-    (project / "home").mkdir(exist_ok=True)
-    head = subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep), "-i",
-                             str(inv)], cwd=project, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    head = start_head(project, "run", sweep, "-i", inv)
     try:
         deadline = time.monotonic() + 30
         while len(_starts([ws])) < 2 and time.monotonic() < deadline:

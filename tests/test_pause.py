@@ -9,14 +9,13 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, summary, write_yaml
+from helpers import dssh, explain, start_head, summary, write_yaml
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"),
                                 reason="needs root to create the workstation owners' accounts")
@@ -99,14 +98,8 @@ def lab(tmp_path: Path, fresh_workdirs, owners: Path) -> dict:
     return {"ws": ws, "inv": inv, "dir": tmp_path, "owners": owners}
 
 
-def start_head(lab: dict, sweep: Path, *extra: str) -> subprocess.Popen:
-    d = lab["dir"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-    env.update(HOME=str(d / "home"), DSSH_STATE=str(d / "state.db"))
-    (d / "home").mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "distribute_ssh", "run", str(sweep), "-i",
-                             str(lab["inv"]), *extra], cwd=d, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start_lab_head(lab: dict, sweep: Path, *extra: str) -> subprocess.Popen:
+    return start_head(lab["dir"], "run", sweep, "-i", lab["inv"], *extra)
 
 
 def test_owner_flag_suspends_whole_tree_and_job_completes(lab: dict) -> None:
@@ -114,7 +107,7 @@ def test_owner_flag_suspends_whole_tree_and_job_completes(lab: dict) -> None:
     w = ws.hosts[0]
     sweep = write_yaml(d / "s.yaml", {"name": "tree", "run": {
         "command": TREE_JOB.format(secs=4, output="{output}"), "cpus": 1, "timeout": "6s"}})
-    head = start_head(lab, sweep, "--hosts", "ws1")
+    head = start_lab_head(lab, sweep, "--hosts", "ws1")
     try:
         assert wait_for(lambda: len(proc_states(w.user, "dssh-busy")) == 2)
         time.sleep(1.2)
@@ -233,7 +226,7 @@ def test_drain_lets_running_jobs_finish(lab: dict) -> None:
     sweep = write_yaml(d / "dr.yaml", {"name": "drain", "run": {
         "command": "sh -c 'while :; do :; done # dssh-busy-d' & sleep 3; kill $!",
         "cpus": 1}, "params": {"i": [1, 2]}})
-    head = start_head(lab, sweep, "--hosts", "ws3")
+    head = start_lab_head(lab, sweep, "--hosts", "ws3")
     try:
         assert wait_for(lambda: len(proc_states(w.user, "dssh-busy-d")) == 1)
         (w.home / ".distribute-pause").write_text("4s")
@@ -259,7 +252,7 @@ def test_pause_with_the_head_killed_then_a_new_head_collects(lab: dict) -> None:
     w = ws.hosts[0]
     sweep = write_yaml(d / "k.yaml", {"name": "headless", "run": {
         "command": TREE_JOB.format(secs=3, output="{output}"), "cpus": 1}})
-    head = start_head(lab, sweep, "--hosts", "ws1")
+    head = start_lab_head(lab, sweep, "--hosts", "ws1")
     assert wait_for(lambda: len(proc_states(w.user, "dssh-busy")) == 2)
     head.send_signal(signal.SIGKILL)
     head.wait()
@@ -307,7 +300,7 @@ def test_a_build_in_progress_is_suspended_like_a_job(lab: dict) -> None:
     sweep = write_yaml(d / "b.yaml", {"name": "buildpause",
                                       "build": {"files": ["build.sh"], "command": "sh build.sh"},
                                       "run": {"command": "cat {build}/built.txt", "cpus": 1}})
-    head = start_head(lab, sweep, "--hosts", "ws2")
+    head = start_lab_head(lab, sweep, "--hosts", "ws2")
     try:
         assert wait_for(lambda: proc_states(w.user, "dssh-busy-build") == ["R"])
         (w.home / ".distribute-pause").write_text("")

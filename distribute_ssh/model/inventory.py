@@ -18,6 +18,7 @@ from .yamlload import (
     Source,
     dotted,
     parse_yaml,
+    read_config_file,
     structure,
     yaml_key,
 )
@@ -290,21 +291,8 @@ def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
     p = inventory_path(str(path) if path is not None else None)
     if p is None:
         return embedded_default()
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        given = "-i/--inventory" if path is not None else "$DSSH_INVENTORY"
-        cwd = "" if p.is_absolute() else f" (relative to {Path.cwd()})"
-        raise ConfigError(f"{p}: inventory file not found{cwd}: check the path given with "
-                          f"{given}, or leave it out to use ./inventory.yaml or this machine "
-                          "alone", path=str(p), key=given) from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a directory: give the inventory file inside it "
-                          "(e.g. inventory.yaml)", path=str(p)) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: is not a text file: give a YAML inventory "
-                          "(e.g. inventory.yaml)", path=str(p)) from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read the inventory ({e.strerror or e}): check its "
-                          "permissions", path=str(p)) from None
+    given = "-i/--inventory" if path is not None else "$DSSH_INVENTORY"
+    text = read_config_file(p, "inventory file", "inventory.yaml",
+                            f"check the path given with {given}, or leave it out to use "
+                            "./inventory.yaml or this machine alone", key=given)
     return parse_inventory(text, str(p))

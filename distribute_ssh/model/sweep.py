@@ -19,6 +19,7 @@ from .yamlload import (
     Source,
     dotted,
     parse_yaml,
+    read_config_file,
     structure,
     yaml_key,
 )
@@ -220,21 +221,9 @@ def parse_sweep(text: str, filename: str, base_dir: str | os.PathLike | None = N
 def load_sweep(path: str | os.PathLike) -> Sweep:
     """Read a sweep file; relative paths in it are relative to its directory."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        cwd = "" if p.is_absolute() else f" (relative to {Path.cwd()})"
-        raise ConfigError(f"{p}: sweep file not found{cwd}: check the path, or start one "
-                          "with: dssh template > sweep.yaml", path=str(p), key="SWEEP") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a directory: give the sweep file inside it "
-                          "(e.g. sweep.yaml)", path=str(p)) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: is not a text file: give a YAML sweep file "
-                          "(e.g. sweep.yaml)", path=str(p)) from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read the sweep file ({e.strerror or e}): check its "
-                          "permissions", path=str(p)) from None
+    text = read_config_file(p, "sweep file", "sweep.yaml",
+                            "check the path, or start one with: dssh template > sweep.yaml",
+                            key="SWEEP")
     return parse_sweep(text, str(p), p.resolve().parent)
 
 

@@ -430,6 +430,29 @@ def _syntax_error(e: yaml.MarkedYAMLError, text: str, filename: str) -> ConfigEr
     return ConfigError(msgs, path=filename, line=rline + 1, key=key)
 
 
+def read_config_file(p: Any, what: str, example: str, missing_hint: str,
+                     key: str | None = None) -> str:
+    """A sweep file's or inventory's text; every way reading it fails is a ConfigError."""
+    from pathlib import Path
+
+    p = Path(p)
+    try:
+        return p.read_text()
+    except FileNotFoundError:
+        cwd = "" if p.is_absolute() else f" (relative to {Path.cwd()})"
+        raise ConfigError(f"{p}: {what} not found{cwd}: {missing_hint}", path=str(p),
+                          key=key) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory: give the {what} inside it "
+                          f"(e.g. {example})", path=str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: is not a text file: give a YAML {what} "
+                          f"(e.g. {example})", path=str(p)) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the {what} ({e.strerror or e}): check its "
+                          "permissions", path=str(p)) from None
+
+
 def parse_yaml(text: str, filename: str) -> tuple[Any, Source]:
     """Parse one YAML document; syntax errors become a ConfigError with line and column."""
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
