@@ -36,6 +36,7 @@ from workstations import Workstation, Workstations, start_workstations  # noqa: 
 __all__ = [
     "REPO",
     "BenchError",
+    "Proc",
     "Timed",
     "Workstation",
     "Workstations",
@@ -44,9 +45,12 @@ __all__ = [
     "count_logins",
     "log_sizes",
     "machine_info",
+    "percentile",
+    "proc_environ",
     "run_timed",
     "say",
     "stats",
+    "user_processes",
     "write_ssh_wrapper",
 ]
 
@@ -223,3 +227,73 @@ def machine_info() -> dict[str, Any]:
 
 def stats(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation between the closest ranks
+    (numpy's default): of 20 values, p95 lies between the 19th and the 20th smallest."""
+    if not values:
+        raise ValueError("percentile of no values")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One process as ``/proc/PID/stat`` and ``/proc/PID/cmdline`` show it."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int  # session id
+    state: str  # R running, S sleeping, T stopped (SIGSTOP), Z zombie, ...
+    argv: tuple[str, ...]
+
+    @property
+    def last_word(self) -> str:
+        """The last blank-separated word of the command line ("" for kernel threads)."""
+        words = " ".join(self.argv).split()
+        return words[-1] if words else ""
+
+
+def user_processes(uid: int) -> dict[int, Proc]:
+    """Every process of ``uid`` now (Linux /proc); processes that exit meanwhile are skipped.
+
+    Cheap enough to call every 10 ms: only the processes owned by ``uid`` are read.
+    """
+    out: dict[int, Proc] = {}
+    with os.scandir("/proc") as it:
+        for e in it:
+            if not e.name.isdigit():
+                continue
+            try:
+                if e.stat().st_uid != uid:
+                    continue
+                with open(f"/proc/{e.name}/stat", "rb") as f:
+                    st = f.read()
+                with open(f"/proc/{e.name}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            # "PID (COMM) STATE PPID PGRP SESSION ..."; COMM may hold spaces and parentheses
+            fields = st[st.rindex(b")") + 2:].split()
+            pid = int(e.name)
+            out[pid] = Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]),
+                            fields[0].decode(), tuple(a.decode(errors="replace")
+                                                      for a in cmd.split(b"\0") if a))
+    return out
+
+
+def proc_environ(pid: int) -> list[bytes]:
+    """``/proc/PID/environ`` as ``NAME=value`` entries ([] if the process is gone or hidden)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return [e for e in f.read().split(b"\0") if e]
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []

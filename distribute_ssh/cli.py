@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--accept-new-hostkeys", action="store_true",
                    help="trust hosts not yet in known_hosts (OpenSSH's accept-new); "
                         "changed keys are still refused")
+    r.add_argument("--rerun-failed", action="store_true",
+                   help="queue the sweep's FAILED, TIMEOUT and CANCELLED jobs again, each "
+                        "with its retries renewed")
     r.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
 
     s = sub.add_parser("status", help="sweeps, or one sweep's jobs, from the local state")
@@ -172,7 +175,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options = RunOptions(results=Path(args.results) if args.results else None,
                          state_path=_state_path(args), name=args.name,
-                         accept_new_hostkeys=args.accept_new_hostkeys)
+                         accept_new_hostkeys=args.accept_new_hostkeys,
+                         rerun_failed=args.rerun_failed)
     live = sys.stdout.isatty() and not args.quiet and not os.environ.get("DSSH_PLAIN")
     reporter = LiveReporter() if live else PlainReporter(quiet=args.quiet, verbose=args.verbose)
     head = Head(sweep, inventory, options, reporter, sweep_file=args.sweep)

@@ -39,6 +39,10 @@ from .schedule import place as place_jobs
 
 RECONCILE_EVERY = 15.0  # seconds between checks that catch an end the watcher missed
 PAUSE_POLL = 2.0  # how often a paused host is asked whether its owner is done
+# A host whose jobs fail this many times in a row, each within QUICK_FAIL seconds, is a
+# "black hole" (a broken install, a full disk): it is quarantined for the sweep.
+QUARANTINE_AFTER = 3
+QUICK_FAIL = 60.0
 HOST_GRACE = 300.0  # how long a lost host's jobs wait for it before they are requeued
 
 
@@ -50,6 +54,7 @@ class RunOptions:
     hosts: list[str] | None = None
     accept_new_hostkeys: bool = False
     host_grace: float = HOST_GRACE
+    rerun_failed: bool = False  # queue FAILED, TIMEOUT and CANCELLED jobs again
 
 
 @attrs.define
@@ -97,6 +102,7 @@ class JobRt:
     avoid: set[str] = attrs.Factory(set)
     busy: bool = False  # a dispatch or collection is in flight
     held: bool = False  # its cpus, gpus and slot are counted against its host
+    retry_base: int = 0  # attempts made before its retries were last renewed
     ended: bool = False  # the watcher said it ended while its start was still being recorded
 
 
@@ -113,6 +119,7 @@ class HostRt:
     paused_until: float = 0.0
     paused_by: str = ""
     pause_watch: asyncio.Task | None = None
+    fail_streak: list[int] = attrs.Factory(list)  # jobs that failed quickly here, in a row
 
     @property
     def hopeful(self) -> bool:
@@ -239,6 +246,13 @@ class Head:
                                      detail={"why": "definition changed"})
                     self.reporter.event("warning", f"{pj.name}: its definition changed since it "
                                                    "ran; running it again")
+                elif self.options.rerun_failed and row["state"] in (st.FAILED, st.TIMEOUT,
+                                                                    st.CANCELLED):
+                    # A fresh set of retries; attempt numbers go on, so dirs never clash.
+                    db.execute("UPDATE jobs SET seq=?, state=?, retry_base=attempts, "
+                               "reason=NULL WHERE id=?", (pj.index, st.PENDING, row["id"]))
+                    self.state.event(db, self.sweep_id, row["id"], "requeued",
+                                     detail={"why": "--rerun-failed"})
                 else:
                     db.execute("UPDATE jobs SET seq=? WHERE id=?", (pj.index, row["id"]))
         by_name = {j.name: j for j in self.planned}
@@ -248,7 +262,8 @@ class Head:
                 continue
             self.jobs[row["id"]] = JobRt(
                 row["id"], pj, row["state"], row["attempts"], row["host"], row["remote_dir"],
-                row["cpus"] or 0, tuple(json.loads(row["gpus"] or "[]")))
+                row["cpus"] or 0, tuple(json.loads(row["gpus"] or "[]")),
+                retry_base=row["retry_base"])
         self.by_name = {j.planned.name: j for j in self.jobs.values()}
         self.in_order = sorted(self.jobs.values(), key=lambda j: j.planned.index)
 
@@ -854,7 +869,8 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         for n in notes:
             self.reporter.event("warning", f"{job.planned.name}: {n}")
         self._release(h, job)
-        retry = status in (st.FAILED, st.TIMEOUT) and job.attempts <= self.sweep.run.retries
+        retry = (status in (st.FAILED, st.TIMEOUT)
+                 and job.attempts - job.retry_base <= self.sweep.run.retries)
         with self.state.tx() as db:
             db.execute("UPDATE attempts SET state=?, exit_code=?, finished=? "
                        "WHERE job_id=? AND attempt=?",
@@ -864,6 +880,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                   started=started, reason="timed out" if timed_out else None)
         if retry:
             job.avoid.add(h.spec.name)
+        self._note_outcome(h, job, status, started, finished)
         verb = {st.COMPLETED: "done", st.FAILED: f"FAILED (exit {exit_code})",
                 st.TIMEOUT: "TIMEOUT", st.CANCELLED: "CANCELLED"}[status]
         self.reporter.event("job", f"{job.planned.name}: {verb} on {h.spec.name}"
@@ -875,6 +892,39 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         cleanup = asyncio.ensure_future(self._remove_remote(conn, jdir))
         self.cleanups.add(cleanup)
         cleanup.add_done_callback(self.cleanups.discard)
+
+    def _note_outcome(self, h: HostRt, job: JobRt, status: str, started: float | None,
+                      finished: float | None) -> None:
+        """Quarantine a host that fails job after job quickly, and give those jobs back."""
+        quick = started is not None and finished is not None and finished - started < QUICK_FAIL
+        if status == st.COMPLETED or not quick:
+            h.fail_streak.clear()
+            return
+        if status not in (st.FAILED, st.TIMEOUT):
+            return
+        h.fail_streak.append(job.id)
+        if len(h.fail_streak) < QUARANTINE_AFTER or h.status == "failed":
+            return
+        h.status = "failed"
+        h.detail = (f"quarantined: {len(h.fail_streak)} jobs in a row failed here within "
+                    f"{QUICK_FAIL:.0f} s each (the last one: {job.planned.name}, see its "
+                    "stderr.txt); no more jobs go there in this run")
+        if h.slots is not None:
+            h.slots.available = False
+        self.reporter.event("host", f"{h.spec.name}: {h.detail}", host=h.spec.name)
+        self._record_host(h)
+        # The host, not the jobs, was at fault: each gets its failed attempt back.
+        for jid in h.fail_streak:
+            j = self.jobs[jid]
+            j.avoid.add(h.spec.name)
+            if j.state in (st.FAILED, st.TIMEOUT):
+                j.retry_base += 1
+                self._set(j, "requeued", state=st.PENDING, retry_base=j.retry_base,
+                          reason=f"{h.spec.name} was quarantined")
+            elif j.state == st.PENDING:
+                j.retry_base += 1
+                self._set(j, "retry-renewed", retry_base=j.retry_base)
+        self.wakeup.set()
 
     async def _remove_remote(self, conn: HostConnection, jdir: str) -> None:
         with contextlib.suppress(HostError):

@@ -16,7 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from .errors import DsshError
+
+SCHEMA_VERSION = 2
+# 1 -> 2: jobs.retry_base (attempts made before --rerun-failed gave a job new retries)
 
 # Slurm's words for job states; users already know them.
 PENDING = "PENDING"
@@ -60,6 +63,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     started REAL,
     finished REAL,
     reason TEXT,
+    retry_base INTEGER NOT NULL DEFAULT 0,
     UNIQUE (sweep_id, name)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (sweep_id, state);
@@ -141,11 +145,17 @@ class State:
                 if stmt.strip():
                     self.db.execute(stmt)
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} was written by a newer dssh "
-                                   f"(schema {row[0]}); upgrade dssh to read it")
+            version = int(row[0]) if row else SCHEMA_VERSION
+            if version > SCHEMA_VERSION:
+                raise DsshError(f"{self.path} was written by a newer dssh (state schema "
+                                f"{version}, this one knows {SCHEMA_VERSION}): upgrade dssh, or "
+                                "use another state file (--state)")
+            cols = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+            if "retry_base" not in cols:
+                self.db.execute("ALTER TABLE jobs ADD COLUMN retry_base INTEGER NOT NULL "
+                                "DEFAULT 0")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
+                            (str(SCHEMA_VERSION),))
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

@@ -538,3 +538,45 @@ def test_many_instant_jobs_over_ssh(project: Path, fresh_workdirs) -> None:
     proc = dssh("run", sweep, "-i", project / "inventory.yaml", "-q", cwd=project, timeout=120)
     assert proc.returncode == 0, explain(proc)
     assert len(summary(project / "results/default/instant")) == 60
+
+
+def test_rerun_failed_queues_failed_jobs_again(project: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    sweep = write_yaml(project / "rf.yaml", {"name": "rerun", "run": {
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; "
+                   "[ -f $HOME/allow ] || [ {i} = 1 ] || exit 5; echo ok > {output}/ok.txt",
+        "cpus": 1}, "params": {"i": [1, 2, 3]}})
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 1, explain(proc)
+    rows = {r["job"]: r for r in summary(project / "results/default/rerun")}
+    assert [rows[f"i-{i}"]["status"] for i in (1, 2, 3)] == ["COMPLETED", "FAILED", "FAILED"]
+    again = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert again.returncode == 1 and "already complete" in again.stdout
+    assert len(_starts(ws)) == 3
+    for w in ws:
+        (w.home / "allow").write_text("")
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", "--rerun-failed", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    rows = {r["job"]: r for r in summary(project / "results/default/rerun")}
+    assert {r["status"] for r in rows.values()} == {"COMPLETED"}
+    assert rows["i-1"]["attempts"] == "1" and rows["i-2"]["attempts"] == "2"
+    assert sorted(_starts(ws)) == ["i-1", "i-2", "i-2", "i-3", "i-3"]
+
+
+def test_black_hole_host_is_quarantined_and_its_jobs_run_elsewhere(project: Path,
+                                                                   fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    bad = ws.hosts[0].user
+    sweep = write_yaml(project / "bh.yaml", {"name": "blackhole", "run": {
+        "command": f"echo $DSSH_JOB >> $HOME/starts.log; [ \"$(id -un)\" != {bad} ] || "
+                   "{{ echo 'solver: not found' >&2; exit 127; }}; sleep 0.5; "
+                   "echo ok > {output}/ok.txt",
+        "cpus": 1}, "params": {"i": list(range(12))}})
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    assert "ws1: quarantined: 3 jobs in a row failed" in proc.stdout
+    rows = summary(project / "results/default/blackhole")
+    assert {r["status"] for r in rows} == {"COMPLETED"}
+    assert {r["host"] for r in rows} <= {"ws2", "ws3"}
+    black_hole_starts = (ws.hosts[0].home / "starts.log").read_text().split()
+    assert 3 <= len(black_hole_starts) <= 4  # the streak, and at most one more in flight
