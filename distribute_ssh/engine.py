@@ -120,6 +120,7 @@ class HostRt:
     paused_by: str = ""
     pause_watch: asyncio.Task | None = None
     fail_streak: list[int] = attrs.Factory(list)  # jobs that failed quickly here, in a row
+    quarantined: bool = False
 
     @property
     def hopeful(self) -> bool:
@@ -903,8 +904,12 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         if status not in (st.FAILED, st.TIMEOUT):
             return
         h.fail_streak.append(job.id)
-        if len(h.fail_streak) < QUARANTINE_AFTER or h.status == "failed":
+        if h.quarantined:  # one that was still running there when it was quarantined
+            self._give_attempt_back(h, job)
             return
+        if len(h.fail_streak) < QUARANTINE_AFTER:
+            return
+        h.quarantined = True
         h.status = "failed"
         h.detail = (f"quarantined: {len(h.fail_streak)} jobs in a row failed here within "
                     f"{QUICK_FAIL:.0f} s each (the last one: {job.planned.name}, see its "
@@ -915,15 +920,16 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         self._record_host(h)
         # The host, not the jobs, was at fault: each gets its failed attempt back.
         for jid in h.fail_streak:
-            j = self.jobs[jid]
-            j.avoid.add(h.spec.name)
-            if j.state in (st.FAILED, st.TIMEOUT):
-                j.retry_base += 1
-                self._set(j, "requeued", state=st.PENDING, retry_base=j.retry_base,
-                          reason=f"{h.spec.name} was quarantined")
-            elif j.state == st.PENDING:
-                j.retry_base += 1
-                self._set(j, "retry-renewed", retry_base=j.retry_base)
+            self._give_attempt_back(h, self.jobs[jid])
+
+    def _give_attempt_back(self, h: HostRt, j: JobRt) -> None:
+        j.avoid.add(h.spec.name)
+        j.retry_base += 1
+        if j.state in (st.FAILED, st.TIMEOUT):
+            self._set(j, "requeued", state=st.PENDING, retry_base=j.retry_base,
+                      reason=f"{h.spec.name} was quarantined")
+        else:
+            self._set(j, "retry-renewed", retry_base=j.retry_base)
         self.wakeup.set()
 
     async def _remove_remote(self, conn: HostConnection, jdir: str) -> None:

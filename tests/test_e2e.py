@@ -579,4 +579,5 @@ def test_black_hole_host_is_quarantined_and_its_jobs_run_elsewhere(project: Path
     assert {r["status"] for r in rows} == {"COMPLETED"}
     assert {r["host"] for r in rows} <= {"ws2", "ws3"}
     black_hole_starts = (ws.hosts[0].home / "starts.log").read_text().split()
-    assert 3 <= len(black_hole_starts) <= 4  # the streak, and at most one more in flight
+    # the streak, what its 2 slots had running, and one start the quarantine came after
+    assert 3 <= len(black_hole_starts) <= 6
