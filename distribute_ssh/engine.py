@@ -101,6 +101,8 @@ class JobRt:
     gpus: tuple[int, ...] = ()
     avoid: set[str] = attrs.Factory(set)
     busy: bool = False  # a dispatch or collection is in flight
+    dispatched: float = 0.0  # monotonic time its current attempt was started
+    judged: bool = False  # its current attempt counted towards its host's fail streak
     held: bool = False  # its cpus, gpus and slot are counted against its host
     retry_base: int = 0  # attempts made before its retries were last renewed
     ended: bool = False  # the watcher said it ended while its start was still being recorded
@@ -121,6 +123,7 @@ class HostRt:
     pause_watch: asyncio.Task | None = None
     fail_streak: list[int] = attrs.Factory(list)  # jobs that failed quickly here, in a row
     quarantined: bool = False
+    given_back: set[int] = attrs.Factory(set)  # jobs whose attempt the quarantine returned
 
     @property
     def hopeful(self) -> bool:
@@ -436,9 +439,10 @@ class Head:
                     name, _, attempt = rest.rpartition(".")
                     self._on_pause_event(h, what, name, attempt)
                     continue
-                name, _, attempt = line.strip().rpartition(".")
+                head, _, rc = line.strip().partition(" ")
+                name, _, attempt = head.rpartition(".")
                 if name:
-                    self._on_end(h, name, attempt)
+                    self._on_end(h, name, attempt, rc)
                 if self._finished():
                     return
         finally:
@@ -450,10 +454,13 @@ class Head:
             await asyncio.sleep(RECONCILE_EVERY)
             await self._reattach_quietly(h)
 
-    def _on_end(self, h: HostRt, name: str, attempt: str) -> None:
+    def _on_end(self, h: HostRt, name: str, attempt: str, rc: str = "") -> None:
         j = self.by_name.get(name)
         if j is None or j.host != h.spec.name or str(j.attempts) != attempt:
             return
+        if rc.lstrip("-").isdigit():
+            # Judge the host before its slot is handed out again (see _judge_host).
+            self._judge_host(h, j, int(rc) == 0, time.monotonic() - j.dispatched)
         self._release(h, j)  # its processes are gone: the next job may start now
         if j.state in (st.RUNNING, st.SUSPENDED) and not j.busy:
             j.busy = True
@@ -785,6 +792,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             with contextlib.suppress(HostError):
                 await conn.run(f"rm -rf {q(jdir)}\n", timeout=60)
             return
+        job.dispatched, job.judged = time.monotonic(), False
         self._set(job, "running", state=st.RUNNING, pid=pid, started=time.time())
         self.reporter.event("job", f"{job.planned.name}: started on {h.spec.name}"
                                    f"{f' (attempt {attempt})' if attempt > 1 else ''}",
@@ -881,7 +889,11 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                   started=started, reason="timed out" if timed_out else None)
         if retry:
             job.avoid.add(h.spec.name)
-        self._note_outcome(h, job, status, started, finished)
+        if not job.judged:  # ended unseen by the watcher (found by looking)
+            self._judge_host(h, job, status == st.COMPLETED,
+                             (finished - started) if started and finished else QUICK_FAIL)
+        if h.quarantined and job.id in h.fail_streak and status in (st.FAILED, st.TIMEOUT):
+            self._give_attempt_back(h, job)
         verb = {st.COMPLETED: "done", st.FAILED: f"FAILED (exit {exit_code})",
                 st.TIMEOUT: "TIMEOUT", st.CANCELLED: "CANCELLED"}[status]
         self.reporter.event("job", f"{job.planned.name}: {verb} on {h.spec.name}"
@@ -894,20 +906,16 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         self.cleanups.add(cleanup)
         cleanup.add_done_callback(self.cleanups.discard)
 
-    def _note_outcome(self, h: HostRt, job: JobRt, status: str, started: float | None,
-                      finished: float | None) -> None:
-        """Quarantine a host that fails job after job quickly, and give those jobs back."""
-        quick = started is not None and finished is not None and finished - started < QUICK_FAIL
-        if status == st.COMPLETED or not quick:
+    def _judge_host(self, h: HostRt, job: JobRt, ok: bool, seconds: float) -> None:
+        """Quarantine a host that fails job after job quickly (a black hole: a broken
+        install, a full disk). Judged when the end is heard, before the slot is reused, so
+        such a host costs a few attempts, not the sweep."""
+        job.judged = True
+        if ok or seconds >= QUICK_FAIL:
             h.fail_streak.clear()
             return
-        if status not in (st.FAILED, st.TIMEOUT):
-            return
         h.fail_streak.append(job.id)
-        if h.quarantined:  # one that was still running there when it was quarantined
-            self._give_attempt_back(h, job)
-            return
-        if len(h.fail_streak) < QUARANTINE_AFTER:
+        if h.quarantined or len(h.fail_streak) < QUARANTINE_AFTER:
             return
         h.quarantined = True
         h.status = "failed"
@@ -918,11 +926,17 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             h.slots.available = False
         self.reporter.event("host", f"{h.spec.name}: {h.detail}", host=h.spec.name)
         self._record_host(h)
-        # The host, not the jobs, was at fault: each gets its failed attempt back.
+        # The host, not the jobs, was at fault: those already judged get their attempt back
+        # (the others get it when they are collected).
         for jid in h.fail_streak:
-            self._give_attempt_back(h, self.jobs[jid])
+            j = self.jobs[jid]
+            if j.state in st.FINISHED_STATES or j.state == st.PENDING:
+                self._give_attempt_back(h, j)
 
     def _give_attempt_back(self, h: HostRt, j: JobRt) -> None:
+        if j.id in h.given_back:
+            return
+        h.given_back.add(j.id)
         j.avoid.add(h.spec.name)
         j.retry_base += 1
         if j.state in (st.FAILED, st.TIMEOUT):

@@ -579,5 +579,5 @@ def test_black_hole_host_is_quarantined_and_its_jobs_run_elsewhere(project: Path
     assert {r["status"] for r in rows} == {"COMPLETED"}
     assert {r["host"] for r in rows} <= {"ws2", "ws3"}
     black_hole_starts = (ws.hosts[0].home / "starts.log").read_text().split()
-    # the streak, what its 2 slots had running, and one start the quarantine came after
-    assert 3 <= len(black_hole_starts) <= 6
+    # the streak, and the job its other slot had running when the third failure was heard
+    assert 3 <= len(black_hole_starts) <= 4

@@ -4,7 +4,8 @@
 #   nohup setsid sh wrapper.sh DIR TIMEOUT EVENT_LOG NAME PAUSE_CONF </dev/null >/dev/null 2>&1 &
 # DIR/.dssh holds command.sh; this writes pid, started, boot_id,
 # stdout.txt, stderr.txt, then finished, timed_out (if so) and, last and atomically,
-# exit_code. When the job ends it appends NAME to EVENT_LOG, which a watching head follows.
+# exit_code. When the job ends it appends "NAME EXIT_CODE" to EVENT_LOG, which a watching
+# head follows.
 #
 # The workstation belongs to its owner: while a pause file exists (pause.conf lists where
 # to look), the job's whole process tree is stopped (SIGSTOP) within about a second and
@@ -264,5 +265,5 @@ fi
 rm -f "$ctl/suspended" "$ctl/paused"
 date +%s.%N > "$ctl/finished"
 echo "$rc" > "$ctl/exit_code.tmp" && mv -f "$ctl/exit_code.tmp" "$ctl/exit_code"
-event "$name"
+event "$name $rc"
 exit 0
