@@ -124,6 +124,7 @@ class HostRt:
     fail_streak: list[int] = attrs.Factory(list)  # jobs that failed quickly here, in a row
     quarantined: bool = False
     given_back: set[int] = attrs.Factory(set)  # jobs whose attempt the quarantine returned
+    streak_since: float = 0.0
 
     @property
     def hopeful(self) -> bool:
@@ -201,6 +202,7 @@ class Head:
         self.cleanups: set[asyncio.Future] = set()
         self.starting = 0  # job starts in flight: collections wait for them
         self._noted_all_paused = False
+        self.last_success: dict[str, float] = {}  # host -> when a job last succeeded there
         self.started_all = asyncio.Event()
         self.fatal: DsshError | None = None
         self.started = time.time()
@@ -911,17 +913,34 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         install, a full disk). Judged when the end is heard, before the slot is reused, so
         such a host costs a few attempts, not the sweep."""
         job.judged = True
+        now = time.monotonic()
+        if ok:
+            self.last_success[h.spec.name] = now
+            for other in self.hosts.values():  # a success here may convict a host elsewhere
+                if other is not h and len(other.fail_streak) >= QUARANTINE_AFTER:
+                    self._quarantine_if_guilty(other, job)
         if ok or seconds >= QUICK_FAIL:
             h.fail_streak.clear()
             return
+        if not h.fail_streak:
+            h.streak_since = now
         h.fail_streak.append(job.id)
+        self._quarantine_if_guilty(h, job)
+
+    def _quarantine_if_guilty(self, h: HostRt, job: JobRt) -> None:
         if h.quarantined or len(h.fail_streak) < QUARANTINE_AFTER:
+            return
+        # Only when jobs succeed elsewhere meanwhile is it the host's fault, not the sweep's:
+        # a sweep whose jobs fail everywhere must not quarantine every host.
+        if not any(t >= h.streak_since for name, t in self.last_success.items()
+                   if name != h.spec.name):
             return
         h.quarantined = True
         h.status = "failed"
+        last = self.jobs[h.fail_streak[-1]].planned.name
         h.detail = (f"quarantined: {len(h.fail_streak)} jobs in a row failed here within "
-                    f"{QUICK_FAIL:.0f} s each (the last one: {job.planned.name}, see its "
-                    "stderr.txt); no more jobs go there in this run")
+                    f"{QUICK_FAIL:.0f} s each while other hosts ran jobs fine (the last one: "
+                    f"{last}, see its stderr.txt); no more jobs go there in this run")
         if h.slots is not None:
             h.slots.available = False
         self.reporter.event("host", f"{h.spec.name}: {h.detail}", host=h.spec.name)
