@@ -4,7 +4,8 @@ Every benchmark runs dssh and a peer tool (GNU Parallel, scp, rsync) in one invo
 same simulated workstations: real OpenSSH servers on 127.0.0.1 from ``tests/workstations.py``
 (as root each has its own unix user and home). This module starts and always stops them (also on
 Ctrl-C and SIGTERM), runs and times commands, counts SSH logins from the sshd logs and collects
-the facts about the machine that belong next to any number.
+the facts about the machine that belong next to any number. For benchmarks that watch a
+workstation's processes from outside (``bench/pause_latency``) it reads their states from /proc.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ __all__ = [
     "count_logins",
     "log_sizes",
     "machine_info",
+    "pending_signals",
     "percentile",
     "proc_environ",
+    "proc_wchan",
     "run_timed",
     "say",
     "stats",
@@ -297,3 +300,26 @@ def proc_environ(pid: int) -> list[bytes]:
             return [e for e in f.read().split(b"\0") if e]
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return []
+
+
+def pending_signals(pid: int) -> int:
+    """The signals pending for the process (``SigPnd | ShdPnd`` of /proc/PID/status) as a bit
+    mask: bit ``n - 1`` is signal ``n``. 0 if the process is gone."""
+    mask = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("SigPnd:", "ShdPnd:")):
+                    mask |= int(line.split()[1], 16)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return mask
+
+
+def proc_wchan(pid: int) -> str:
+    """Where in the kernel the process waits (/proc/PID/wchan; "" if unknown or gone)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
