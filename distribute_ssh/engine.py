@@ -118,6 +118,7 @@ class HostRt:
     workdir: str = ""
     lost_since: float | None = None
     pconf: str = ""  # the host's pause settings file
+    pause_files: list[str] = attrs.Factory(list)  # its patterns, ~ made absolute
     paused_until: float = 0.0
     paused_by: str = ""
     pause_watch: asyncio.Task | None = None
@@ -323,6 +324,7 @@ class Head:
         conf = remote.pause_conf(conn.home, h.spec.pause_files, h.spec.max_pause,
                                  h.spec.on_pause)
         h.pconf = f"{h.workdir}/pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
+        h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
         res = await conn.run(
             f"umask 077\nw={q(h.workdir)}; e={q(os.path.dirname(self._event_log(h)))}\n"
             '[ -d "$w" ] || { mkdir -p "$w" && chmod 700 "$w"; } || exit 3\n'
@@ -742,7 +744,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             timeout = self.sweep.run.timeout_seconds
             launch = remote.launch(
                 f"{h.workdir}/bin/{wrapper}", jdir, int(timeout) if timeout else 0,
-                self._event_log(h), f"{job.planned.name}.{attempt}", h.pconf)
+                self._event_log(h), f"{job.planned.name}.{attempt}", h.pconf, h.pause_files)
             files = job.planned.files
             # Without input files, making the dir and starting the job is one round trip.
             # Creating .dssh/ is the claim: it fails if this attempt was started before.

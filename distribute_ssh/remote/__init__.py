@@ -8,6 +8,7 @@ different versions never overwrite each other's copy.
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import cache
 from importlib import resources
 from shlex import quote as q
@@ -50,7 +51,28 @@ def pause_conf(home: str, pause_files: tuple[str, ...], max_pause: float, on_pau
     return "\n".join(lines) + "\n"
 
 
-def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf: str) -> str:
+_SAFE_GLOB = re.compile(r"[A-Za-z0-9_./*?+@%:,-]+")
+
+
+def any_pause_file(patterns: list[str]) -> str:
+    """A shell test that is true when some pause file might be in force: a quick look
+    with builtins only, so a start on a free host costs no extra process."""
+    words = []
+    for p in patterns:
+        if not any(c in p for c in "*?["):
+            words.append(q(p))
+        elif _SAFE_GLOB.fullmatch(p):
+            words.append(p)  # left unquoted so the shell expands it
+        else:
+            return "true"  # an odd pattern: always ask the wrapper
+    if not words:
+        return "false"
+    return ("{ _p=false; for _f in " + " ".join(words)
+            + '; do if [ -e "$_f" ] || [ -L "$_f" ]; then _p=true; break; fi; done; $_p; }')
+
+
+def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf: str,
+           pause_files: list[str] | None = None) -> str:
     """Start the wrapper detached (own session, no tty, stdio closed) and print
     ``started PID`` — or ``paused UNTIL FILE`` and start nothing, when the host's owner
     has paused it.
@@ -59,9 +81,12 @@ def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf:
     says a start was attempted, so the next head never starts a second copy blindly.
     """
     ctl = f"{dir_}/.dssh"
+    check = "true" if pause_files is None else any_pause_file(pause_files)
     return (f"cd {q(dir_)} || exit 1\n"
-            f"st=$(sh {q(wrapper)} --pause-state {q(pconf)})\n"
-            'case $st in paused*) echo "$st"; exit 0 ;; esac\n'
+            f"if {check}; then\n"
+            f"  st=$(sh {q(wrapper)} --pause-state {q(pconf)})\n"
+            '  case $st in paused*) echo "$st"; exit 0 ;; esac\n'
+            "fi\n"
             f": > {q(ctl + '/launched')}\n"
             f"nohup setsid sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)} "
             f"{q(pconf)} < /dev/null > /dev/null 2>&1 &\n"

@@ -176,12 +176,6 @@ tree() {
     } | sort -u
 }
 
-# Anything left of the job? Cheap checks first: its group, then its mark.
-leftovers() {
-    kill -0 "-$job" 2>/dev/null ||
-        grep -q -l -F -x -z -- "$run_mark" /proc/[0-9]*/environ 2>/dev/null
-}
-
 # Live members (kill -0 also sees zombies that init has not reaped yet).
 alive() {
     pids=$(tree)
@@ -233,13 +227,14 @@ event() {
             fi
             event "~resume $name"
         fi
+        [ "$timeout" -gt 0 ] 2>/dev/null || continue
         now=$(date +%s)
         # Only running time counts against the timeout.
         if [ $paused = 0 ] || [ "$on_pause" != suspend ]; then
             ran=$((ran + now - last))
         fi
         last=$now
-        if [ "$timeout" -gt 0 ] 2>/dev/null && [ "$ran" -ge "$timeout" ]; then
+        if [ "$ran" -ge "$timeout" ]; then
             : > "$ctl/timed_out"
             signal_tree TERM
             signal_tree CONT
@@ -255,15 +250,19 @@ wait "$job"
 rc=$?
 kill "$mon" 2>/dev/null
 # Like a batch system, a job ends with its leftovers: processes it left behind.
-if leftovers && alive; then
+end_leftovers() {
     signal_tree TERM
     signal_tree CONT
     i=0
     while [ $i -lt 20 ] && alive; do sleep 0.1; i=$((i + 1)); done
     signal_tree KILL
-fi
+}
+# Those still in its process group first (a builtin check: no cost when there are none)...
+if kill -0 "-$job" 2>/dev/null && alive; then end_leftovers; fi
 rm -f "$ctl/suspended" "$ctl/paused"
 date +%s.%N > "$ctl/finished"
 echo "$rc" > "$ctl/exit_code.tmp" && mv -f "$ctl/exit_code.tmp" "$ctl/exit_code"
 event "$name $rc"
+# ...then, once the head has heard, any that left the group but carry the job's mark.
+if grep -q -l -F -x -z -- "$run_mark" /proc/[0-9]*/environ 2>/dev/null; then end_leftovers; fi
 exit 0
