@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rerun-failed", action="store_true",
                    help="queue the sweep's FAILED, TIMEOUT and CANCELLED jobs again, each "
                         "with its retries renewed")
+    r.add_argument("--restart", action="store_true",
+                   help="start the sweep over: stop its running jobs, forget every job's "
+                        "state, move its old results aside (asks first on a terminal)")
+    r.add_argument("--yes", action="store_true", help="with --restart: do not ask")
     r.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
 
     s = sub.add_parser("status", help="sweeps, or one sweep's jobs, from the local state")
@@ -167,6 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     inventory = inventory.select(hosts)
     if args.dry_run:
         return _dry_run(args, sweep, inventory)
+    if args.restart:
+        _restart(args, sweep.namespace, args.name or sweep.name, inventory)
 
     import asyncio
 
@@ -204,6 +210,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(failed) > 10:
             print(f"  ... and {len(failed) - 10} more (dssh status {result.sweep})")
     return result.exit_code
+
+
+def _restart(args: argparse.Namespace, namespace: str, name: str, inventory: Any) -> None:
+    """Start a sweep over: stop what runs, forget every job, keep old results aside."""
+    import asyncio
+    import time
+
+    from .cancel import cancel
+    from .errors import ConfigError
+    from .lock import SweepLock
+    from .state import ACTIVE_STATES, State
+
+    state = State(_state_path(args))
+    try:
+        row = state.find_sweep(namespace, name)
+        if row is None:
+            return  # nothing to start over: this is its first run
+        counts = state.counts(row["id"])
+        active = sum(counts.get(s, 0) for s in ACTIVE_STATES)
+        total = sum(counts.values())
+        results = Path(row["results_dir"])
+        what = (f"start {namespace}/{name} over: stop {active} running job(s), forget "
+                f"{total} job(s)' state" + (f", move {results} aside" if results.exists()
+                                             else ""))
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise ConfigError(f"--restart would {what}; add --yes to do so from a script",
+                                  key="--restart")
+            answer = input(f"dssh: {what}. Go ahead? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                raise ConfigError("--restart: not confirmed; nothing was changed",
+                                  key="--restart")
+        if active:
+            asyncio.run(cancel(state, row["id"], namespace, name, inventory,
+                               accept_new_hostkeys=args.accept_new_hostkeys))
+        lock = SweepLock(state.path, namespace, name)
+        lock.acquire()
+        try:
+            with state.tx() as db:
+                db.execute("DELETE FROM jobs WHERE sweep_id=?", (row["id"],))
+                db.execute("DELETE FROM builds WHERE sweep_id=?", (row["id"],))
+                db.execute("DELETE FROM events WHERE sweep_id=?", (row["id"],))
+                state.event(db, row["id"], None, "restarted", None, {"forgot": total})
+            if results.exists():
+                aside = results.with_name(
+                    f"{results.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(results, aside)
+                print(f"dssh: the old results of {namespace}/{name} are in {_rel(aside)}")
+        finally:
+            lock.release()
+    finally:
+        state.close()
 
 
 def _interrupted(head: Any) -> None:

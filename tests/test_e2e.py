@@ -599,3 +599,23 @@ def test_jobs_failing_everywhere_quarantine_no_host(project: Path, fresh_workdir
     rows = summary(project / "results/default/allfail")
     assert len(rows) == 12 and {r["status"] for r in rows} == {"FAILED"}
     assert {r["attempts"] for r in rows} == {"1"}
+
+
+def test_restart_starts_over_after_asking(project: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    sweep = write_yaml(project / "rs.yaml", {"name": "over", "run": {
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; echo {i} > {output}/o.txt",
+        "cpus": 1}, "params": {"i": [1, 2]}})
+    assert dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project).returncode == 0
+    refused = dssh("run", sweep, "-i", project / "inventory.yaml", "--restart", cwd=project)
+    assert refused.returncode == 2, explain(refused)
+    assert "add --yes" in refused.stderr and "forget 2 job(s)" in refused.stderr
+    assert len(_starts(ws)) == 2
+    proc = dssh("run", sweep, "-i", project / "inventory.yaml", "--restart", "--yes",
+                cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    assert "old results" in proc.stdout and "already complete" not in proc.stdout
+    assert len(_starts(ws)) == 4  # both jobs ran again
+    old = [p for p in (project / "results/default").iterdir() if ".replaced-" in p.name]
+    assert len(old) == 1 and (old[0] / "i-1/o.txt").read_text() == "1\n"
+    assert (project / "results/default/over/i-2/o.txt").read_text() == "2\n"
