@@ -202,9 +202,14 @@ def test_expired_and_odd_pause_files(lab: dict) -> None:
     assert rows["ws2"]["expired_pause_files"][0]["file"] == str(pf)
     assert any("expired" in n for n in rows["ws2"]["notes"])
     # binary, huge, and symlinked files count as a plain flag; nothing outside is read
+    def unreadable() -> None:
+        pf.write_text("2h\n")
+        pf.chmod(0)  # the SSH user cannot read the duration: a plain flag
+
     for make in (lambda: pf.write_bytes(os.urandom(200000)),
                  lambda: pf.symlink_to("/etc/shadow"),
-                 lambda: pf.write_text("not a duration\n")):
+                 lambda: pf.write_text("not a duration\n"),
+                 unreadable):
         pf.unlink(missing_ok=True)
         make()
         rows = {r["host"]: r for r in json.loads(
