@@ -43,7 +43,6 @@ PAUSE_POLL = 2.0  # how often a paused host is asked whether its owner is done
 # "black hole" (a broken install, a full disk): it is quarantined for the sweep.
 QUARANTINE_AFTER = 3
 QUICK_FAIL = 60.0
-HOST_GRACE = 300.0  # how long a lost host's jobs wait for it before they are requeued
 
 
 @attrs.define
@@ -53,7 +52,7 @@ class RunOptions:
     name: str | None = None
     hosts: list[str] | None = None
     accept_new_hostkeys: bool = False
-    host_grace: float = HOST_GRACE
+    host_grace: float | None = None  # overrides every host's host_grace (tests)
     rerun_failed: bool = False  # queue FAILED, TIMEOUT and CANCELLED jobs again
 
 
@@ -399,7 +398,7 @@ class Head:
                     h.lost_since = now
                     self.reporter.event("host", f"lost: {e}; reconnecting", host=h.spec.name)
                 h.status, h.detail = "lost", str(e)
-                if now - h.lost_since > self.options.host_grace:
+                if now - h.lost_since > self._grace(h):
                     self._requeue_lost(h)
                     h.status = "unreachable"
                     self.wakeup.set()
@@ -417,12 +416,16 @@ class Head:
             finally:
                 first = False
 
+    def _grace(self, h: HostRt) -> float:
+        return self.options.host_grace if self.options.host_grace is not None \
+            else h.spec.host_grace
+
     def _requeue_lost(self, h: HostRt) -> None:
         for j in self.jobs.values():
             if j.host == h.spec.name and j.state in st.ACTIVE_STATES:
                 self._set(j, "requeued", state=st.PENDING,
                           reason=f"host {h.spec.name} lost for over "
-                                 f"{self.options.host_grace:.0f}s")
+                                 f"{self._grace(h):.0f}s")
                 j.avoid.add(h.spec.name)
                 self.reporter.event("job", f"{j.planned.name}: requeued, {h.spec.name} is gone")
 

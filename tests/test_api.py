@@ -35,3 +35,13 @@ def test_public_names_and_lazy_import() -> None:
     for name in distribute_ssh.__all__:
         assert getattr(distribute_ssh, name) is not None
     assert load_inventory is distribute_ssh.load_inventory
+
+
+def test_inventory_host_grace_and_pause_settings() -> None:
+    inv = parse_inventory("defaults: {host_grace: 2m}\nhosts:\n  a: {}\n"
+                          "  b: {host_grace: 30s, max_pause: 1h, on_pause: drain,\n"
+                          "      pause_files: [/tmp/x]}\n", "inv.yaml")
+    a, b = inv.hosts["a"], inv.hosts["b"]
+    assert a.host_grace == 120 and b.host_grace == 30
+    assert a.max_pause == 24 * 3600 and a.on_pause == "suspend"
+    assert b.max_pause == 3600 and b.on_pause == "drain" and b.pause_files == ("/tmp/x",)

@@ -113,6 +113,9 @@ class HostSettings:
     max_pause: Duration | None = attrs.field(default=None, validator=_duration)
     on_pause: str | None = attrs.field(default=None, validator=_one_of("suspend", "drain"))
     connect_timeout: float | None = attrs.field(default=None, validator=_positive)
+    # How long a head waits for a host that stopped answering before it runs that host's
+    # jobs elsewhere.
+    host_grace: Duration | None = attrs.field(default=None, validator=_duration)
 
 
 @attrs.frozen
@@ -143,6 +146,7 @@ class Host:
     max_pause: float = 24 * 3600.0
     on_pause: str = "suspend"
     connect_timeout: float = 10.0
+    host_grace: float = 300.0
 
     @property
     def is_local(self) -> bool:
@@ -185,7 +189,7 @@ def _resolve(name: str, mine: HostSettings | None, defaults: HostSettings | None
             v = frozenset(v)
         elif f.name == "pause_files":
             v = tuple(v)
-        elif f.name == "max_pause":
+        elif f.name in ("max_pause", "host_grace"):
             v = parse_duration(v)
         elif f.name == "env":
             v = {**(defaults.env or {}), **(mine.env or {})}
