@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"dssh: error: {message}\n")
 
 
-def _common(p: argparse.ArgumentParser, *, results: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, *, results: bool = True, connects: bool = True) -> None:
     p.add_argument("-i", "--inventory", metavar="PATH",
                    help="inventory file (default: $DSSH_INVENTORY, ./inventory.yaml, "
                         "the user config dir, else this machine alone)")
@@ -31,6 +31,10 @@ def _common(p: argparse.ArgumentParser, *, results: bool = True) -> None:
     if results:
         p.add_argument("--results", metavar="DIR",
                        help="results root (default: results/ next to the sweep file)")
+    if connects:
+        p.add_argument("--accept-new-hostkeys", action="store_true",
+                       help="trust hosts not yet in known_hosts (OpenSSH's accept-new); "
+                            "changed keys are still refused")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
     p.add_argument("-v", "--verbose", action="store_true", help="more detail; tracebacks on errors")
 
@@ -55,9 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="validate, expand, match jobs to hosts and print the plan; touch nothing")
     r.add_argument("--hosts", metavar="A,B", help="use only these hosts")
-    r.add_argument("--accept-new-hostkeys", action="store_true",
-                   help="trust hosts not yet in known_hosts (OpenSSH's accept-new); "
-                        "changed keys are still refused")
     r.add_argument("--rerun-failed", action="store_true",
                    help="queue the sweep's FAILED, TIMEOUT and CANCELLED jobs again, each "
                         "with its retries renewed")
@@ -69,15 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="sweeps, or one sweep's jobs, from the local state")
     s.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep file, namespace/name or name")
-    _common(s, results=False)
+    _common(s, results=False, connects=False)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--events", action="store_true", help="list every job transition")
 
     h = sub.add_parser("hosts", help="probe every host of the inventory")
     _common(h, results=False)
     h.add_argument("--json", action="store_true", help="machine-readable output")
-    h.add_argument("--accept-new-hostkeys", action="store_true",
-                   help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
 
     c = sub.add_parser("cancel", help="stop a sweep's running jobs and drop queued ones",
                        description="Stop running jobs (their whole process trees) and drop "
@@ -86,8 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
     c.add_argument("jobs", nargs="*", metavar="JOB", help="only these jobs (default: all)")
     _common(c, results=False)
-    c.add_argument("--accept-new-hostkeys", action="store_true",
-                   help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
 
     pa = sub.add_parser("pause", help="pause a host: its dssh jobs stop, nothing new starts",
                         description="Write the SSH user's ~/.distribute-pause on HOST. Jobs "
@@ -97,15 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how long, e.g. 45m, 2h, 1h30m (default: until resumed, at most "
                          "the host's max_pause)")
     _common(pa, results=False)
-    pa.add_argument("--accept-new-hostkeys", action="store_true",
-                    help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
     re_ = sub.add_parser("resume", help="remove the pause file 'dssh pause' wrote",
                          description="Remove the SSH user's ~/.distribute-pause on HOST. "
                          "Pause files of the host's own users are theirs to remove.")
     re_.add_argument("host", metavar="HOST")
     _common(re_, results=False)
-    re_.add_argument("--accept-new-hostkeys", action="store_true",
-                     help="trust hosts not yet in known_hosts (OpenSSH's accept-new)")
 
     t = sub.add_parser("template", help="print a commented example sweep file")
     t.add_argument("kind", nargs="?", default="native", choices=["native"],

@@ -205,31 +205,29 @@ class Source:
         self.filename = filename
         self.root = root
 
-    def node(self, path: tuple | list) -> yaml.Node | None:
-        """Deepest node along ``path`` (the parent when a key is missing)."""
+    def _walk(self, path: tuple | list, exact: bool) -> yaml.Node | None:
         node = self.root
         for key in path:
+            child = None
             if isinstance(node, yaml.MappingNode):
-                node = next((v for k, v in node.value if _same_key(k, key)), node)
+                child = next((v for k, v in node.value if _same_key(k, key)), None)
             elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) \
                     and 0 <= key < len(node.value):
-                node = node.value[key]
+                child = node.value[key]
+            if child is None:
+                if exact:
+                    return None
+                continue  # stay at the deepest node found
+            node = child
         return node
+
+    def node(self, path: tuple | list) -> yaml.Node | None:
+        """Deepest node along ``path`` (the parent when a key is missing)."""
+        return self._walk(path, exact=False)
 
     def exact(self, path: tuple | list) -> yaml.Node | None:
         """The node at ``path``, or None when some key along it is missing."""
-        node = self.root
-        for key in path:
-            if isinstance(node, yaml.MappingNode):
-                node = next((v for k, v in node.value if _same_key(k, key)), None)
-            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) \
-                    and 0 <= key < len(node.value):
-                node = node.value[key]
-            else:
-                return None
-            if node is None:
-                return None
-        return node
+        return self._walk(path, exact=True)
 
     def key_node(self, path: tuple | list, key: str) -> yaml.Node | None:
         node = self.node(path)
