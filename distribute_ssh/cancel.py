@@ -1,27 +1,30 @@
 """``dssh cancel``: stop a sweep's running jobs (their whole process trees) and drop queued
 ones, marking both CANCELLED.
 
-This version works when no head is driving the sweep (the usual case after Ctrl-C or a
-closed laptop); while a head runs, it asks the user to stop that head first.
+With no head driving the sweep (after Ctrl-C, or a closed laptop) it connects to the
+hosts itself. While a head runs, it leaves the head a request in the state file; the head
+stops the jobs over its own connections within a second or so and answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
 from shlex import quote as q
 
 from . import state as st
-from .errors import ConfigError, DsshError
+from .errors import ConfigError, DsshError, SweepLocked
 from .hosts.base import make_connection
 from .lock import SweepLock
 from .model.inventory import Inventory
 
 
-def kill_script(dirs: list[str]) -> str:
-    """Mark each run dir cancelled and signal its job's process group, TERM then KILL."""
+def kill_script(dirs: list[str], remove: bool = True) -> str:
+    """Mark each run dir cancelled and signal its job's process group, TERM then KILL;
+    then remove the dirs (a running head keeps them: it collects them as CANCELLED)."""
     return ("for d in " + " ".join(q(d) for d in dirs) + "; do\n" + r"""
   c="$d/.dssh"; [ -d "$c" ] || continue
   : > "$c/cancelled"
@@ -43,9 +46,8 @@ done
 for d in """ + " ".join(q(d) for d in dirs) + r"""; do
   c="$d/.dssh"
   [ -f "$c/job_pid" ] && kill -KILL "-$(cat "$c/job_pid")" 2>/dev/null
-  [ -f "$c/pid" ] && kill -KILL "$(cat "$c/pid")" 2>/dev/null
-  rm -rf "$d"
-done
+  [ -f "$c/pid" ] && [ ! -f "$c/exit_code" ] && kill -KILL "$(cat "$c/pid")" 2>/dev/null
+""" + ('  rm -rf "$d"\n' if remove else "") + """done
 echo done
 """)
 
@@ -53,17 +55,18 @@ echo done
 async def cancel(state: st.State, sweep_id: int, namespace: str, name: str,
                  inventory: Inventory, jobs: list[str] | None = None,
                  accept_new_hostkeys: bool = False) -> dict[str, int]:
+    rows = state.jobs(sweep_id)
+    if jobs:
+        unknown = sorted(set(jobs) - {r["name"] for r in rows})
+        if unknown:
+            raise ConfigError(f"no job {', '.join(unknown)} in sweep {namespace}/{name}")
     lock = SweepLock(Path(state.path), namespace, name)
     try:
         lock.acquire()
-    except DsshError as e:
-        raise type(e)(f"{e}. Stop that head first (Ctrl-C), then cancel") from None
+    except SweepLocked:
+        return await _ask_the_head(state, sweep_id, jobs)
     try:
-        rows = state.jobs(sweep_id)
         if jobs:
-            unknown = sorted(set(jobs) - {r["name"] for r in rows})
-            if unknown:
-                raise ConfigError(f"no job {', '.join(unknown)} in sweep {namespace}/{name}")
             rows = [r for r in rows if r["name"] in set(jobs)]
         by_host: dict[str, list] = defaultdict(list)
         dropped = 0
@@ -101,3 +104,21 @@ async def cancel(state: st.State, sweep_id: int, namespace: str, name: str,
         return {"stopped": stopped, "dropped": dropped, "unreachable": unreachable}
     finally:
         lock.release()
+
+
+async def _ask_the_head(state: st.State, sweep_id: int, jobs: list[str] | None,
+                        wait: float = 60.0) -> dict[str, int]:
+    """Leave the running head a cancel request and wait for its answer."""
+    ids = state.request(sweep_id, "cancel", jobs)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        rows = state.request_results(ids)
+        if all(r["done"] for r in rows):
+            out = {"stopped": 0, "dropped": 0, "unreachable": 0}
+            for r in rows:
+                for k, v in json.loads(r["result"] or "{}").items():
+                    out[k] = out.get(k, 0) + v
+            return out
+        await asyncio.sleep(0.2)
+    raise DsshError(f"the head driving this sweep has not taken the cancel request within "
+                    f"{wait:.0f} s; it will when it next looks. Check with 'dssh status'")

@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("cancel", help="stop a sweep's running jobs and drop queued ones",
                        description="Stop running jobs (their whole process trees) and drop "
-                       "queued ones; all become CANCELLED. Run it when no head drives the "
-                       "sweep (after Ctrl-C, or when the laptop was closed).")
+                       "queued ones; all become CANCELLED. With a head driving the sweep, "
+                       "that head does it; without one (after Ctrl-C, or when the laptop was "
+                       "closed), this command connects to the hosts itself.")
     c.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
     c.add_argument("jobs", nargs="*", metavar="JOB", help="only these jobs (default: all)")
     _common(c, results=False)

@@ -102,6 +102,7 @@ class JobRt:
     busy: bool = False  # a dispatch or collection is in flight
     dispatched: float = 0.0  # monotonic time its current attempt was started
     judged: bool = False  # its current attempt counted towards its host's fail streak
+    cancel: bool = False  # `dssh cancel` asked for it while its start was in flight
     held: bool = False  # its cpus, gpus and slot are counted against its host
     retry_base: int = 0  # attempts made before its retries were last renewed
     ended: bool = False  # the watcher said it ended while its start was still being recorded
@@ -801,6 +802,8 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             return
         job.dispatched, job.judged = time.monotonic(), False
         self._set(job, "running", state=st.RUNNING, pid=pid, started=time.time())
+        if job.cancel:  # cancelled while it was being started
+            self._spawn(self._kill(job))
         self.reporter.event("job", f"{job.planned.name}: started on {h.spec.name}"
                                    f"{f' (attempt {attempt})' if attempt > 1 else ''}",
                             job=job.planned.name, host=h.spec.name)
@@ -984,6 +987,9 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         if not ready:
             return
         need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.requires))
+        for j in self.in_order:
+            if j.cancel and j.state == st.PENDING and not j.busy:
+                self._set(j, "cancelled", state=st.CANCELLED, reason="cancelled")
         queue = [(j.id, need) for j in self.in_order if j.state == st.PENDING and not j.busy]
         if not queue:
             return
@@ -993,6 +999,39 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             job.busy = True
             job.held = True
             self._spawn(self._dispatch(self.hosts[p.host], job, p.cpus, p.gpus))
+
+    def _take_requests(self) -> None:
+        """Requests other commands left for this head: `dssh cancel` while it runs."""
+        for r in self.state.open_requests(self.sweep_id):
+            stopped = dropped = 0
+            if r["kind"] == "cancel":
+                targets = ([self.by_name[r["job"]]] if r["job"] in self.by_name
+                           else [] if r["job"] else list(self.jobs.values()))
+                for j in targets:
+                    if j.state == st.PENDING and not j.busy:
+                        self._set(j, "cancelled", state=st.CANCELLED,
+                                  reason="cancelled while queued")
+                        dropped += 1
+                    elif j.state in st.ACTIVE_STATES or j.busy:
+                        j.cancel = True
+                        if j.state in (st.RUNNING, st.SUSPENDED) and not j.busy:
+                            self._spawn(self._kill(j))
+                        stopped += 1
+                if targets:
+                    self.reporter.event("job", f"cancel: stopping {stopped} running job(s), "
+                                               f"dropping {dropped} queued")
+            self.state.finish_request(r["id"], json.dumps({"stopped": stopped,
+                                                            "dropped": dropped}))
+
+    async def _kill(self, j: JobRt) -> None:
+        """Stop a job's tree on its host; it then ends, and is collected, as CANCELLED."""
+        from .cancel import kill_script
+
+        h = self.hosts.get(j.host or "")
+        if h is None or h.conn is None or not j.remote_dir:
+            return
+        with contextlib.suppress(HostError):
+            await h.conn.run(kill_script([j.remote_dir], remove=False), timeout=120)
 
     def _stuck(self) -> DsshError | None:
         """Why pending jobs can never run in this run, or None while there is hope."""
@@ -1036,6 +1075,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             while not self._finished():
                 if self.fatal is not None:
                     raise self.fatal
+                self._take_requests()
                 stuck = self._stuck()
                 if stuck is not None:
                     self.write_summary()

@@ -99,6 +99,15 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS events_sweep ON events (sweep_id, id);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    sweep_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    job TEXT,
+    time REAL NOT NULL,
+    done REAL,
+    result TEXT
+);
 CREATE TABLE IF NOT EXISTS hosts (
     name TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -239,6 +248,25 @@ class State:
             return self.db.execute("SELECT * FROM hosts ORDER BY name").fetchall()
         except sqlite3.OperationalError:  # a state file from before hosts were recorded
             return []
+
+    # -- requests to a running head (dssh cancel while a head drives the sweep) ------------
+    def request(self, sweep_id: int, kind: str, jobs: list[str] | None) -> list[int]:
+        with self.tx() as db:
+            return [int(db.execute("INSERT INTO requests (sweep_id, kind, job, time) "
+                                   "VALUES (?,?,?,?)", (sweep_id, kind, j, time.time())
+                                   ).lastrowid or 0) for j in (jobs or [None])]
+
+    def open_requests(self, sweep_id: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM requests WHERE sweep_id=? AND done IS NULL "
+                               "ORDER BY id", (sweep_id,)).fetchall()
+
+    def finish_request(self, rid: int, result: str) -> None:
+        self.db.execute("UPDATE requests SET done=?, result=? WHERE id=?",
+                        (time.time(), result, rid))
+
+    def request_results(self, ids: list[int]) -> list[sqlite3.Row]:
+        marks = ",".join("?" * len(ids))
+        return self.db.execute(f"SELECT * FROM requests WHERE id IN ({marks})", ids).fetchall()
 
     def events(self, sweep_id: int) -> list[sqlite3.Row]:
         return self.db.execute("SELECT e.*, j.name AS job FROM events e LEFT JOIN jobs j "

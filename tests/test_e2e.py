@@ -619,3 +619,30 @@ def test_restart_starts_over_after_asking(project: Path, fresh_workdirs) -> None
     old = [p for p in (project / "results/default").iterdir() if ".replaced-" in p.name]
     assert len(old) == 1 and (old[0] / "i-1/o.txt").read_text() == "1\n"
     assert (project / "results/default/over/i-2/o.txt").read_text() == "2\n"
+
+
+def test_cancel_while_a_head_drives_the_sweep(project: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    sweep = write_yaml(project / "lc.yaml", {"name": "livecancel", "run": {
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 300", "cpus": 1},
+        "params": {"i": list(range(8))}})
+    head = start_head(project, "run", sweep, "-i", project / "inventory.yaml")
+    try:
+        deadline = time.monotonic() + 30
+        while len(_starts(ws)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc = dssh("cancel", "livecancel", "-i", project / "inventory.yaml", cwd=project)
+        assert proc.returncode == 0, explain(proc)
+        assert "stopped 6 running job(s), dropped 2 queued job(s)" in proc.stdout
+        out, err = head.communicate(timeout=60)
+    finally:
+        if head.poll() is None:
+            head.kill()
+    assert head.returncode == 1, (out, err)
+    rows = summary(project / "results/default/livecancel")
+    assert {r["status"] for r in rows} == {"CANCELLED"}
+    assert len(_starts(ws)) == 6
+    ps = subprocess.run(["ps", "-eo", "user:32,args"], capture_output=True, text=True).stdout
+    users = {w.user for w in ws}
+    assert not [ln for ln in ps.splitlines()
+                if ln.split(None, 1)[0] in users and "sleep 300" in ln]
