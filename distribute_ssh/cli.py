@@ -269,11 +269,9 @@ def _interrupted(head: Any) -> None:
         counts = {}
     running = counts.get("RUNNING", 0) + counts.get("STARTING", 0)
     key = head.sweep.key
-    sweep_arg = head.sweep_file or key
     print(f"\ndssh: interrupted. {running} job(s) keep running on the hosts; "
           f"{counts.get('PENDING', 0)} queued job(s) wait.\n"
-          f"  resume:  dssh run {sweep_arg}" + (f" --name {head.sweep.name}"
-                                                 if head.options.name else "") + "\n"
+          f"  resume:  {head.resume_command()}\n"
           f"  cancel:  dssh cancel {key}" + (f" -i {head.inventory.source}" if
                                               head.inventory.source.endswith((".yaml", ".yml"))
                                               else ""), file=sys.stderr)
