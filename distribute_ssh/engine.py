@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import csv
 import errno
+import getpass
 import hashlib
 import io
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from shlex import quote as q
@@ -221,6 +223,8 @@ class Head:
         self.fatal: DsshError | None = None
         self.started = time.time()
         self.sweep_id = 0
+        # Who this head is, in the mark a collected run leaves on its host.
+        self.head_id = f"{getpass.getuser()}@{socket.gethostname()}:{self.results_dir}"
 
     @property
     def state(self) -> st.State:
@@ -392,6 +396,10 @@ class Head:
                     delay = 1.0
                     h.lost_since = None
                     await self._settle_strays(h)
+                    if first:  # in the background; the run waits for it before it ends
+                        tidy = asyncio.ensure_future(self._tidy(h))
+                        self.cleanups.add(tidy)
+                        tidy.add_done_callback(self.cleanups.discard)
                 await self._reattach(h)
                 if h.status != "ready":
                     await self._build(h)
@@ -633,6 +641,10 @@ class Head:
                     self._set(j, "reattached", state=st.RUNNING)
                 elif not quiet:
                     self.reporter.event("job", f"{j.planned.name}: re-attached on {h.spec.name}")
+            elif what == "claimed":
+                pass  # another head's start of it is in flight: look again later
+            elif what == "collected":
+                self._taken_elsewhere(h, j, line.split(None, 2)[2] if len(parts) > 2 else "?")
             elif what in ("missing", "new"):
                 # Never launched: safe to start again, under the same attempt number.
                 with contextlib.suppress(HostError):
@@ -689,8 +701,10 @@ class Head:
                     j.held = True
                 self.reporter.event("job", f"{j.planned.name}: its copy on {h.spec.name} is "
                                            "back; re-attached", job=j.planned.name)
-            elif what == "missing":
+            elif what in ("missing", "collected"):
                 self.state.set_attempt(r["job_id"], r["attempt"], st.STOPPED)
+            elif what == "claimed":
+                continue  # a start by another head is in flight: looked at next time
             else:
                 stop.append(r)
         if not stop:
@@ -739,6 +753,16 @@ class Head:
         conn = h.conn
         bdir = f"{h.workdir}/builds/{self.build_id}"
         ctl = f"{bdir}/.dssh"
+        while True:
+            what = await self._start_build(h, conn, bdir, ctl)
+            rc = await self._wait_build(conn, bdir)
+            if rc is not None:
+                break
+            await asyncio.sleep(1)  # claimed long ago, never started (its head died): again
+        await self._build_done(h, conn, bdir, ctl, what, rc)
+
+    async def _start_build(self, h: HostRt, conn: HostConnection, bdir: str, ctl: str) -> str:
+        """Claim the build dir and start the build, or learn it is cached or under way."""
         claim = await conn.run(
             f"mkdir -p {q(h.workdir + '/builds')} || exit 3\n"
             f"b={q(bdir)}; c={q(ctl)}\n" + r"""
@@ -746,6 +770,10 @@ if [ -f "$c/exit_code" ] && [ "$(cat "$c/exit_code")" = 0 ]; then echo cached; e
 if mkdir "$b" 2>/dev/null; then echo claimed; exit 0; fi
 if [ ! -f "$c/exit_code" ] && [ -f "$c/pid" ] && kill -0 "$(cat "$c/pid")" 2>/dev/null; then
     echo busy; exit 0
+fi
+if [ ! -f "$c/launched" ]; then  # claimed moments ago by another head: its start is on the way
+    m=$(stat -c %Y "$b" 2>/dev/null || echo 0)
+    [ $(( $(date +%s) - m )) -lt """ + str(remote.CLAIM_STALE) + r""" ] && { echo busy; exit 0; }
 fi
 rm -rf "$b" && mkdir "$b" && echo claimed
 """, timeout=120)
@@ -781,16 +809,23 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         else:
             raise HostError(h.spec.name, f"cannot prepare the build dir {bdir}: "
                                          f"{claim.stderr.decode(errors='replace').strip()}")
+        return what
+
+    async def _wait_build(self, conn: HostConnection, bdir: str) -> int | None:
+        """The build's exit code once it ends; None if its dir was abandoned unstarted."""
         while True:
             res = await conn.run(remote.inspect([bdir]), timeout=30)
             parts = res.text.split()
             if len(parts) >= 3 and parts[1] == "ended":
-                rc = int(parts[2])
-                break
+                return int(parts[2])
             if len(parts) >= 2 and parts[1] in ("lost", "missing"):
-                rc = -1
-                break
-            await asyncio.sleep(0.25)  # "new": another head claimed it and starts it soon
+                return -1
+            if len(parts) >= 2 and parts[1] == "new":
+                return None
+            await asyncio.sleep(0.25)  # claimed by another head, which starts it soon
+
+    async def _build_done(self, h: HostRt, conn: HostConnection, bdir: str, ctl: str,
+                          what: str, rc: int) -> None:
         try:
             log = await conn.read_file(f"{ctl}/stdout.txt")
         except (FileNotFoundError, HostError):
@@ -869,7 +904,10 @@ rm -rf "$b" && mkdir "$b" && echo claimed
                 # Another head (or an earlier start of ours) got here first: find out what it is.
                 job.busy = False
                 self._set(job, "running", state=st.RUNNING)
-                await self._reattach(h)
+                self.reporter.event("job", f"{job.planned.name}: attempt {attempt} was already "
+                                           f"started on {h.spec.name} (by another head?); "
+                                           "following it", job=job.planned.name)
+                await self._reattach(h, quiet=True)
                 return
             if res.exit_status != 0:
                 raise HostError(h.spec.name, f"cannot create {jdir}: "
@@ -982,6 +1020,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         ctl = f"{jdir}/.dssh"
         res = await conn.run(
             f"c={q(ctl)}\n" + r"""rc=x; s=; f=; t=0; k=0
+if [ -f "$c/collected" ]; then echo "collected $(head -n 1 "$c/collected")"; exit 0; fi
 [ -f "$c/exit_code" ] && read -r rc < "$c/exit_code"
 [ -f "$c/started" ] && read -r s < "$c/started"
 [ -f "$c/finished" ] && read -r f < "$c/finished"
@@ -990,6 +1029,10 @@ rm -rf "$b" && mkdir "$b" && echo claimed
 echo "$rc $t ${s:-0} ${f:-0} $k"
 """, timeout=30)
         parts = res.text.split()
+        if parts and parts[0] == "collected":
+            job.busy = False
+            self._taken_elsewhere(h, job, res.text.strip().partition(" ")[2])
+            return
         exit_code = int(parts[0]) if parts and parts[0].lstrip("-").isdigit() else None
         timed_out = len(parts) > 1 and parts[1] == "1"
         started = _epoch(parts[2]) if len(parts) > 2 else None
@@ -1123,8 +1166,33 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
 
     async def _remove_remote(self, conn: HostConnection, jdir: str) -> None:
         with contextlib.suppress(HostError):
-            await conn.run(f"rm -rf {q(jdir)}; rmdir {q(os.path.dirname(jdir))} 2>/dev/null\n",
-                           timeout=120)
+            await conn.run(remote.retire(jdir, self.head_id), timeout=120)
+
+    def _taken_elsewhere(self, h: HostRt, j: JobRt, who: str) -> None:
+        """Another head (another machine, another state file) ran this attempt and took
+        its results: it is not run a second time here, and says where they are."""
+        self._release(h, j)
+        if who == self.head_id:
+            # Our own mark: this head's state was lost or reset since. Run it again.
+            self._spawn(self._remove_quietly(h, j.remote_dir or ""))
+            self._set(j, "requeued", state=st.PENDING, reason="its old run's state was lost")
+            return
+        self._set(j, "collected-elsewhere", state=st.FAILED, exit_code=None,
+                  reason=f"ran on {h.spec.name}, but another head took its results: {who}")
+        self.reporter.event("warning", f"{j.planned.name}: ran on {h.spec.name}, but another "
+                                       f"head driving this sweep took its results ({who}); "
+                                       "not run again")
+
+    async def _remove_quietly(self, h: HostRt, jdir: str) -> None:
+        if h.conn is not None and jdir:
+            with contextlib.suppress(HostError):
+                await h.conn.run(f"rm -rf {q(jdir)}\n", timeout=60)
+
+    async def _tidy(self, h: HostRt) -> None:
+        """Remove week-old marks of collected runs from the host, in the background."""
+        if h.conn is not None:
+            with contextlib.suppress(HostError):
+                await h.conn.run(remote.tidy(f"{h.workdir}/jobs"), timeout=300)
 
     # -- the loop ---------------------------------------------------------------------------
     def _finished(self) -> bool:

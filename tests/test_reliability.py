@@ -201,3 +201,72 @@ def test_old_copy_is_taken_back_when_the_job_was_not_restarted_elsewhere(
     assert _starts([ws1]) == {"i-1": 1}
     assert job_json(lab / "results/default/back", "i-1")["attempts"] == 1
     assert (lab / "results/default/back/i-1/o.txt").read_text() == "done\n"
+
+
+def test_two_heads_on_one_sweep_never_start_a_job_twice_on_a_host(lab: Path,
+                                                                    fresh_workdirs) -> None:
+    """Two heads with their own state files (as on two machines) drive the same sweep at
+    once: the host-side job dirs keep each job to one start per host, and every job's
+    results end up complete in one head's results dir or both."""
+    ws = fresh_workdirs
+    sweep = write_yaml(lab / "twin.yaml", {"name": "twin", "run": {
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 1; echo ok > {output}/o.txt",
+        "cpus": 1}, "params": {"i": list(range(9))}})
+    heads = []
+    for side in ("a", "b"):
+        d = lab / side
+        d.mkdir()
+        heads.append((d, start_head(d, "run", sweep, "-i", lab / "inventory.yaml",
+                                    "--results", d / "results")))
+    outs = {}
+    for d, head in heads:
+        try:
+            outs[d.name] = head.communicate(timeout=120)
+        finally:
+            if head.poll() is None:
+                head.kill()
+    for w in ws:  # the guarantee: never the same job twice on one host
+        per_host = _starts([w])
+        assert all(n == 1 for n in per_host.values()), (w.name, per_host, outs)
+    done: dict[str, list[str]] = {}
+    for d, _ in heads:
+        for row in summary(d / "results/default/twin"):
+            if row["status"] == "COMPLETED":
+                assert (d / "results/default/twin" / row["job"] / "o.txt").read_text() == "ok\n"
+                done.setdefault(row["job"], []).append(d.name)
+            else:
+                assert row["status"] == "FAILED", row
+                status = json.loads(dssh("status", "twin", "--json", cwd=d).stdout)
+                (mine,) = [j for j in status["jobs"] if j["job"] == row["job"]]
+                assert "another head took its results" in mine["reason"], mine
+    assert set(done) == {f"i-{i}" for i in range(9)}, (done, outs)
+    for w in ws:  # what stays on the hosts: the marks of collected runs, nothing else
+        for d in w.workdir.glob("jobs/default/twin/*/*"):
+            left = sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+            assert left == [".dssh", ".dssh/collected"], (d, left)
+
+
+def test_a_head_that_lost_its_state_runs_the_sweep_again_and_old_marks_are_tidied(
+        lab: Path, fresh_workdirs) -> None:
+    """The marks collected runs leave on hosts stop other heads, not this one: with its
+    state file gone, a head runs the sweep anew. Marks a week old are removed."""
+    ws = fresh_workdirs
+    sweep = write_yaml(lab / "again.yaml", {"name": "again", "run": {
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; echo {i} > {output}/o.txt",
+        "cpus": 1}, "params": {"i": [1, 2, 3]}})
+    assert dssh("run", sweep, "-i", lab / "inventory.yaml", cwd=lab).returncode == 0
+    marks = [p for w in ws for p in w.workdir.glob("jobs/default/again/*/1/.dssh/collected")]
+    assert len(marks) == 3
+    old = ws.hosts[0].workdir / "jobs/default/ancient/j/1/.dssh/collected"
+    old.parent.mkdir(parents=True)
+    old.write_text("someone@elsewhere:/results\n")
+    subprocess.run(["touch", "-d", "10 days ago", str(old)], check=True)
+    subprocess.run(["chown", "-R", ws.hosts[0].user, str(ws.hosts[0].workdir / "jobs")],
+                   check=True)
+    (lab / "state.db").unlink()
+    proc = dssh("run", sweep, "-i", lab / "inventory.yaml", cwd=lab)
+    assert proc.returncode == 0, explain(proc)
+    assert _starts(ws) == {"i-1": 2, "i-2": 2, "i-3": 2}
+    assert {r["status"] for r in summary(lab / "results/default/again")} == {"COMPLETED"}
+    _wait(lambda: not old.exists(), timeout=10, what="the week-old mark to go")
+    assert marks[0].parent.parent.parent.exists()  # this week's marks stay
