@@ -1183,6 +1183,40 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                                        f"head driving this sweep took its results ({who}); "
                                        "not run again")
 
+    async def _stop_leftovers(self) -> None:
+        """The sweep is done: stop old copies still recorded on hosts lost meanwhile, so
+        none runs on unseen; say so if a host is still out of reach."""
+        hosts = sorted({r["host"] for r in self.state.abandoned(self.sweep_id)})
+
+        async def one(name: str) -> None:
+            h = self.hosts.get(name)
+            if h is not None:
+                if h.conn is not None:
+                    await self._settle_strays_quietly(h)
+                return  # unreachable in this run: not tried again now
+            spec = self.inventory.hosts.get(name)
+            if spec is None:
+                return
+            h = HostRt(spec)
+            try:
+                h.conn = make_connection(spec, accept_new_hostkeys=self.options.accept_new_hostkeys)
+                await h.conn.connect()
+                await self._settle_strays(h)
+            except HostError:
+                pass
+            finally:
+                if h.conn is not None:
+                    await h.conn.close()
+
+        await asyncio.gather(*(one(n) for n in hosts))
+        left = self.state.abandoned(self.sweep_id)
+        if left:
+            where = ", ".join(sorted({r["host"] for r in left}))
+            self.reporter.event("warning", f"{len(left)} old cop(ies) of jobs given up on may "
+                                           f"still run on {where}, out of reach now; "
+                                           f"`{self.resume_command()}` stops them once it "
+                                           "reaches the host")
+
     async def _remove_quietly(self, h: HostRt, jdir: str) -> None:
         if h.conn is not None and jdir:
             with contextlib.suppress(HostError):
@@ -1294,6 +1328,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         self.prepare()
         try:
             if self._finished():
+                await self._stop_leftovers()
                 return self.finish(resumed=True)
             for host in capable:
                 self.hosts[host.name] = HostRt(host)
@@ -1319,6 +1354,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                 self.reporter.update(self)
             if self.cleanups:
                 await asyncio.wait(list(self.cleanups), timeout=60)
+            await self._stop_leftovers()
             return self.finish()
         finally:
             for t in list(self.tasks):

@@ -270,3 +270,35 @@ def test_a_head_that_lost_its_state_runs_the_sweep_again_and_old_marks_are_tidie
     assert {r["status"] for r in summary(lab / "results/default/again")} == {"COMPLETED"}
     _wait(lambda: not old.exists(), timeout=10, what="the week-old mark to go")
     assert marks[0].parent.parent.parent.exists()  # this week's marks stay
+
+
+def test_old_copy_on_a_host_still_gone_at_the_end_is_stopped_by_the_next_run(
+        lab: Path, fresh_workdirs) -> None:
+    hosts = fresh_workdirs.hosts
+    inv = write_yaml(lab / "three.yaml", {"hosts": {
+        w.name: w.inventory_entry(cpus=1, host_grace="1s") for w in hosts}})
+    sweep = write_yaml(lab / "gone.yaml", {"name": "gone", "run": {
+        # the first attempt outlives the run of the second
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; "
+                   "if [ $DSSH_ATTEMPT = 1 ]; then sleep 60; fi; echo ok > {output}/o.txt",
+        "cpus": 1}, "params": {"i": [1]}})
+    head = start_head(lab, "run", sweep, "-i", inv)
+    ws1 = None
+    try:
+        _wait(lambda: len(_starts(hosts)) == 1, what="the start")
+        ws1 = next(w for w in hosts if _starts([w]))
+        ws1.stop()
+        out, err = head.communicate(timeout=60)
+        assert head.returncode == 0, (out, err)
+        assert "may still run on " + ws1.name in out, out
+        assert _procs(ws1.user, "sleep 60")  # out of reach, still running
+    finally:
+        if head.poll() is None:
+            head.kill()
+        if ws1 is not None and not ws1.running:
+            ws1.start()
+    proc = dssh("run", sweep, "-i", inv, cwd=lab)
+    assert proc.returncode == 0, explain(proc)
+    assert "already complete" in proc.stdout
+    assert "stopped and removed an old copy (attempt 1)" in proc.stdout, explain(proc)
+    assert not _procs(ws1.user, "sleep 60")
