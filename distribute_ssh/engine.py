@@ -50,6 +50,9 @@ from .schedule import place as place_jobs
 
 RECONCILE_EVERY = 15.0  # seconds between checks that catch an end the watcher missed
 PAUSE_POLL = 2.0
+# A job whose processes vanish (a reboot, its wrapper killed) is queued again without
+# counting as a failure, this many times beyond its retries.
+LOST_AGAIN = 3
 UNREACHABLE_RETRY = 60.0  # how often a host unreachable since the start is looked for again
 COLLECT_RETRY = 5.0  # seconds before collecting again when the results dir refused a job  # how often a paused host is asked whether its owner is done
 # A host whose jobs fail this many times in a row, each within QUICK_FAIL seconds, is a
@@ -656,6 +659,14 @@ class Head:
                 self._release(h, j)
                 self.state.set_attempt(j.id, j.attempts, st.ABANDONED, "processes vanished")
                 self._spawn(self._settle_strays_quietly(h))  # clears its dir
+                if j.attempts - j.retry_base > self.sweep.run.retries + LOST_AGAIN:
+                    # Not a reboot but the job itself (it kills its own wrapper, say).
+                    self._set(j, "failed", state=st.FAILED, exit_code=None,
+                              reason=f"its processes vanished on attempt {j.attempts}; "
+                                     "no attempts left")
+                    self.reporter.event("job", f"{j.planned.name}: FAILED, its processes "
+                                               f"vanished again on {h.spec.name}")
+                    continue
                 self._set(j, "requeued", state=st.PENDING,
                           reason=f"its processes on {h.spec.name} vanished (killed, or the host "
                                  "rebooted)")

@@ -346,7 +346,8 @@ def test_ctrl_c_leaves_jobs_running_and_resume_reattaches(project: Path, fresh_w
     head.send_signal(signal.SIGINT)
     out, err = head.communicate(timeout=30)
     assert head.returncode == 130, (out, err)
-    assert "6 job(s) keep running" in err and "dssh run" in err
+    assert "6 job(s) keep running" in err and "2 queued job(s) wait" in err
+    assert f"resume:  dssh run {sweep}" in err and "cancel:  dssh cancel default/interrupt" in err
     # the jobs really are still running on the hosts
     st = json.loads(dssh("status", "interrupt", "--json", cwd=project).stdout)
     assert sum(j["state"] == "RUNNING" for j in st["jobs"]) == 6

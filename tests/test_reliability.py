@@ -302,3 +302,33 @@ def test_old_copy_on_a_host_still_gone_at_the_end_is_stopped_by_the_next_run(
     assert "already complete" in proc.stdout
     assert "stopped and removed an old copy (attempt 1)" in proc.stdout, explain(proc)
     assert not _procs(ws1.user, "sleep 60")
+
+
+def test_a_rebooted_host_has_its_vanished_jobs_requeued(lab: Path, fresh_workdirs) -> None:
+    """A reboot, as seen from the head: the connection drops, and when the host answers
+    again the job's processes are gone but its dir is there. The job runs again."""
+    ws1 = fresh_workdirs.hosts[0]
+    inv = write_yaml(lab / "one.yaml", {"hosts": {"a": ws1.inventory_entry(cpus=1)}})
+    sweep = write_yaml(lab / "boot.yaml", {"name": "boot", "run": {
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; "
+                   "if [ $DSSH_ATTEMPT = 1 ]; then sleep 60; fi; echo ok > {output}/o.txt",
+        "cpus": 1, "retries": 0}, "params": {"i": [1]}})
+    head = start_head(lab, "run", sweep, "-i", inv)
+    try:
+        _wait(lambda: _starts([ws1]) == {"i-1": 1}, what="the start")
+        ws1.stop(user_processes=True)  # every process of the user dies, as in a reboot
+        time.sleep(1)
+        ws1.start()
+        out, err = head.communicate(timeout=60)
+    finally:
+        if head.poll() is None:
+            head.kill()
+        if not ws1.running:
+            ws1.start()
+    assert head.returncode == 0, (out, err)
+    assert "i-1: lost on a; requeued" in out, out
+    assert _starts([ws1]) == {"i-1": 2}
+    info = job_json(lab / "results/default/boot", "i-1")
+    assert info["status"] == "COMPLETED" and info["attempts"] == 2
+    # the vanished attempt's dir is gone (only the collected run's mark is left)
+    assert not (ws1.workdir / "jobs/default/boot/i-1/1").exists()
