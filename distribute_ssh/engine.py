@@ -400,6 +400,9 @@ class Head:
                     h.lost_since = None
                     await self._settle_strays(h)
                     if first:  # in the background; the run waits for it before it ends
+                        tidy = asyncio.ensure_future(self._retire_leftovers(h))
+                        self.cleanups.add(tidy)
+                        tidy.add_done_callback(self.cleanups.discard)
                         tidy = asyncio.ensure_future(self._tidy(h))
                         self.cleanups.add(tidy)
                         tidy.add_done_callback(self.cleanups.discard)
@@ -1118,7 +1121,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         job.busy = False
         self.wakeup.set()
         # Remove the job's dir from the host; the run waits for this before it returns.
-        cleanup = asyncio.ensure_future(self._remove_remote(conn, jdir))
+        cleanup = asyncio.ensure_future(self._remove_remote(conn, jdir, job.id, job.attempts))
         self.cleanups.add(cleanup)
         cleanup.add_done_callback(self.cleanups.discard)
 
@@ -1179,9 +1182,28 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             self._set(j, "retry-renewed", retry_base=j.retry_base)
         self.wakeup.set()
 
-    async def _remove_remote(self, conn: HostConnection, jdir: str) -> None:
+    async def _remove_remote(self, conn: HostConnection, jdir: str, job_id: int,
+                             attempt: int) -> None:
+        """Empty a collected run's dir down to its mark; recorded, so that a head that
+        dies first leaves the work to the next one (see _retire_leftovers)."""
         with contextlib.suppress(HostError):
-            await conn.run(remote.retire(jdir, self.head_id), timeout=120)
+            res = await conn.run(remote.retire(jdir, self.head_id), timeout=120)
+            if res.exit_status == 0:
+                self.state.set_retired(job_id, attempt)
+
+    async def _retire_leftovers(self, h: HostRt) -> None:
+        """Collected runs whose dirs were not emptied yet (a head killed right after
+        collecting): empty them now, in one round trip."""
+        rows = self.state.unretired(self.sweep_id, h.spec.name)
+        if not rows or h.conn is None:
+            return
+        with contextlib.suppress(HostError):
+            res = await h.conn.run("".join(remote.retire(r["remote_dir"], self.head_id)
+                                           for r in rows) + "exit 0\n", timeout=300)
+            if res.exit_status == 0:
+                with self.state.tx() as db:
+                    db.executemany("UPDATE attempts SET retired=1 WHERE id=?",
+                                   [(r["id"],) for r in rows])
 
     def _taken_elsewhere(self, h: HostRt, j: JobRt, who: str) -> None:
         """Another head (another machine, another state file) ran this attempt and took

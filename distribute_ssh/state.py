@@ -18,8 +18,9 @@ from typing import Any
 
 from .errors import DsshError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # 1 -> 2: jobs.retry_base (attempts made before --rerun-failed gave a job new retries)
+# 2 -> 3: attempts.retired (a collected attempt's dir on its host was emptied to its mark)
 
 # Slurm's words for job states; users already know them.
 PENDING = "PENDING"
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     started REAL,
     finished REAL,
     reason TEXT,
+    retired INTEGER NOT NULL DEFAULT 0,
     UNIQUE (job_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS builds (
@@ -167,6 +169,12 @@ class State:
             if "retry_base" not in cols:
                 self.db.execute("ALTER TABLE jobs ADD COLUMN retry_base INTEGER NOT NULL "
                                 "DEFAULT 0")
+            cols = {r[1] for r in self.db.execute("PRAGMA table_info(attempts)")}
+            if "retired" not in cols:
+                # Heads before this version removed collected dirs whole: nothing to do.
+                self.db.execute("ALTER TABLE attempts ADD COLUMN retired INTEGER NOT NULL "
+                                "DEFAULT 0")
+                self.db.execute("UPDATE attempts SET retired=1")
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
                             (str(SCHEMA_VERSION),))
 
@@ -245,6 +253,18 @@ class State:
                     ) -> None:
         self.db.execute("UPDATE attempts SET state=?, reason=COALESCE(?, reason) "
                         "WHERE job_id=? AND attempt=?", (state, reason, job_id, attempt))
+
+    def unretired(self, sweep_id: int, host: str) -> list[sqlite3.Row]:
+        """Collected attempts on ``host`` whose dir was not yet emptied to its mark (the
+        head that collected them died first, or the host did not answer)."""
+        return self.db.execute(
+            "SELECT a.* FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE j.sweep_id=? "
+            "AND a.host=? AND a.retired=0 AND a.state IN (?,?,?,?) ORDER BY a.id",
+            (sweep_id, host, *FINISHED_STATES)).fetchall()
+
+    def set_retired(self, job_id: int, attempt: int) -> None:
+        self.db.execute("UPDATE attempts SET retired=1 WHERE job_id=? AND attempt=?",
+                        (job_id, attempt))
 
     def abandoned(self, sweep_id: int, host: str | None = None) -> list[sqlite3.Row]:
         """Attempts given up on with their host unreachable: copies that may still be there."""

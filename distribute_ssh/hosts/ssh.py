@@ -80,6 +80,7 @@ class SSHConnection(HostConnection):
         self._sftp_lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(MAX_CHANNELS)
         self._shells: list[_Shell] = []
+        self._opening = 0  # shells being opened
 
     # -- connecting -------------------------------------------------------------------------
     def _known_hosts_files(self, config_known: Any) -> list[Path]:
@@ -163,12 +164,17 @@ class SSHConnection(HostConnection):
             if not sh.busy and not sh.dead:
                 return sh
         self._shells = [sh for sh in self._shells if not sh.dead]
-        if len(self._shells) >= SHELLS:
+        # Shells being opened count too: a burst of commands must not open a shell each
+        # and run past the server's MaxSessions.
+        if len(self._shells) + self._opening >= SHELLS:
             return None
+        self._opening += 1
         try:
             proc = await self._need().create_process("exec sh -s", encoding=None)
         except (asyncssh.ChannelOpenError, OSError, asyncssh.Error):
             return None
+        finally:
+            self._opening -= 1
         sh = _Shell(proc)
         self._shells.append(sh)
         return sh
@@ -191,10 +197,20 @@ class SSHConnection(HostConnection):
                 raise HostUnreachable(self.name, "connection lost while a command ran")
             # The shell died (it should not): run this one on its own channel.
         async with self._channels:
-            try:
-                proc = await conn.create_process("exec sh -s", encoding=None)
-            except (asyncssh.ChannelOpenError, OSError, asyncssh.Error) as e:
-                raise HostUnreachable(self.name, f"cannot open a channel: {_reason(e)}") from None
+            for wait in (0.2, 0.5, 1.0, None):
+                try:
+                    proc = await conn.create_process("exec sh -s", encoding=None)
+                    break
+                except asyncssh.ChannelOpenError as e:
+                    # Refused (sessions of other clients count against MaxSessions too):
+                    # the connection is fine, so wait a moment and try again.
+                    if wait is None or conn.is_closed():
+                        raise HostUnreachable(self.name,
+                                              f"cannot open a channel: {_reason(e)}") from None
+                    await asyncio.sleep(wait)
+                except (OSError, asyncssh.Error) as e:
+                    raise HostUnreachable(self.name,
+                                          f"cannot open a channel: {_reason(e)}") from None
             try:
                 proc.stdin.write(script.encode())
                 proc.stdin.write_eof()
