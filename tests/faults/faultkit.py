@@ -12,6 +12,7 @@ The test reads the workstation homes directly (the suite runs as root).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -141,9 +142,11 @@ class Head:
     """``dssh run`` in the background; its output is read by threads, so the test can look
     for a progress line without blocking, and kill it at any moment."""
 
-    def __init__(self, sw: FaultSweep, *args: str) -> None:
+    def __init__(self, sw: FaultSweep, *args: str, kill_on: str | None = None) -> None:
         self.sw = sw
         self.t0 = time.monotonic()
+        self.kill_on = kill_on  # SIGKILL it as soon as a line of its output holds this
+        self.killed_on: str | None = None  # the line that did
         self.proc = start_head(sw.dir, "run", sw.file, "-i", sw.inventory, *args)
         self.out: list[str] = []
         self.err: list[str] = []
@@ -153,9 +156,12 @@ class Head:
         for t in self._threads:
             t.start()
 
-    @staticmethod
-    def _read(stream: Any, buf: list[str]) -> None:
+    def _read(self, stream: Any, buf: list[str]) -> None:
         for line in stream:
+            if self.kill_on is not None and self.kill_on in line and self.killed_on is None:
+                self.killed_on = line
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, signal.SIGKILL)
             buf.append(line.rstrip("\n"))
 
     @property
@@ -289,7 +295,7 @@ def job_dirs(w: Workstation, sweep: str) -> list[Path]:
 def phases(sw: FaultSweep) -> set[str]:
     """What is going on right now, as seen on the hosts and in the results dir:
     ``building`` (a build runs), ``uploading`` (a job dir is claimed, its start not yet
-    made), ``running``, ``ended`` (a job's exit code is written, its dir not yet removed:
+    made), ``running``, ``ended`` (a job's exit code is written, its result not yet home:
     between its end and its collection, or being collected), ``collecting`` (files are
     arriving in the results' staging dir)."""
     seen = set()
@@ -304,7 +310,8 @@ def phases(sw: FaultSweep) -> set[str]:
         for d in job_dirs(w, sw.name):
             ctl = d / ".dssh"
             if (ctl / "exit_code").exists():
-                seen.add("ended")
+                if not (sw.results / d.parent.name / "job.json").exists():
+                    seen.add("ended")  # (not a dir left behind by a collected job)
             elif (ctl / "launched").exists():
                 seen.add("running")
             elif ctl.is_dir():

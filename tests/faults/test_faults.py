@@ -53,6 +53,8 @@ def _kill_point(head: Head, sw: FaultSweep, plan: str, rng: random.Random) -> se
         now = time.monotonic()
         if until is not None and now >= until:
             break
+        if plan == "collected" and now >= deadline:
+            break
         if wanted is not None:
             if wanted in phases(sw):
                 if delay_after:
@@ -65,7 +67,8 @@ def _kill_point(head: Head, sw: FaultSweep, plan: str, rng: random.Random) -> se
     if not head.saw(": connected"):
         seen.add("connecting")
     if not head.alive:
-        return None
+        head.wait(30)
+        return None if head.killed_on is None else seen
     head.kill()
     return seen
 
@@ -78,14 +81,21 @@ def test_head_killed_at_random_points(fx: Workstations, rng: random.Random, tmp_
     start it again each time, then let a last run finish: every job ran exactly once,
     every host built once, and the results are whole."""
     sw = make_sweep(tmp_path, fx, rng, "headkill", fault_seed, build=True, slots=1)
-    plans = ["connecting", "building", "uploading", "ended", "collecting", "random", "random"]
-    kills: list[tuple[str, float, set[str]]] = []
+    # A build runs only at first; then each targeted moment once, and random ones.
     n_kills = rng.randint(MIN_KILLS, MIN_KILLS + 3)
+    targeted = ["connecting", "uploading", "ended", "collecting", "collected"]
+    rest = targeted + ["random"] * (n_kills - 1 - len(targeted))
+    rng.shuffle(rest)
+    plans = ["building", *rest]
+    kills: list[tuple[str, float, set[str]]] = []
     finished_alone = None
-    for k in range(n_kills):
-        plan = "building" if k == 0 else plans[rng.randrange(len(plans))]
-        head = Head(sw)
+    for k, plan in enumerate(plans):
+        # "collected": the reader thread kills the head the moment it reports a job done
+        # (its result is home, its dir on the host is being removed).
+        head = Head(sw, kill_on=": done on " if plan == "collected" else None)
         seen = _kill_point(head, sw, plan, rng)
+        if head.killed_on is not None:
+            seen = {"collected"} | (seen or set())
         if seen is None:
             finished_alone = head
             sw.note(f"head {k + 1} ({plan}) ended by itself: exit {head.wait(5)}")
