@@ -38,7 +38,10 @@ while [ $i -lt 20 ]; do
   left=0
   for d in """ + " ".join(q(d) for d in dirs) + r"""; do
     c="$d/.dssh"
-    [ -d "$c" ] && [ -f "$c/launched" ] && [ ! -f "$c/exit_code" ] && left=1
+    # still to end: launched, no exit code, and its wrapper alive (or not yet started)
+    if [ -d "$c" ] && [ -f "$c/launched" ] && [ ! -f "$c/exit_code" ]; then
+      if [ ! -s "$c/pid" ] || kill -0 "$(cat "$c/pid")" 2>/dev/null; then left=1; fi
+    fi
   done
   [ $left = 0 ] && break
   sleep 0.5; i=$((i + 1))

@@ -243,7 +243,11 @@ def _restart(args: argparse.Namespace, namespace: str, name: str, inventory: Any
         lock.acquire()
         try:
             with state.tx() as db:
-                db.execute("DELETE FROM jobs WHERE sweep_id=?", (row["id"],))
+                # Every job queued afresh with new retries; attempt numbers go on, so a new
+                # run never meets the dirs (or the marks) its old runs left on the hosts.
+                db.execute("UPDATE jobs SET state='PENDING', retry_base=attempts, host=NULL, "
+                           "remote_dir=NULL, exit_code=NULL, started=NULL, finished=NULL, "
+                           "reason='restarted' WHERE sweep_id=?", (row["id"],))
                 db.execute("DELETE FROM builds WHERE sweep_id=?", (row["id"],))
                 db.execute("DELETE FROM events WHERE sweep_id=?", (row["id"],))
                 state.event(db, row["id"], None, "restarted", None, {"forgot": total})
@@ -269,11 +273,9 @@ def _interrupted(head: Any) -> None:
         counts = {}
     running = counts.get("RUNNING", 0) + counts.get("STARTING", 0)
     key = head.sweep.key
-    sweep_arg = head.sweep_file or key
     print(f"\ndssh: interrupted. {running} job(s) keep running on the hosts; "
           f"{counts.get('PENDING', 0)} queued job(s) wait.\n"
-          f"  resume:  dssh run {sweep_arg}" + (f" --name {head.sweep.name}"
-                                                 if head.options.name else "") + "\n"
+          f"  resume:  {head.resume_command()}\n"
           f"  cancel:  dssh cancel {key}" + (f" -i {head.inventory.source}" if
                                               head.inventory.source.endswith((".yaml", ".yml"))
                                               else ""), file=sys.stderr)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import errno
+import getpass
 import hashlib
 import io
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from shlex import quote as q
@@ -28,7 +31,15 @@ from . import remote
 from . import state as st
 from .collect import RESERVED, download, place, select, write_json
 from .durations import format_until
-from .errors import BuildFailed, ConfigError, DsshError, HostError, HostUnreachable, NoCapableHost
+from .errors import (
+    BuildFailed,
+    ConfigError,
+    DsshError,
+    HostError,
+    HostUnreachable,
+    NoCapableHost,
+    ResultsDirError,
+)
 from .hosts.base import HostConnection, make_connection
 from .lock import SweepLock
 from .model.inventory import Host, Inventory
@@ -38,7 +49,12 @@ from .schedule import HostSlots, JobNeed, unrunnable
 from .schedule import place as place_jobs
 
 RECONCILE_EVERY = 15.0  # seconds between checks that catch an end the watcher missed
-PAUSE_POLL = 2.0  # how often a paused host is asked whether its owner is done
+PAUSE_POLL = 2.0
+# A job whose processes vanish (a reboot, its wrapper killed) is queued again without
+# counting as a failure, this many times beyond its retries.
+LOST_AGAIN = 3
+UNREACHABLE_RETRY = 60.0  # how often a host unreachable since the start is looked for again
+COLLECT_RETRY = 5.0  # seconds before collecting again when the results dir refused a job  # how often a paused host is asked whether its owner is done
 # A host whose jobs fail this many times in a row, each within QUICK_FAIL seconds, is a
 # "black hole" (a broken install, a full disk): it is quarantined for the sweep.
 QUARANTINE_AFTER = 3
@@ -106,6 +122,8 @@ class JobRt:
     held: bool = False  # its cpus, gpus and slot are counted against its host
     retry_base: int = 0  # attempts made before its retries were last renewed
     ended: bool = False  # the watcher said it ended while its start was still being recorded
+    uncollected: str = ""  # why its ended attempt could not be written to the results dir
+    collect_fails: int = 0  # collections in a row the results dir refused
 
 
 @attrs.define
@@ -208,6 +226,8 @@ class Head:
         self.fatal: DsshError | None = None
         self.started = time.time()
         self.sweep_id = 0
+        # Who this head is, in the mark a collected run leaves on its host.
+        self.head_id = f"{getpass.getuser()}@{socket.gethostname()}:{self.results_dir}"
 
     @property
     def state(self) -> st.State:
@@ -275,6 +295,17 @@ class Head:
         self.in_order = sorted(self.jobs.values(), key=lambda j: j.planned.index)
 
     # -- helpers ----------------------------------------------------------------------------
+    def resume_command(self) -> str:
+        """The command line that picks this sweep up again."""
+        words = ["dssh", "run", self.sweep_file or self.sweep.key]
+        if self.inventory.source.endswith((".yaml", ".yml")):
+            words += ["-i", self.inventory.source]
+        if self.options.name:
+            words += ["--name", self.sweep.name]
+        if self.options.results:
+            words += ["--results", str(self.options.results)]
+        return " ".join(q(w) for w in words)
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for j in self.jobs.values():
@@ -361,11 +392,17 @@ class Head:
         while True:
             try:
                 if h.conn is None:
-                    h.status = "connecting" if first else "lost"
+                    if h.status != "unreachable":
+                        h.status = "connecting" if first else "lost"
                     await self._connect(h)
                     self.reporter.event("host", f"{h.spec.name}: connected", host=h.spec.name)
                     delay = 1.0
                     h.lost_since = None
+                    await self._settle_strays(h)
+                    if first:  # in the background; the run waits for it before it ends
+                        tidy = asyncio.ensure_future(self._tidy(h))
+                        self.cleanups.add(tidy)
+                        tidy.add_done_callback(self.cleanups.discard)
                 await self._reattach(h)
                 if h.status != "ready":
                     await self._build(h)
@@ -389,11 +426,17 @@ class Head:
                     h.conn = None
                 on_host = [j for j in self.jobs.values()
                            if j.host == h.spec.name and j.state in st.ACTIVE_STATES]
-                if first and not on_host:
-                    h.status, h.detail = "unreachable", str(e)
-                    self.reporter.event("host", f"unreachable: {e}", host=h.spec.name)
+                if h.status == "unreachable" or (first and not on_host):
+                    # Unreachable from the start, or lost for good: no job waits for it, but
+                    # it is looked for now and then, to take jobs again (and to stop what an
+                    # earlier head left there) once it is back.
+                    if h.status != "unreachable":
+                        h.status, h.detail = "unreachable", str(e)
+                        self.reporter.event("host", f"unreachable: {e}", host=h.spec.name)
                     self.wakeup.set()
-                    return
+                    await asyncio.sleep(delay if h.lost_since is not None else UNREACHABLE_RETRY)
+                    delay = min(delay * 2, 30.0)
+                    continue
                 now = time.monotonic()
                 if h.lost_since is None:
                     h.lost_since = now
@@ -402,8 +445,9 @@ class Head:
                 if now - h.lost_since > self._grace(h):
                     self._requeue_lost(h)
                     h.status = "unreachable"
-                    self.wakeup.set()
-                    return
+                    self.reporter.event("host", f"{h.spec.name}: gone for over "
+                                                f"{self._grace(h):.0f}s; its jobs are requeued; "
+                                                "still looking for it", host=h.spec.name)
                 self.wakeup.set()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -424,6 +468,9 @@ class Head:
     def _requeue_lost(self, h: HostRt) -> None:
         for j in self.jobs.values():
             if j.host == h.spec.name and j.state in st.ACTIVE_STATES:
+                # Recorded first: the copy that may live on there is stopped once it is back.
+                self.state.set_attempt(j.id, j.attempts, st.ABANDONED, "host lost")
+                j.held = False  # the host's slots are counted afresh when it is back
                 self._set(j, "requeued", state=st.PENDING,
                           reason=f"host {h.spec.name} lost for over "
                                  f"{self._grace(h):.0f}s")
@@ -572,13 +619,17 @@ class Head:
                 and j.remote_dir]
         if not mine:
             return
+        asked = [(j.attempts, j.remote_dir) for j in mine]
         res = await h.conn.run(remote.inspect([j.remote_dir for j in mine]), timeout=60)
         for line in res.text.splitlines():
             parts = line.split()
             if len(parts) < 2 or not parts[0].isdigit() or int(parts[0]) >= len(mine):
                 continue
             j, what = mine[int(parts[0])], parts[1]
-            if j.busy:
+            # Only what is still true after the round trip counts: the job may have been
+            # collected (and its dir removed) or restarted while the host answered.
+            if (j.busy or j.state not in st.ACTIVE_STATES or j.host != h.spec.name
+                    or (j.attempts, j.remote_dir) != asked[int(parts[0])]):
                 continue
             if what == "ended":
                 j.busy = True
@@ -593,6 +644,10 @@ class Head:
                     self._set(j, "reattached", state=st.RUNNING)
                 elif not quiet:
                     self.reporter.event("job", f"{j.planned.name}: re-attached on {h.spec.name}")
+            elif what == "claimed":
+                pass  # another head's start of it is in flight: look again later
+            elif what == "collected":
+                self._taken_elsewhere(h, j, line.split(None, 2)[2] if len(parts) > 2 else "?")
             elif what in ("missing", "new"):
                 # Never launched: safe to start again, under the same attempt number.
                 with contextlib.suppress(HostError):
@@ -602,11 +657,85 @@ class Head:
                           reason="its start was interrupted")
             elif what == "lost":
                 self._release(h, j)
+                self.state.set_attempt(j.id, j.attempts, st.ABANDONED, "processes vanished")
+                self._spawn(self._settle_strays_quietly(h))  # clears its dir
+                if j.attempts - j.retry_base > self.sweep.run.retries + LOST_AGAIN:
+                    # Not a reboot but the job itself (it kills its own wrapper, say).
+                    self._set(j, "failed", state=st.FAILED, exit_code=None,
+                              reason=f"its processes vanished on attempt {j.attempts}; "
+                                     "no attempts left")
+                    self.reporter.event("job", f"{j.planned.name}: FAILED, its processes "
+                                               f"vanished again on {h.spec.name}")
+                    continue
                 self._set(j, "requeued", state=st.PENDING,
                           reason=f"its processes on {h.spec.name} vanished (killed, or the host "
                                  "rebooted)")
                 self.reporter.event("job", f"{j.planned.name}: lost on {h.spec.name}; requeued")
         self.wakeup.set()
+
+    async def _settle_strays_quietly(self, h: HostRt) -> None:
+        with contextlib.suppress(HostError):
+            await self._settle_strays(h)
+
+    async def _settle_strays(self, h: HostRt) -> None:
+        """Deal with copies of jobs the head gave up on while ``h`` was gone (SPEC §7:
+        never two live copies, exactly one result). A job not started elsewhere yet takes
+        its old copy back; any other old copy is stopped and its dir removed."""
+        assert h.conn is not None
+        rows = self.state.abandoned(self.sweep_id, h.spec.name)
+        if not rows:
+            return
+        res = await h.conn.run(remote.inspect([r["remote_dir"] for r in rows]), timeout=60)
+        seen: dict[int, str] = {}
+        for line in res.text.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].isdigit():
+                seen[int(parts[0])] = parts[1]
+        stop = []
+        for i, r in enumerate(rows):
+            what = seen.get(i, "missing")
+            j = self.jobs.get(r["job_id"])
+            current = j is not None and j.attempts == r["attempt"]
+            if current and j.host == h.spec.name and j.state in st.ACTIVE_STATES:
+                # Still the job's own attempt (a head died between two records).
+                self.state.set_attempt(j.id, j.attempts, st.RUNNING)
+            elif (current and j.state == st.PENDING and not j.busy
+                  and what in ("running", "suspended", "ended", "starting")):
+                # Not restarted elsewhere yet: the old copy is the job's again.
+                self.state.set_attempt(j.id, j.attempts, st.RUNNING)
+                self._set(j, "reattached", state=st.RUNNING, host=h.spec.name,
+                          remote_dir=r["remote_dir"], reason=None)
+                if h.slots is not None:
+                    h.slots.used_cpus += j.cpus
+                    h.slots.running += 1
+                    h.slots.busy_gpus.update(j.gpus)
+                    j.held = True
+                self.reporter.event("job", f"{j.planned.name}: its copy on {h.spec.name} is "
+                                           "back; re-attached", job=j.planned.name)
+            elif what in ("missing", "collected"):
+                self.state.set_attempt(r["job_id"], r["attempt"], st.STOPPED)
+            elif what == "claimed":
+                continue  # a start by another head is in flight: looked at next time
+            else:
+                stop.append(r)
+        if not stop:
+            return
+        from .cancel import kill_script
+
+        await h.conn.run(kill_script([r["remote_dir"] for r in stop], remove=True), timeout=120)
+        with self.state.tx() as db:
+            for r in stop:
+                db.execute("UPDATE attempts SET state=? WHERE id=?", (st.STOPPED, r["id"]))
+                self.state.event(db, self.sweep_id, r["job_id"], "stray-stopped", h.spec.name,
+                                 {"attempt": r["attempt"], "remote_dir": r["remote_dir"]})
+        for r in stop:
+            j = self.jobs.get(r["job_id"])
+            where = (f"its result came from {j.host}" if j and j.state == st.COMPLETED
+                     else "the job runs elsewhere" if j and j.state in st.ACTIVE_STATES
+                     else "")
+            self.reporter.event("job", f"{r['job']}: stopped and removed an old copy (attempt "
+                                       f"{r['attempt']}) on {h.spec.name}"
+                                       f"{'; ' + where if where else ''}", job=r["job"])
 
     def _reserve_existing(self, h: HostRt) -> None:
         """Count jobs a previous head left running here against the host's capacity."""
@@ -635,6 +764,16 @@ class Head:
         conn = h.conn
         bdir = f"{h.workdir}/builds/{self.build_id}"
         ctl = f"{bdir}/.dssh"
+        while True:
+            what = await self._start_build(h, conn, bdir, ctl)
+            rc = await self._wait_build(conn, bdir)
+            if rc is not None:
+                break
+            await asyncio.sleep(1)  # claimed long ago, never started (its head died): again
+        await self._build_done(h, conn, bdir, ctl, what, rc)
+
+    async def _start_build(self, h: HostRt, conn: HostConnection, bdir: str, ctl: str) -> str:
+        """Claim the build dir and start the build, or learn it is cached or under way."""
         claim = await conn.run(
             f"mkdir -p {q(h.workdir + '/builds')} || exit 3\n"
             f"b={q(bdir)}; c={q(ctl)}\n" + r"""
@@ -642,6 +781,10 @@ if [ -f "$c/exit_code" ] && [ "$(cat "$c/exit_code")" = 0 ]; then echo cached; e
 if mkdir "$b" 2>/dev/null; then echo claimed; exit 0; fi
 if [ ! -f "$c/exit_code" ] && [ -f "$c/pid" ] && kill -0 "$(cat "$c/pid")" 2>/dev/null; then
     echo busy; exit 0
+fi
+if [ ! -f "$c/launched" ]; then  # claimed moments ago by another head: its start is on the way
+    m=$(stat -c %Y "$b" 2>/dev/null || echo 0)
+    [ $(( $(date +%s) - m )) -lt """ + str(remote.CLAIM_STALE) + r""" ] && { echo busy; exit 0; }
 fi
 rm -rf "$b" && mkdir "$b" && echo claimed
 """, timeout=120)
@@ -677,16 +820,23 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         else:
             raise HostError(h.spec.name, f"cannot prepare the build dir {bdir}: "
                                          f"{claim.stderr.decode(errors='replace').strip()}")
+        return what
+
+    async def _wait_build(self, conn: HostConnection, bdir: str) -> int | None:
+        """The build's exit code once it ends; None if its dir was abandoned unstarted."""
         while True:
             res = await conn.run(remote.inspect([bdir]), timeout=30)
             parts = res.text.split()
             if len(parts) >= 3 and parts[1] == "ended":
-                rc = int(parts[2])
-                break
+                return int(parts[2])
             if len(parts) >= 2 and parts[1] in ("lost", "missing"):
-                rc = -1
-                break
-            await asyncio.sleep(0.25)  # "new": another head claimed it and starts it soon
+                return -1
+            if len(parts) >= 2 and parts[1] == "new":
+                return None
+            await asyncio.sleep(0.25)  # claimed by another head, which starts it soon
+
+    async def _build_done(self, h: HostRt, conn: HostConnection, bdir: str, ctl: str,
+                          what: str, rc: int) -> None:
         try:
             log = await conn.read_file(f"{ctl}/stdout.txt")
         except (FileNotFoundError, HostError):
@@ -694,11 +844,15 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         header = (f"# build {self.build_id} on {h.spec.name} ({bdir})\n"
                   f"# command: {self.sweep.build.command if self.sweep.build else ''}\n"
                   f"# exit code: {rc}{' (reused from cache)' if what == 'cached' else ''}\n")
-        self.results_dir.mkdir(parents=True, exist_ok=True)
         logfile = self.results_dir / f"build-{h.spec.name}.log"
-        tmp = logfile.with_name(f".{logfile.name}.tmp")
-        tmp.write_bytes(header.encode() + log)
-        os.replace(tmp, logfile)
+        try:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            tmp = logfile.with_name(f".{logfile.name}.tmp")
+            tmp.write_bytes(header.encode() + log)
+            os.replace(tmp, logfile)
+        except OSError as e:
+            self.reporter.event("warning", f"{h.spec.name}: cannot write the build log "
+                                           f"{logfile}: {e.strerror or e}; it stays in {ctl}")
         with self.state.tx() as db:
             db.execute("INSERT OR REPLACE INTO builds VALUES (?,?,?,?,?)",
                        (self.sweep_id, h.spec.name, self.build_id,
@@ -761,7 +915,10 @@ rm -rf "$b" && mkdir "$b" && echo claimed
                 # Another head (or an earlier start of ours) got here first: find out what it is.
                 job.busy = False
                 self._set(job, "running", state=st.RUNNING)
-                await self._reattach(h)
+                self.reporter.event("job", f"{job.planned.name}: attempt {attempt} was already "
+                                           f"started on {h.spec.name} (by another head?); "
+                                           "following it", job=job.planned.name)
+                await self._reattach(h, quiet=True)
                 return
             if res.exit_status != 0:
                 raise HostError(h.spec.name, f"cannot create {jdir}: "
@@ -823,12 +980,49 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             await self._collect_inner(h, job)
         except HostUnreachable:
             job.busy = False  # collected after reconnecting
+        except ResultsDirError as e:
+            # The head's disk, not the job, is at fault: the job stays uncollected, its
+            # files safe on the host; the safety poll tries again, a later run collects it.
+            job.busy = False
+            job.collect_fails += 1
+            if job.uncollected != str(e):
+                self.reporter.event("warning", f"{job.planned.name}: ended on {h.spec.name} "
+                                               f"but not collected: {e}; its files stay on "
+                                               "the host, trying again")
+                self.state.set_job(job.id, "uncollected", reason=f"ended; not collected: {e}")
+            job.uncollected = str(e)
+            self._spawn(self._collect_later(h, job, COLLECT_RETRY))
+            self.wakeup.set()
         except (HostError, OSError) as e:
             job.busy = False
             self.reporter.event("warning", f"{job.planned.name}: could not collect from "
                                            f"{h.spec.name}: {e}; will try again")
             await asyncio.sleep(5)
             self.wakeup.set()
+
+    async def _collect_later(self, h: HostRt, job: JobRt, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if job.uncollected and not job.busy and h.conn is not None and job.host == h.spec.name:
+            job.busy = True
+            await self._collect(h, job)
+
+    async def _fetch(self, conn: HostConnection, jdir: str, files: list, staging: Path) -> None:
+        """Download a job's outputs, stdout and stderr into ``staging`` (OSError: the
+        results dir could not take them)."""
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        need = sum(e.size for e in files)
+        free = shutil.disk_usage(staging).free
+        if need + (1 << 20) > free:
+            raise OSError(errno.ENOSPC, f"No space left: the outputs need {need >> 20} MiB "
+                                        f"and {free >> 20} MiB are free")
+        await download(conn, f"{jdir}/outputs", files, staging)
+        for name in ("stdout.txt", "stderr.txt"):
+            try:
+                data = await conn.read_file(f"{jdir}/.dssh/{name}")
+            except FileNotFoundError:
+                data = b""
+            (staging / name).write_bytes(data)
 
     async def _collect_inner(self, h: HostRt, job: JobRt) -> None:
         assert h.conn is not None and job.remote_dir is not None
@@ -837,6 +1031,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
         ctl = f"{jdir}/.dssh"
         res = await conn.run(
             f"c={q(ctl)}\n" + r"""rc=x; s=; f=; t=0; k=0
+if [ -f "$c/collected" ]; then echo "collected $(head -n 1 "$c/collected")"; exit 0; fi
 [ -f "$c/exit_code" ] && read -r rc < "$c/exit_code"
 [ -f "$c/started" ] && read -r s < "$c/started"
 [ -f "$c/finished" ] && read -r f < "$c/finished"
@@ -845,6 +1040,10 @@ rm -rf "$b" && mkdir "$b" && echo claimed
 echo "$rc $t ${s:-0} ${f:-0} $k"
 """, timeout=30)
         parts = res.text.split()
+        if parts and parts[0] == "collected":
+            job.busy = False
+            self._taken_elsewhere(h, job, res.text.strip().partition(" ")[2])
+            return
         exit_code = int(parts[0]) if parts and parts[0].lstrip("-").isdigit() else None
         timed_out = len(parts) > 1 and parts[1] == "1"
         started = _epoch(parts[2]) if len(parts) > 2 else None
@@ -863,15 +1062,11 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                       "not collected (write it into a subdirectory)" for e in clash]
             files = [e for e in files if e.path not in RESERVED]
         staging = self.results_dir / ".incoming" / f"{job.planned.name}.{job.attempts}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        await download(conn, f"{jdir}/outputs", files, staging)
-        for name in ("stdout.txt", "stderr.txt"):
-            try:
-                data = await conn.read_file(f"{ctl}/{name}")
-            except FileNotFoundError:
-                data = b""
-            (staging / name).write_bytes(data)
+        try:
+            await self._fetch(conn, jdir, files, staging)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)  # give back what space it took
+            raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
         info = {
             "sweep": self.sweep.name, "namespace": self.sweep.namespace,
             "job": job.planned.name, "status": status, "params": job.planned.params,
@@ -881,10 +1076,17 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             "cpus": job.cpus, "gpus": list(job.gpus), "remote_dir": jdir,
             "outputs": [e.path for e in files], "skipped": notes,
         }
-        write_json(staging / "job.json", info)
-        await asyncio.to_thread(place, staging, self.results_dir / job.planned.name)
+        try:
+            write_json(staging / "job.json", info)
+            await asyncio.to_thread(place, staging, self.results_dir / job.planned.name)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
         with contextlib.suppress(OSError):
             staging.parent.rmdir()  # .incoming/, once nothing else is being collected
+        if job.uncollected:
+            self.reporter.event("job", f"{job.planned.name}: collected after all")
+        job.uncollected, job.collect_fails = "", 0
         for n in notes:
             self.reporter.event("warning", f"{job.planned.name}: {n}")
         self._release(h, job)
@@ -975,8 +1177,67 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
 
     async def _remove_remote(self, conn: HostConnection, jdir: str) -> None:
         with contextlib.suppress(HostError):
-            await conn.run(f"rm -rf {q(jdir)}; rmdir {q(os.path.dirname(jdir))} 2>/dev/null\n",
-                           timeout=120)
+            await conn.run(remote.retire(jdir, self.head_id), timeout=120)
+
+    def _taken_elsewhere(self, h: HostRt, j: JobRt, who: str) -> None:
+        """Another head (another machine, another state file) ran this attempt and took
+        its results: it is not run a second time here, and says where they are."""
+        self._release(h, j)
+        if who == self.head_id:
+            # Our own mark: this head's state was lost or reset since. Run it again.
+            self._spawn(self._remove_quietly(h, j.remote_dir or ""))
+            self._set(j, "requeued", state=st.PENDING, reason="its old run's state was lost")
+            return
+        self._set(j, "collected-elsewhere", state=st.FAILED, exit_code=None,
+                  reason=f"ran on {h.spec.name}, but another head took its results: {who}")
+        self.reporter.event("warning", f"{j.planned.name}: ran on {h.spec.name}, but another "
+                                       f"head driving this sweep took its results ({who}); "
+                                       "not run again")
+
+    async def _stop_leftovers(self) -> None:
+        """The sweep is done: stop old copies still recorded on hosts lost meanwhile, so
+        none runs on unseen; say so if a host is still out of reach."""
+        hosts = sorted({r["host"] for r in self.state.abandoned(self.sweep_id)})
+
+        async def one(name: str) -> None:
+            h = self.hosts.get(name)
+            if h is not None:
+                if h.conn is not None:
+                    await self._settle_strays_quietly(h)
+                return  # unreachable in this run: not tried again now
+            spec = self.inventory.hosts.get(name)
+            if spec is None:
+                return
+            h = HostRt(spec)
+            try:
+                h.conn = make_connection(spec, accept_new_hostkeys=self.options.accept_new_hostkeys)
+                await h.conn.connect()
+                await self._settle_strays(h)
+            except HostError:
+                pass
+            finally:
+                if h.conn is not None:
+                    await h.conn.close()
+
+        await asyncio.gather(*(one(n) for n in hosts))
+        left = self.state.abandoned(self.sweep_id)
+        if left:
+            where = ", ".join(sorted({r["host"] for r in left}))
+            self.reporter.event("warning", f"{len(left)} old cop(ies) of jobs given up on may "
+                                           f"still run on {where}, out of reach now; "
+                                           f"`{self.resume_command()}` stops them once it "
+                                           "reaches the host")
+
+    async def _remove_quietly(self, h: HostRt, jdir: str) -> None:
+        if h.conn is not None and jdir:
+            with contextlib.suppress(HostError):
+                await h.conn.run(f"rm -rf {q(jdir)}\n", timeout=60)
+
+    async def _tidy(self, h: HostRt) -> None:
+        """Remove week-old marks of collected runs from the host, in the background."""
+        if h.conn is not None:
+            with contextlib.suppress(HostError):
+                await h.conn.run(remote.tidy(f"{h.workdir}/jobs"), timeout=300)
 
     # -- the loop ---------------------------------------------------------------------------
     def _finished(self) -> bool:
@@ -1033,6 +1294,18 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         with contextlib.suppress(HostError):
             await h.conn.run(kill_script([j.remote_dir], remove=False), timeout=120)
 
+    def _uncollectable(self) -> DsshError | None:
+        """When every job left has ended but the results dir refused it twice, the run
+        stops: waiting longer would only hold the hosts' results back from a later run."""
+        left = [j for j in self.jobs.values() if j.state not in st.FINISHED_STATES]
+        if self.starting or not left or not all(
+                j.uncollected and j.collect_fails >= 2 and not j.busy for j in left):
+            return None
+        return ResultsDirError(
+            f"{len(left)} job(s) ended but could not be collected: {left[0].uncollected}\n"
+            f"  their files are safe on the hosts; free some space or fix the permissions, "
+            f"then run `{self.resume_command()}` to collect them (they will not run again)")
+
     def _stuck(self) -> DsshError | None:
         """Why pending jobs can never run in this run, or None while there is hope."""
         pending = [j for j in self.jobs.values() if j.state == st.PENDING]
@@ -1066,6 +1339,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         self.prepare()
         try:
             if self._finished():
+                await self._stop_leftovers()
                 return self.finish(resumed=True)
             for host in capable:
                 self.hosts[host.name] = HostRt(host)
@@ -1076,6 +1350,10 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                 if self.fatal is not None:
                     raise self.fatal
                 self._take_requests()
+                blocked = self._uncollectable()
+                if blocked is not None:
+                    self.write_summary()
+                    raise blocked
                 stuck = self._stuck()
                 if stuck is not None:
                     self.write_summary()
@@ -1087,6 +1365,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                 self.reporter.update(self)
             if self.cleanups:
                 await asyncio.wait(list(self.cleanups), timeout=60)
+            await self._stop_leftovers()
             return self.finish()
         finally:
             for t in list(self.tasks):
@@ -1097,7 +1376,10 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             self.lock.release()
 
     def finish(self, resumed: bool = False) -> RunResult:
-        self.write_summary()
+        if not self.write_summary():
+            raise ResultsDirError(
+                f"every job is collected, but {self.results_dir / 'summary.csv'} could not be "
+                "written (see above); run the sweep again once the results dir is writable")
         rows = self.state.jobs(self.sweep_id)
         results = [JobResult(r["name"], r["state"], r["host"], r["attempts"], r["exit_code"],
                              json.loads(r["params"]), self.results_dir / r["name"]) for r in rows]
@@ -1105,7 +1387,8 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         return RunResult(self.sweep.key, self.results_dir, results, 0 if ok else 1,
                          "already complete" if resumed else "")
 
-    def write_summary(self) -> None:
+    def write_summary(self) -> bool:
+        """Write summary.csv; False (and a warning) when the results dir refuses it."""
         rows = self.state.jobs(self.sweep_id)
         pnames = list(self.sweep.params)
         for j in self.sweep.jobs:
@@ -1122,11 +1405,16 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                         "" if r["exit_code"] is None else r["exit_code"], _iso(r["started"]) or "",
                         _iso(r["finished"]) or "", secs]
                        + [value_text(params[p]) if p in params else "" for p in pnames])
-        self.results_dir.mkdir(parents=True, exist_ok=True)
         path = self.results_dir / "summary.csv"
-        tmp = path.with_name(".summary.csv.tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, path)
+        try:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(".summary.csv.tmp")
+            tmp.write_text(buf.getvalue())
+            os.replace(tmp, path)
+        except OSError as e:
+            self.reporter.event("warning", f"cannot write {path}: {e.strerror or e}")
+            return False
+        return True
 
 
 def _epoch(text: str) -> float | None:

@@ -66,5 +66,10 @@ class RemoteCommandFailed(HostError):
     """A command dssh runs for itself on a host failed unexpectedly."""
 
 
+class ResultsDirError(DsshError):
+    """The results dir on the head cannot take a job's files (disk full, read-only, no
+    permission): the job stays uncollected, its files safe on its host."""
+
+
 class BuildFailed(DsshError):
     """Every capable host failed to build the sweep's solver."""

@@ -31,6 +31,10 @@ FAILED = "FAILED"
 TIMEOUT = "TIMEOUT"
 CANCELLED = "CANCELLED"
 FINISHED_STATES = (COMPLETED, FAILED, TIMEOUT, CANCELLED)
+# Attempt states beyond the job states: the head gave up on an attempt whose host was
+# lost (a copy may still be there), and later stopped and removed that copy.
+ABANDONED = "ABANDONED"
+STOPPED = "STOPPED"
 ACTIVE_STATES = (STARTING, RUNNING, SUSPENDED)
 
 _SCHEMA = """
@@ -236,6 +240,18 @@ class State:
                 db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
             self.event(db, row["sweep_id"], job_id, kind, fields.get("host", row["host"]),
                        {k: v for k, v in fields.items() if k not in ("params",)} or None)
+
+    def set_attempt(self, job_id: int, attempt: int, state: str, reason: str | None = None
+                    ) -> None:
+        self.db.execute("UPDATE attempts SET state=?, reason=COALESCE(?, reason) "
+                        "WHERE job_id=? AND attempt=?", (state, reason, job_id, attempt))
+
+    def abandoned(self, sweep_id: int, host: str | None = None) -> list[sqlite3.Row]:
+        """Attempts given up on with their host unreachable: copies that may still be there."""
+        return self.db.execute(
+            "SELECT a.*, j.name AS job FROM attempts a JOIN jobs j ON j.id = a.job_id "
+            "WHERE j.sweep_id=? AND a.state=? AND (? IS NULL OR a.host=?) ORDER BY a.id",
+            (sweep_id, ABANDONED, host, host)).fetchall()
 
     def set_host(self, name: str, status: str, paused_by: str | None,
                  paused_until: float | None, detail: str | None) -> None:

@@ -9,11 +9,18 @@ callers see ``HostUnreachable`` and friends from ``distribute_ssh.errors``.
 from __future__ import annotations
 
 import abc
+import errno
 from collections.abc import AsyncIterator
 
 import attrs
 
 from ..model.inventory import Host
+
+# What a failed write on the head's own disk looks like (full, read-only, no permission,
+# quota): such an OSError from ``get`` is raised as it is, so the engine can tell "the
+# results dir cannot take files" from "the host failed".
+LOCAL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                               errno.EPERM, errno.EFBIG})
 
 
 @attrs.frozen

@@ -106,7 +106,10 @@ class LocalConnection(HostConnection):
 
     async def get(self, remote: str, local: str, size: int) -> None:
         def copy() -> None:
-            fd = os.open(remote, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                fd = os.open(remote, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError as e:
+                raise HostError(self.name, f"reading {remote}: {e.strerror or e}") from None
             with os.fdopen(fd, "rb") as src, open(local, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             got = Path(local).stat().st_size

@@ -27,7 +27,7 @@ from ..errors import (
     HostUnreachable,
 )
 from ..model.inventory import Host
-from .base import Completed, HostConnection, RemoteEntry
+from .base import LOCAL_DISK_ERRNOS, Completed, HostConnection, RemoteEntry
 
 # OpenSSH allows 10 sessions per connection by default (MaxSessions). dssh's budget:
 # 1 SFTP, 1 watcher, SHELLS long-lived shells for quick commands, the rest one-off channels.
@@ -303,7 +303,11 @@ class SSHConnection(HostConnection):
         sftp = await self._sftp_client()
         try:
             await sftp.get(remote, local, sparse=False, follow_symlinks=False)
-        except (OSError, asyncssh.Error) as e:
+        except OSError as e:
+            if e.errno in LOCAL_DISK_ERRNOS:
+                raise  # writing on the head failed, not the host: the caller tells them apart
+            raise _file_error(self.name, f"downloading {remote}", e) from None
+        except asyncssh.Error as e:
             raise _file_error(self.name, f"downloading {remote}", e) from None
         got = os.path.getsize(local)
         if got != size:

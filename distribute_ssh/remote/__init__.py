@@ -13,6 +13,11 @@ from functools import cache
 from importlib import resources
 from shlex import quote as q
 
+# A run dir claimed but not launched for this long was left by a head that died while
+# starting it; younger, another head's start may be in flight.
+CLAIM_STALE = 30
+MARK_DAYS = 7  # how long a collected run's mark stays on its host
+
 
 @cache
 def script(name: str) -> tuple[str, bytes]:
@@ -96,17 +101,24 @@ def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf:
 def inspect(dirs: list[str]) -> str:
     """For each run dir print one line: ``<index> <state> [exit_code timed_out]``.
 
-    states: missing (no dir), new (dir but never launched), ended, running, suspended
+    states: missing (no dir), new (dir but never launched, for over CLAIM_STALE seconds),
+    claimed (never launched yet, but claimed moments ago: a start is in flight), ended,
+    running, suspended
     (its host is paused), lost (launched, but the wrapper is gone without an exit code:
-    killed, or the host rebooted).
+    killed, or the host rebooted), collected (a head took its results and left only a
+    mark, ``collected WHO``: see :func:`retire`).
     """
     lines = ["boot=; read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null", "i=0"]
     lines.append("for d in " + " ".join(q(d) for d in dirs) + "; do")
     lines.append(r"""  c="$d/.dssh"
   if [ ! -d "$d" ]; then echo "$i missing"
+  elif [ -f "$c/collected" ]; then echo "$i collected $(head -n 1 "$c/collected")"
   elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
     echo "$i ended $(cat "$c/exit_code") $t"
-  elif [ ! -f "$c/launched" ]; then echo "$i new"
+  elif [ ! -f "$c/launched" ]; then
+    m=$(stat -c %Y "$c" 2>/dev/null || stat -c %Y "$d" 2>/dev/null || echo 0)
+    if [ $(( $(date +%s) - m )) -lt """ + str(CLAIM_STALE) + r""" ]; then echo "$i claimed"
+    else echo "$i new"; fi
   elif [ -s "$c/pid" ]; then
     read -r p < "$c/pid"; b=; [ -f "$c/boot_id" ] && read -r b < "$c/boot_id"
     if [ -n "$boot" ] && [ -n "$b" ] && [ "$b" != "$boot" ]; then echo "$i lost"
@@ -119,3 +131,23 @@ def inspect(dirs: list[str]) -> str:
   i=$((i + 1))
 done""")
     return "\n".join(lines) + "\n"
+
+
+def retire(dir_: str, who: str) -> str:
+    """Remove a collected run dir, leaving only the mark ``.dssh/collected`` (``who``):
+    a second head that wants to start the same attempt finds the dir taken and learns
+    that the job ran and by whom its results were taken, instead of running it again."""
+    return (f"d={q(dir_)}\nrm -rf \"$d\" && mkdir -p \"$d/.dssh\" && "
+            f"printf '%s\\n' {q(who)} > \"$d/.dssh/collected\"\n")
+
+
+def tidy(jobs_dir: str, days: int = MARK_DAYS) -> str:
+    """Remove ``collected`` marks older than ``days`` (of any sweep) and the dirs they
+    leave empty: a few bytes each, they are kept long enough for any head still driving
+    the sweep to find them."""
+    return (f"j={q(jobs_dir)}; [ -d \"$j\" ] || exit 0\n"
+            f"find \"$j\" -path '*/.dssh/collected' -mtime +{int(days)} 2>/dev/null |\n"
+            + r"""while IFS= read -r f; do rm -rf "${f%/.dssh/collected}"; done
+find "$j" -mindepth 1 -depth -type d -empty -mtime +1 -exec rmdir {} + 2>/dev/null
+true
+""")
