@@ -277,6 +277,21 @@ def orphans(ws: Workstations, wait: float) -> list[str]:
         time.sleep(0.1)
 
 
+def retired(d: Path) -> bool:
+    """Is the attempt dir ``d`` only the mark a collected run leaves (``.dssh/collected``,
+    SPEC "Where jobs live on a host")?"""
+    try:
+        return ([e.name for e in os.scandir(d)] == [".dssh"]
+                and [e.name for e in os.scandir(d / ".dssh")] == ["collected"])
+    except OSError:
+        return False
+
+
+def _listing(d: Path, limit: int = 8) -> str:
+    files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if not p.is_dir())
+    return ", ".join(files[:limit]) + (", ..." if len(files) > limit else "") or "nothing"
+
+
 def job_dirs(w: Workstation, sweep: str) -> list[Path]:
     """The attempt dirs (``jobs/default/SWEEP/JOB/ATTEMPT``) on ``w``."""
     top = w.workdir / "jobs" / "default" / sweep
@@ -309,6 +324,8 @@ def phases(sw: FaultSweep) -> set[str]:
             pass
         for d in job_dirs(w, sw.name):
             ctl = d / ".dssh"
+            if (ctl / "collected").exists():
+                continue  # the mark a collected run leaves
             if (ctl / "exit_code").exists():
                 if not (sw.results / d.parent.name / "job.json").exists():
                     seen.add("ended")  # (not a dir left behind by a collected job)
@@ -347,8 +364,8 @@ def check_sweep(sw: FaultSweep, *, statuses: dict[str, str] | None = None,
       on a host in ``lost``, lost for good); a COMPLETED job's recorded attempt really ran
       to its end on its recorded host; no two copies of a job ran at the same time;
     - no process of a workstation user is left but sshd's (after ``orphan_wait`` s);
-    - no job dir is left on a host that was not lost (SPEC: a job's dir is removed once
-      its results are safely home).
+    - no job dir is left on a host that was not lost, but the mark ``.dssh/collected`` a
+      collected run leaves (SPEC "Where jobs live on a host").
     """
     statuses = statuses or {}
     want = {job: statuses.get(job, "COMPLETED") for job in sw.jobs}
@@ -486,9 +503,11 @@ def check_sweep(sw: FaultSweep, *, statuses: dict[str, str] | None = None,
     for w in sw.ws:
         if w.name in lost:
             continue
-        dirs_left = sorted(str(p.relative_to(w.workdir)) for p in job_dirs(w, sw.name))
+        dirs_left = sorted(f"{p.relative_to(w.workdir)} (holding {_listing(p)})"
+                           for p in job_dirs(w, sw.name) if not retired(p))
         if dirs_left:
-            problems.append(f"{w.name}: job dirs left on the host: {dirs_left}")
+            problems.append(f"{w.name}: job dirs left on the host (more than the mark "
+                            f".dssh/collected): {dirs_left}")
 
     lost_jobs = [j for j in sw.jobs if infos.get(j, {}).get("status") != want[j]]
     STATS["jobs lost"] += len(lost_jobs)

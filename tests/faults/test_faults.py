@@ -322,9 +322,6 @@ def read_only_dir(tmp_path: Path):  # noqa: ANN201
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(strict=False, reason="engine change in progress on main: a job whose "
-                   "collection fails because the results dir cannot be written is left "
-                   "uncollected, reported 'not collected', and the run exits 1")
 def test_read_only_results_dir_leaves_jobs_uncollected(fx: Workstations, rng: random.Random,
                                                        tmp_path: Path, fault_seed: str,
                                                        read_only_dir) -> None:
