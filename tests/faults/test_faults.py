@@ -10,6 +10,7 @@ than allowed, nothing is left running on the hosts, and summary.csv, job.json an
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -297,42 +298,94 @@ def test_hanging_job_times_out_after_its_retries(fx: Workstations, rng: random.R
 # ------------------------------------------------------ 6. the results dir becomes read-only
 
 
-def _make_read_only(d: Path) -> tuple[str, list[list[str]]] | None:
-    """Make ``d`` unwritable even for root; returns (how, commands that undo it), or None
-    when neither ``chattr +i`` nor a tmpfs remounted read-only works here."""
-    if shutil.which("chattr"):
-        r = subprocess.run(["chattr", "+i", str(d)], capture_output=True, text=True)
-        if r.returncode == 0:
-            return "chattr +i", [["chattr", "-i", str(d)]]
-    return None
+def _sh(*argv: str) -> bool:
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+class ReadOnlySwitch:
+    """Makes a directory unwritable even for root, mid-run, and writable again:
+    ``chattr +i`` on it, or else a tmpfs mounted there before the run and remounted
+    read-only (``DSSH_FAULT_READONLY=tmpfs`` forces the latter)."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.dir: Path | None = None
+
+    def prepare(self, d: Path) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        self.dir = d
+        if self.how == "tmpfs" and not _sh("mount", "-t", "tmpfs", "-o", "size=400m",
+                                           "tmpfs", str(d)):
+            raise AssertionError(f"mounting a tmpfs on {d} failed, though the probe worked")
+
+    def on(self) -> None:
+        assert self.dir is not None
+        if self.how == "chattr":
+            assert _sh("chattr", "+i", str(self.dir)), f"chattr +i {self.dir} failed"
+            return
+        # A remount read-only fails (EBUSY) while a file there is open for writing.
+        deadline = time.monotonic() + 5
+        while not _sh("mount", "-o", "remount,ro", str(self.dir)):
+            assert time.monotonic() < deadline, f"could not remount {self.dir} read-only"
+            time.sleep(0.01)
+
+    def off(self) -> None:
+        if self.dir is not None:
+            if self.how == "chattr":
+                _sh("chattr", "-i", str(self.dir))
+            else:
+                _sh("mount", "-o", "remount,rw", str(self.dir))
+
+    def cleanup(self) -> None:
+        self.off()
+        if self.dir is not None and self.how == "tmpfs":
+            _sh("umount", "-l", str(self.dir))
 
 
 @pytest.fixture
-def read_only_dir(tmp_path: Path):  # noqa: ANN201
-    """Whether this machine can make a directory read-only for root (chattr +i)."""
+def read_only(tmp_path: Path):  # noqa: ANN201
+    """A ReadOnlySwitch that works on this machine; skips (saying why) if none does."""
     probe = tmp_path / "probe"
     probe.mkdir()
-    how = _make_read_only(probe)
+    tried = []
+    forced = os.environ.get("DSSH_FAULT_READONLY")
+    if forced not in (None, "", "chattr", "tmpfs"):
+        raise pytest.UsageError("DSSH_FAULT_READONLY must be chattr or tmpfs")
+    how = None
+    if forced in (None, "", "chattr"):
+        if shutil.which("chattr") and _sh("chattr", "+i", str(probe)):
+            denied = not _sh("touch", str(probe / "x"))
+            _sh("chattr", "-i", str(probe))
+            if denied:
+                how = "chattr"
+        tried.append("chattr +i (needs e2fsprogs and a filesystem with the immutable flag)")
+    if how is None and forced in (None, "", "tmpfs"):
+        if _sh("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)):
+            if _sh("mount", "-o", "remount,ro", str(probe)) and not _sh("touch",
+                                                                         str(probe / "x")):
+                how = "tmpfs"
+            _sh("umount", "-l", str(probe))
+        tried.append("a tmpfs remounted read-only (needs CAP_SYS_ADMIN)")
     if how is None:
-        pytest.skip("cannot make a directory read-only for root here: chattr +i failed "
-                    "(needs e2fsprogs' chattr and a filesystem with the immutable flag)")
-    for cmd in how[1]:
-        subprocess.run(cmd, check=True)
-    return _make_read_only
+        pytest.skip("cannot make a directory read-only for root here; tried "
+                    + " and ".join(tried))
+    switch = ReadOnlySwitch(how)
+    yield switch
+    switch.cleanup()
 
 
 @pytest.mark.timeout(240)
 def test_read_only_results_dir_leaves_jobs_uncollected(fx: Workstations, rng: random.Random,
                                                        tmp_path: Path, fault_seed: str,
-                                                       read_only_dir) -> None:
+                                                       read_only: ReadOnlySwitch) -> None:
     """The results dir becomes read-only mid-run: jobs that end then are left uncollected
     (not COMPLETED, their files still on their host), the head says "not collected", runs
     the other jobs to their end and exits 1 saying to run again; once the dir is writable,
     a new run collects them without starting them again."""
     sw = make_sweep(tmp_path, fx, rng, "readonly", fault_seed, slots=2)
     after = rng.randint(4, 14)
+    read_only.prepare(sw.results)
     head = Head(sw)
-    undo: list[list[str]] = []
     try:
         deadline = time.monotonic() + 60
         while head.alive and time.monotonic() < deadline:
@@ -340,11 +393,10 @@ def test_read_only_results_dir_leaves_jobs_uncollected(fx: Workstations, rng: ra
             if len(done) >= after:
                 break
             time.sleep(0.02)
-        how = read_only_dir(sw.results)
-        assert how is not None
-        undo = how[1]
+        read_only.on()
         collected = sorted(p.parent.name for p in sw.results.glob("j*/job.json"))
-        sw.note(f"{how[0]} on {sw.results} after {len(collected)} jobs were collected, "
+        sw.note(f"{read_only.how}: {sw.results} read-only after {len(collected)} jobs were "
+                "collected, "
                 f"{head.elapsed():.1f} s into the run")
         STATS["faults: results dir read-only"] += 1
         # Every job ends within ~15 s; then the head has 20 s to see that nothing is left.
@@ -358,15 +410,16 @@ def test_read_only_results_dir_leaves_jobs_uncollected(fx: Workstations, rng: ra
             sw.note("the head was still running 20 s later: killed")
             head.kill()
     finally:
-        for cmd in undo:
-            subprocess.run(cmd, capture_output=True)
+        read_only.off()
         if head.alive:
             head.kill()
     out = "\n".join(head.out + head.err)
     assert rc == 1, (f"head exit {rc} (expected 1: jobs left uncollected)\n{head.output()}\n"
                      f"{sw.context()}")
     assert "not collected" in out, f"{head.output()}\n{sw.context()}"
-    assert "again" in out, f"the head should say to run again\n{head.output()}"
+    assert f"dssh run {sw.file}" in "\n".join(head.err), (
+        f"the head's last words should give the command that collects the jobs\n"
+        f"{head.output()}")
     st = {j["job"]: j for j in sw.status()["jobs"]}
     uncollected = sorted(set(sw.jobs) - set(collected))
     for job in uncollected:
