@@ -81,7 +81,8 @@ def test_head_killed_at_random_points(fx: Workstations, rng: random.Random, tmp_
     uploading inputs, between a job's end and its collection, mid-collection, at random),
     start it again each time, then let a last run finish: every job ran exactly once,
     every host built once, and the results are whole."""
-    sw = make_sweep(tmp_path, fx, rng, "headkill", fault_seed, build=True, slots=1)
+    # 48 jobs, one at a time per host: long enough for 13 kills with room to spare.
+    sw = make_sweep(tmp_path, fx, rng, "headkill", fault_seed, n=48, build=True, slots=1)
     # A build runs only at first; then each targeted moment once, and random ones.
     n_kills = rng.randint(MIN_KILLS, MIN_KILLS + 3)
     targeted = ["connecting", "uploading", "ended", "collecting", "collected"]
