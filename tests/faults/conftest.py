@@ -93,5 +93,7 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
 
     if STATS:
         terminalreporter.write_sep("-", f"fault injection (DSSH_FAULT_SEED={_SEED})")
+        faults = sum(n for key, n in STATS.items() if key.startswith("faults: "))
+        terminalreporter.write_line(f"faults injected: {faults}")
         for key in sorted(STATS):
-            terminalreporter.write_line(f"{key}: {STATS[key]}")
+            terminalreporter.write_line(f"  {key}: {STATS[key]}")

@@ -331,7 +331,7 @@ def phases(sw: FaultSweep) -> set[str]:
                     seen.add("ended")  # (not a dir left behind by a collected job)
             elif (ctl / "launched").exists():
                 seen.add("running")
-            elif ctl.is_dir():
+            elif ctl.is_dir() and (d / "input").is_dir():  # (a dir being retired has none)
                 seen.add("uploading")
     try:
         if any(os.scandir(sw.results / ".incoming")):
