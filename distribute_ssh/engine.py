@@ -644,12 +644,12 @@ class Head:
                     self._set(j, "reattached", state=st.RUNNING)
                 elif not quiet:
                     self.reporter.event("job", f"{j.planned.name}: re-attached on {h.spec.name}")
-            elif what == "claimed":
+            elif what == "claimed" and line.split(None, 2)[2:] != [self.head_id]:
                 pass  # another head's start of it is in flight: look again later
             elif what == "collected":
                 self._taken_elsewhere(h, j, line.split(None, 2)[2] if len(parts) > 2 else "?")
-            elif what in ("missing", "new"):
-                # Never launched: safe to start again, under the same attempt number.
+            elif what in ("missing", "new", "claimed"):
+                # Never launched (a claim of our own is from a start cut short): safe to start again, under the same attempt number.
                 with contextlib.suppress(HostError):
                     await h.conn.run(f"rm -rf {q(j.remote_dir)}\n", timeout=60)
                 self._release(h, j)
@@ -690,7 +690,8 @@ class Head:
         for line in res.text.splitlines():
             parts = line.split()
             if len(parts) >= 2 and parts[0].isdigit():
-                seen[int(parts[0])] = parts[1]
+                own = parts[1] == "claimed" and line.split(None, 2)[2:] == [self.head_id]
+                seen[int(parts[0])] = "new" if own else parts[1]
         stop = []
         for i, r in enumerate(rows):
             what = seen.get(i, "missing")
@@ -776,17 +777,19 @@ class Head:
         """Claim the build dir and start the build, or learn it is cached or under way."""
         claim = await conn.run(
             f"mkdir -p {q(h.workdir + '/builds')} || exit 3\n"
-            f"b={q(bdir)}; c={q(ctl)}\n" + r"""
+            f"b={q(bdir)}; c={q(ctl)}; me={q(self.head_id)}\n" + r"""
 if [ -f "$c/exit_code" ] && [ "$(cat "$c/exit_code")" = 0 ]; then echo cached; exit 0; fi
-if mkdir "$b" 2>/dev/null; then echo claimed; exit 0; fi
+claim() { mkdir "$c" && printf '%s\n' "$me" > "$c/claim" && echo claimed; }
+if mkdir "$b" 2>/dev/null; then claim; exit 0; fi
 if [ ! -f "$c/exit_code" ] && [ -f "$c/pid" ] && kill -0 "$(cat "$c/pid")" 2>/dev/null; then
     echo busy; exit 0
 fi
-if [ ! -f "$c/launched" ]; then  # claimed moments ago by another head: its start is on the way
-    m=$(stat -c %Y "$b" 2>/dev/null || echo 0)
+if [ ! -f "$c/launched" ] && [ "$(cat "$c/claim" 2>/dev/null)" != "$me" ]; then
+    # claimed moments ago by another head: its start is on the way
+    m=$(stat -c %Y "$c" 2>/dev/null || stat -c %Y "$b" 2>/dev/null || echo 0)
     [ $(( $(date +%s) - m )) -lt """ + str(remote.CLAIM_STALE) + r""" ] && { echo busy; exit 0; }
 fi
-rm -rf "$b" && mkdir "$b" && echo claimed
+rm -rf "$b" && mkdir "$b" && claim
 """, timeout=120)
         what = claim.text.strip()
         if what == "claimed":
@@ -909,6 +912,7 @@ rm -rf "$b" && mkdir "$b" && echo claimed
             res = await conn.run(
                 f"mkdir -p {q(jdir + '/input')} {q(jdir + '/outputs')} || exit 3\n"
                 f"mkdir {q(jdir + '/.dssh')} 2>/dev/null || {{ echo exists; exit 0; }}\n"
+                f"printf '%s\\n' {q(self.head_id)} > {q(jdir + '/.dssh/claim')}\n"
                 f"printf '%s' {q(script)} > {q(jdir + '/.dssh/command.sh')} || exit 3\n"
                 + ("echo made\n" if files else launch), timeout=60)
             if res.text.strip() == "exists":

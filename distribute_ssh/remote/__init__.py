@@ -117,7 +117,7 @@ def inspect(dirs: list[str]) -> str:
     echo "$i ended $(cat "$c/exit_code") $t"
   elif [ ! -f "$c/launched" ]; then
     m=$(stat -c %Y "$c" 2>/dev/null || stat -c %Y "$d" 2>/dev/null || echo 0)
-    if [ $(( $(date +%s) - m )) -lt """ + str(CLAIM_STALE) + r""" ]; then echo "$i claimed"
+    if [ $(( $(date +%s) - m )) -lt """ + str(CLAIM_STALE) + r""" ]; then echo "$i claimed $(cat "$c/claim" 2>/dev/null)"
     else echo "$i new"; fi
   elif [ -s "$c/pid" ]; then
     read -r p < "$c/pid"; b=; [ -f "$c/boot_id" ] && read -r b < "$c/boot_id"
@@ -134,11 +134,18 @@ done""")
 
 
 def retire(dir_: str, who: str) -> str:
-    """Remove a collected run dir, leaving only the mark ``.dssh/collected`` (``who``):
-    a second head that wants to start the same attempt finds the dir taken and learns
-    that the job ran and by whom its results were taken, instead of running it again."""
-    return (f"d={q(dir_)}\nrm -rf \"$d\" && mkdir -p \"$d/.dssh\" && "
-            f"printf '%s\\n' {q(who)} > \"$d/.dssh/collected\"\n")
+    """Empty a collected run dir, leaving only the mark ``.dssh/collected`` (``who``): a
+    second head that wants to start the same attempt finds it taken and learns that the
+    job ran and by whom its results were taken, instead of running it again.
+
+    ``.dssh/`` itself never goes away, not even for a moment: creating it is how a start
+    claims the dir, and a gap would let another head's start in."""
+    return (f"d={q(dir_)}; w={q(who)}\n" + r"""[ -d "$d/.dssh" ] || exit 0
+printf '%s\n' "$w" > "$d/.dssh/collected.tmp" && mv -f "$d/.dssh/collected.tmp" "$d/.dssh/collected"
+for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; do
+  case $f in "$d/.dssh"|"$d/.dssh/collected"|*"/*"|*"/.[!.]*") ;; *) rm -rf "$f" ;; esac
+done
+""")
 
 
 def tidy(jobs_dir: str, days: int = MARK_DAYS) -> str:
