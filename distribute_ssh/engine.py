@@ -48,7 +48,8 @@ from .plan import PlannedJob, build_id, expand, job_command, job_env, value_text
 from .schedule import HostSlots, JobNeed, unrunnable
 from .schedule import place as place_jobs
 
-RECONCILE_EVERY = 15.0  # seconds between checks that catch an end the watcher missed
+RECONCILE_EVERY = 5.0  # seconds between checks that catch an end the watcher missed,
+# or a job killed with its wrapper (no end to hear): one cheap round trip per host
 PAUSE_POLL = 2.0
 # A job whose processes vanish (a reboot, its wrapper killed) is queued again without
 # counting as a failure, this many times beyond its retries.
@@ -652,28 +653,40 @@ class Head:
             elif what == "collected":
                 self._taken_elsewhere(h, j, line.split(None, 2)[2] if len(parts) > 2 else "?")
             elif what in ("missing", "new", "claimed"):
-                # Never launched (a claim of our own is from a start cut short): safe to start again, under the same attempt number.
+                # Never launched (a claim of our own is from a start cut short): safe to
+                # start again, under the same attempt number.
                 with contextlib.suppress(HostError):
                     await h.conn.run(f"rm -rf {q(j.remote_dir)}\n", timeout=60)
                 self._release(h, j)
                 self._set(j, "requeued", state=st.PENDING, attempts=max(0, j.attempts - 1),
                           reason="its start was interrupted")
-            elif what == "lost":
+            elif what == "lost" and parts[2:3] != ["reboot"]:
+                # Same boot, wrapper gone without an exit code: killed from outside (kill -9
+                # of its session, the out-of-memory killer). A failure like any other: its
+                # leftovers are stopped, it is collected as exit 137 and retried if it may.
+                j.busy = True
+                try:
+                    await h.conn.run(remote.mark_killed(j.remote_dir), timeout=60)
+                except HostError:
+                    j.busy = False
+                    continue
+                self._spawn(self._collect(h, j))
+            elif what == "lost":  # the host rebooted: not the job's fault
                 self._release(h, j)
-                self.state.set_attempt(j.id, j.attempts, st.ABANDONED, "processes vanished")
+                self.state.set_attempt(j.id, j.attempts, st.ABANDONED, "host rebooted")
                 self._spawn(self._settle_strays_quietly(h))  # clears its dir
                 if j.attempts - j.retry_base > self.sweep.run.retries + LOST_AGAIN:
-                    # Not a reboot but the job itself (it kills its own wrapper, say).
+                    # A job that brings its host down every time is not requeued forever.
                     self._set(j, "failed", state=st.FAILED, exit_code=None,
-                              reason=f"its processes vanished on attempt {j.attempts}; "
+                              reason=f"its host rebooted under attempt {j.attempts}; "
                                      "no attempts left")
-                    self.reporter.event("job", f"{j.planned.name}: FAILED, its processes "
-                                               f"vanished again on {h.spec.name}")
+                    self.reporter.event("job", f"{j.planned.name}: FAILED, {h.spec.name} "
+                                               "rebooted under it again")
                     continue
                 self._set(j, "requeued", state=st.PENDING,
-                          reason=f"its processes on {h.spec.name} vanished (killed, or the host "
-                                 "rebooted)")
-                self.reporter.event("job", f"{j.planned.name}: lost on {h.spec.name}; requeued")
+                          reason=f"{h.spec.name} rebooted while it ran")
+                self.reporter.event("job", f"{j.planned.name}: lost on {h.spec.name} (it "
+                                           "rebooted); requeued")
         self.wakeup.set()
 
     async def _settle_strays_quietly(self, h: HostRt) -> None:
@@ -1044,6 +1057,7 @@ if [ -f "$c/collected" ]; then echo "collected $(head -n 1 "$c/collected")"; exi
 [ -f "$c/finished" ] && read -r f < "$c/finished"
 [ -f "$c/timed_out" ] && t=1
 [ -f "$c/cancelled" ] && k=1
+[ -f "$c/vanished" ] && t=v
 echo "$rc $t ${s:-0} ${f:-0} $k"
 """, timeout=30)
         parts = res.text.split()
@@ -1053,6 +1067,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             return
         exit_code = int(parts[0]) if parts and parts[0].lstrip("-").isdigit() else None
         timed_out = len(parts) > 1 and parts[1] == "1"
+        vanished = len(parts) > 1 and parts[1] == "v"
         started = _epoch(parts[2]) if len(parts) > 2 else None
         finished = _epoch(parts[3]) if len(parts) > 3 else None
         if exit_code is None:
@@ -1105,7 +1120,9 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                        (status, exit_code, finished, job.id, job.attempts))
         self._set(job, status.lower(), state=st.PENDING if retry else status,
                   exit_code=exit_code, finished=finished or time.time(),
-                  started=started, reason="timed out" if timed_out else None)
+                  started=started, reason="timed out" if timed_out else
+                  "killed from outside: its processes vanished without an exit code"
+                  if vanished else None)
         if retry:
             job.avoid.add(h.spec.name)
         if not job.judged:  # ended unseen by the watcher (found by looking)

@@ -306,7 +306,8 @@ def test_old_copy_on_a_host_still_gone_at_the_end_is_stopped_by_the_next_run(
 
 def test_a_rebooted_host_has_its_vanished_jobs_requeued(lab: Path, fresh_workdirs) -> None:
     """A reboot, as seen from the head: the connection drops, and when the host answers
-    again the job's processes are gone but its dir is there. The job runs again."""
+    again the job's processes are gone, its dir is there, and the host's boot id differs
+    from the one the wrapper wrote. Not the job's fault: it runs again, retries or not."""
     ws1 = fresh_workdirs.hosts[0]
     inv = write_yaml(lab / "one.yaml", {"hosts": {"a": ws1.inventory_entry(cpus=1)}})
     sweep = write_yaml(lab / "boot.yaml", {"name": "boot", "run": {
@@ -316,7 +317,10 @@ def test_a_rebooted_host_has_its_vanished_jobs_requeued(lab: Path, fresh_workdir
     head = start_head(lab, "run", sweep, "-i", inv)
     try:
         _wait(lambda: _starts([ws1]) == {"i-1": 1}, what="the start")
+        boot_id = ws1.workdir / "jobs/default/boot/i-1/1/.dssh/boot_id"
+        _wait(boot_id.exists, what="the wrapper's boot id")
         ws1.stop(user_processes=True)  # every process of the user dies, as in a reboot
+        boot_id.write_text("00000000-0000-0000-0000-000000000000\n")  # ...and a new boot
         time.sleep(1)
         ws1.start()
         out, err = head.communicate(timeout=60)
@@ -326,9 +330,47 @@ def test_a_rebooted_host_has_its_vanished_jobs_requeued(lab: Path, fresh_workdir
         if not ws1.running:
             ws1.start()
     assert head.returncode == 0, (out, err)
-    assert "i-1: lost on a; requeued" in out, out
+    assert "i-1: lost on a (it rebooted); requeued" in out, out
     assert _starts([ws1]) == {"i-1": 2}
     info = job_json(lab / "results/default/boot", "i-1")
     assert info["status"] == "COMPLETED" and info["attempts"] == 2
     # the vanished attempt's dir is gone (only the collected run's mark is left)
     assert not (ws1.workdir / "jobs/default/boot/i-1/1").exists()
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_job_killed_with_its_wrapper_is_a_failure_retried_as_retries_allow(
+        lab: Path, fresh_workdirs, retries: int) -> None:
+    """kill -9 of every process of the job, its wrapper too (as the OOM killer or an
+    impatient owner might), on a host that did not reboot: FAILED with exit 137 and a
+    note, its stdout kept; retried only if `retries` allows."""
+    ws1 = fresh_workdirs.hosts[0]
+    inv = write_yaml(lab / "one.yaml", {"hosts": {"a": ws1.inventory_entry(cpus=1)}})
+    sweep = write_yaml(lab / f"k{retries}.yaml", {"name": f"k{retries}", "run": {
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; echo partial; "
+                   "if [ $DSSH_ATTEMPT = 1 ]; then sleep 60; fi; echo ok > {output}/o.txt",
+        "cpus": 1, "retries": retries}, "params": {"i": [1]}})
+    head = start_head(lab, "run", sweep, "-i", inv)
+    try:
+        _wait(lambda: _starts([ws1]) == {"i-1": 1}, what="the start")
+        _wait(lambda: (ws1.workdir / f"jobs/default/k{retries}/i-1/1/.dssh/pid").exists(),
+              what="the wrapper's pid")
+        ws1.kill_user_processes()  # the job and its wrapper; the sshd sessions survive
+        out, err = head.communicate(timeout=60)
+    finally:
+        if head.poll() is None:
+            head.kill()
+    results = lab / f"results/default/k{retries}"
+    info = job_json(results, "i-1")
+    status = json.loads(dssh("status", f"k{retries}", "--json", cwd=lab).stdout)["jobs"][0]
+    if retries:
+        assert head.returncode == 0, (out, err)
+        assert _starts([ws1]) == {"i-1": 2}
+        assert info["status"] == "COMPLETED" and info["attempts"] == 2
+    else:
+        assert head.returncode == 1, (out, err)
+        assert _starts([ws1]) == {"i-1": 1}
+        assert info["status"] == "FAILED" and info["exit_code"] == 137
+        assert "killed from outside" in status["reason"], status
+        assert (results / "i-1/stdout.txt").read_text() == "partial\n"
+    assert not _procs(ws1.user, "sleep 60")

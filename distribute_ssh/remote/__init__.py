@@ -105,7 +105,7 @@ def inspect(dirs: list[str]) -> str:
     claimed (never launched yet, but claimed moments ago: a start is in flight), ended,
     running, suspended
     (its host is paused), lost (launched, but the wrapper is gone without an exit code:
-    killed, or the host rebooted), collected (a head took its results and left only a
+    killed: ``lost killed``, or the host rebooted: ``lost reboot``), collected (a head took its results and left only a
     mark, ``collected WHO``: see :func:`retire`).
     """
     lines = ["boot=; read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null", "i=0"]
@@ -121,12 +121,12 @@ def inspect(dirs: list[str]) -> str:
     else echo "$i new"; fi
   elif [ -s "$c/pid" ]; then
     read -r p < "$c/pid"; b=; [ -f "$c/boot_id" ] && read -r b < "$c/boot_id"
-    if [ -n "$boot" ] && [ -n "$b" ] && [ "$b" != "$boot" ]; then echo "$i lost"
+    if [ -n "$boot" ] && [ -n "$b" ] && [ "$b" != "$boot" ]; then echo "$i lost reboot"
     elif kill -0 "$p" 2>/dev/null; then
       if [ -f "$c/suspended" ]; then echo "$i suspended"; else echo "$i running"; fi
     elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
       echo "$i ended $(cat "$c/exit_code") $t"
-    else echo "$i lost"; fi
+    else echo "$i lost killed"; fi
   else echo "$i starting"; fi
   i=$((i + 1))
 done""")
@@ -159,4 +159,17 @@ def tidy(jobs_dir: str, days: int = MARK_DAYS) -> str:
             + r"""while IFS= read -r f; do rm -rf "${f%/.dssh/collected}"; done
 find "$j" -mindepth 1 -depth -type d -empty -mtime +1 -exec rmdir {} + 2>/dev/null
 true
+""")
+
+
+def mark_killed(dir_: str) -> str:
+    """A run whose wrapper was killed from outside: stop what is left of its job, and
+    give it the exit code a SIGKILL gives (137), marked ``vanished``, so that it is
+    collected and retried as the failure it is."""
+    return (f"c={q(dir_ + '/.dssh')}\n" + r"""[ -f "$c/job_pid" ] && kill -KILL "-$(cat "$c/job_pid")" 2>/dev/null
+if [ ! -f "$c/exit_code" ]; then
+  : > "$c/vanished"
+  [ -f "$c/finished" ] || date +%s.%N > "$c/finished"
+  echo 137 > "$c/exit_code.tmp" && mv -f "$c/exit_code.tmp" "$c/exit_code"
+fi
 """)
