@@ -374,3 +374,34 @@ def test_a_job_killed_with_its_wrapper_is_a_failure_retried_as_retries_allow(
         assert "killed from outside" in status["reason"], status
         assert (results / "i-1/stdout.txt").read_text() == "partial\n"
     assert not _procs(ws1.user, "sleep 60")
+
+
+def test_a_start_cut_short_before_its_wrapper_ran_is_started_again(lab: Path,
+                                                                    fresh_workdirs) -> None:
+    """A head killed between marking a run launched and forking its wrapper leaves a dir
+    that says "launched" with no wrapper pid. Once that is older than a start can take
+    (30 s), the next head starts the job afresh instead of waiting for it forever."""
+    ws1 = fresh_workdirs.hosts[0]
+    inv = write_yaml(lab / "one.yaml", {"hosts": {"a": ws1.inventory_entry(cpus=1)}})
+    sweep = write_yaml(lab / "cut.yaml", {"name": "cut", "run": {
+        "command": "echo $DSSH_JOB >> $HOME/starts.log; if [ -e $HOME/slow ]; then sleep 30; "
+                   "fi; echo ok > {output}/o.txt", "cpus": 1}, "params": {"i": [1]}})
+    (ws1.home / "slow").touch()
+    head = start_head(lab, "run", sweep, "-i", inv)
+    ctl = ws1.workdir / "jobs/default/cut/i-1/1/.dssh"
+    try:
+        _wait(lambda: (ctl / "job_pid").exists(), what="the start")
+    finally:
+        head.kill()
+        head.wait()
+    # Make the host look as if the wrapper had never been forked: no processes, no pid.
+    ws1.kill_user_processes()
+    for f in ("pid", "job_pid", "boot_id", "started", "stdout.txt", "stderr.txt"):
+        (ctl / f).unlink(missing_ok=True)
+    subprocess.run(["touch", "-d", "1 minute ago", str(ctl / "launched")], check=True)
+    (ws1.home / "starts.log").unlink()
+    (ws1.home / "slow").unlink()
+    proc = dssh("run", sweep, "-i", inv, cwd=lab)
+    assert proc.returncode == 0, explain(proc)
+    assert _starts([ws1]) == {"i-1": 1}
+    assert job_json(lab / "results/default/cut", "i-1")["status"] == "COMPLETED"

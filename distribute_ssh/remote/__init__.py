@@ -101,7 +101,8 @@ def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf:
 def inspect(dirs: list[str]) -> str:
     """For each run dir print one line: ``<index> <state> [exit_code timed_out]``.
 
-    states: missing (no dir), new (dir but never launched, for over CLAIM_STALE seconds),
+    states: missing (no dir), new (never launched, or launched but its wrapper never
+    started, for over CLAIM_STALE seconds: a head died in the middle of starting it),
     claimed (never launched yet, but claimed moments ago: a start is in flight), ended,
     running, suspended
     (its host is paused), lost (launched, but the wrapper is gone without an exit code:
@@ -127,7 +128,11 @@ def inspect(dirs: list[str]) -> str:
     elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
       echo "$i ended $(cat "$c/exit_code") $t"
     else echo "$i lost killed"; fi
-  else echo "$i starting"; fi
+  else  # launched, no pid yet: a start in flight, or one cut short before the wrapper ran
+    m=$(stat -c %Y "$c/launched" 2>/dev/null || echo 0)
+    if [ $(( $(date +%s) - m )) -lt """ + str(CLAIM_STALE) + r""" ]; then echo "$i starting"
+    else echo "$i new"; fi
+  fi
   i=$((i + 1))
 done""")
     return "\n".join(lines) + "\n"
