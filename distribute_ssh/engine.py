@@ -404,9 +404,6 @@ class Head:
                         tidy = asyncio.ensure_future(self._retire_leftovers(h))
                         self.cleanups.add(tidy)
                         tidy.add_done_callback(self.cleanups.discard)
-                        tidy = asyncio.ensure_future(self._tidy(h))
-                        self.cleanups.add(tidy)
-                        tidy.add_done_callback(self.cleanups.discard)
                 await self._reattach(h)
                 if h.status != "ready":
                     await self._build(h)
@@ -1409,6 +1406,8 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             if self.cleanups:
                 await asyncio.wait(list(self.cleanups), timeout=60)
             await self._stop_leftovers()
+            # Old marks go last, off the path of the first starts.
+            await asyncio.gather(*(self._tidy(h) for h in self.hosts.values()))
             return self.finish()
         finally:
             for t in list(self.tasks):

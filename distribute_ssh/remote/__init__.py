@@ -146,11 +146,12 @@ def retire(dir_: str, who: str) -> str:
     ``.dssh/`` itself never goes away, not even for a moment: creating it is how a start
     claims the dir, and a gap would let another head's start in."""
     return (f"d={q(dir_)}; w={q(who)}\n" + r"""if [ -d "$d/.dssh" ]; then
-  printf '%s\n' "$w" > "$d/.dssh/collected.tmp" &&
-    mv -f "$d/.dssh/collected.tmp" "$d/.dssh/collected"
+  printf '%s\n' "$w" > "$d/.dssh/collected"
+  set --
   for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; do
-    case $f in "$d/.dssh"|"$d/.dssh/collected"|*"/*"|*"/.[!.]*") ;; *) rm -rf "$f" ;; esac
+    case $f in "$d/.dssh"|"$d/.dssh/collected"|*"/*"|*"/.[!.]*") ;; *) set -- "$@" "$f" ;; esac
   done
+  [ $# = 0 ] || rm -rf "$@"
 fi
 """)
 
