@@ -1086,6 +1086,17 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)  # give back what space it took
             raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
+        # Another head driving this sweep may have taken the results meanwhile: it marks
+        # the dir before it empties it, so no mark now means nothing was taken away while
+        # we copied; a mark means our copy may lack files, and is dropped.
+        mark = await conn.run(f"c={q(ctl)}\n"
+                              '[ -f "$c/collected" ] && head -n 1 "$c/collected"\nexit 0\n',
+                              timeout=30)
+        if mark.text.strip():
+            shutil.rmtree(staging, ignore_errors=True)
+            job.busy = False
+            self._taken_elsewhere(h, job, mark.text.strip())
+            return
         info = {
             "sweep": self.sweep.name, "namespace": self.sweep.namespace,
             "job": job.planned.name, "status": status, "params": job.planned.params,
