@@ -50,12 +50,12 @@ from .schedule import place as place_jobs
 
 RECONCILE_EVERY = 5.0  # seconds between checks that catch an end the watcher missed,
 # or a job killed with its wrapper (no end to hear): one cheap round trip per host
-PAUSE_POLL = 2.0
+PAUSE_POLL = 2.0  # how often a paused host is asked whether its owner is done
 # A job whose processes vanish (a reboot, its wrapper killed) is queued again without
 # counting as a failure, this many times beyond its retries.
 LOST_AGAIN = 3
 UNREACHABLE_RETRY = 60.0  # how often a host unreachable since the start is looked for again
-COLLECT_RETRY = 5.0  # seconds before collecting again when the results dir refused a job  # how often a paused host is asked whether its owner is done
+COLLECT_RETRY = 5.0  # seconds before collecting again when the results dir refused a job
 # A host whose jobs fail this many times in a row, each within QUICK_FAIL seconds, is a
 # "black hole" (a broken install, a full disk): it is quarantined for the sweep.
 QUARANTINE_AFTER = 3
@@ -645,15 +645,14 @@ class Head:
                     self._set(j, "reattached", state=st.RUNNING)
                 elif not quiet:
                     self.reporter.event("job", f"{j.planned.name}: re-attached on {h.spec.name}")
-            elif what == "claimed" and line.split(None, 2)[2:] != [self.head_id]:
+            elif what == "claimed" and not self._own_claim(line):
                 pass  # another head's start of it is in flight: look again later
             elif what == "collected":
                 self._taken_elsewhere(h, j, line.split(None, 2)[2] if len(parts) > 2 else "?")
             elif what in ("missing", "new", "claimed"):
                 # Never launched (a claim of our own is from a start cut short): safe to
                 # start again, under the same attempt number.
-                with contextlib.suppress(HostError):
-                    await h.conn.run(f"rm -rf {q(j.remote_dir)}\n", timeout=60)
+                await self._remove_quietly(h, j.remote_dir)
                 self._release(h, j)
                 self._set(j, "requeued", state=st.PENDING, attempts=max(0, j.attempts - 1),
                           reason="its start was interrupted")
@@ -703,8 +702,7 @@ class Head:
         for line in res.text.splitlines():
             parts = line.split()
             if len(parts) >= 2 and parts[0].isdigit():
-                own = parts[1] == "claimed" and line.split(None, 2)[2:] == [self.head_id]
-                seen[int(parts[0])] = "new" if own else parts[1]
+                seen[int(parts[0])] = "new" if self._own_claim(line) else parts[1]
         stop = []
         for i, r in enumerate(rows):
             what = seen.get(i, "missing")
@@ -719,11 +717,7 @@ class Head:
                 self.state.set_attempt(j.id, j.attempts, st.RUNNING)
                 self._set(j, "reattached", state=st.RUNNING, host=h.spec.name,
                           remote_dir=r["remote_dir"], reason=None)
-                if h.slots is not None:
-                    h.slots.used_cpus += j.cpus
-                    h.slots.running += 1
-                    h.slots.busy_gpus.update(j.gpus)
-                    j.held = True
+                self._hold(h, j)
                 self.reporter.event("job", f"{j.planned.name}: its copy on {h.spec.name} is "
                                            "back; re-attached", job=j.planned.name)
             elif what in ("missing", "collected"):
@@ -751,15 +745,24 @@ class Head:
                                        f"{r['attempt']}) on {h.spec.name}"
                                        f"{'; ' + where if where else ''}", job=r["job"])
 
+    def _own_claim(self, line: str) -> bool:
+        """Is this ``inspect`` line a dir claimed by this head (a start of ours cut short)?"""
+        parts = line.split(None, 2)
+        return parts[1:2] == ["claimed"] and parts[2:] == [self.head_id]
+
     def _reserve_existing(self, h: HostRt) -> None:
         """Count jobs a previous head left running here against the host's capacity."""
-        assert h.slots is not None
         for j in self.jobs.values():
             if j.host == h.spec.name and j.state in st.ACTIVE_STATES:
-                h.slots.used_cpus += j.cpus
-                h.slots.running += 1
-                h.slots.busy_gpus.update(j.gpus)
-                j.held = True
+                self._hold(h, j)
+
+    def _hold(self, h: HostRt, j: JobRt) -> None:
+        """Count a job already on the host against the host's cpus, GPUs and slots."""
+        if h.slots is not None:
+            h.slots.used_cpus += j.cpus
+            h.slots.running += 1
+            h.slots.busy_gpus.update(j.gpus)
+            j.held = True
 
     def _release(self, h: HostRt | None, j: JobRt) -> None:
         if j.held and h is not None and h.slots is not None:

@@ -14,9 +14,7 @@ files, e.g. sshd logs, under /tmp/dssh-ws-*).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import pytest
 if os.path.dirname(__file__) not in sys.path:  # pytest's rootdir-less import mode does it too
     sys.path.insert(0, os.path.dirname(__file__))
 
-from workstations import Workstations, start_workstations  # noqa: E402
+from workstations import Workstations, workstation_set  # noqa: E402
 
 _WORKSTATION_FIXTURES = {"workstations", "workstations4", "fresh_workdirs"}
 
@@ -36,30 +34,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.sshd)
 
 
-def _workstation_set(n: int, prefix: str) -> Iterator[Workstations]:
-    # Not tmp_path_factory: pytest's base temp dir is 0700, and the workstation users (root
-    # mode) must reach their homes and authorized_keys. mkdtemp's 0700 is fixed by
-    # start_workstations (base_dir -> 0755).
-    base = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
-    ws = start_workstations(n, base, prefix=prefix)
-    try:
-        yield ws
-    finally:
-        ws.stop()
-        if os.environ.get("DSSH_TEST_KEEP_WORKSTATIONS", "") in ("", "0"):
-            shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def workstations() -> Iterator[Workstations]:
     """3 started workstations (ws1..ws3), stopped at the end of the session."""
-    yield from _workstation_set(3, "dssh-ws")
+    yield from workstation_set(3, "dssh-ws")
 
 
 @pytest.fixture(scope="session")
 def workstations4() -> Iterator[Workstations]:
     """4 started workstations (ws1..ws4, users dssh-wx1..4 as root), created on first use."""
-    yield from _workstation_set(4, "dssh-wx")
+    yield from workstation_set(4, "dssh-wx")
 
 
 @pytest.fixture

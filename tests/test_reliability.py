@@ -3,10 +3,12 @@ refusing results, and a host lost past its grace that comes back with the old co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,22 @@ def _wait(cond, timeout: float = 30.0, what: str = "") -> None:
         time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def _head(cwd: Path, *args: str | Path, hosts=()) -> Iterator[subprocess.Popen[str]]:
+    """A head started in the background; afterwards it is killed if still running, and
+    any of ``hosts`` a test stopped is started again."""
+    head = start_head(cwd, *args)
+    try:
+        yield head
+    finally:
+        if head.poll() is None:
+            head.kill()
+            head.wait()
+        for w in hosts:
+            if not w.running:
+                w.start()
+
+
 def _procs(user: str, needle: str) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "user:32,args"], capture_output=True, text=True).stdout
     return [ln for ln in ps.splitlines() if ln.split(None, 1)[0] == user and needle in ln]
@@ -143,9 +161,7 @@ def test_lost_host_back_after_its_grace_has_its_old_copy_stopped(lab: Path,
     sweep = write_yaml(lab / "lost.yaml", {"name": "lost", "run": {
         "command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 15; echo $HOME > {output}/o.txt",
         "cpus": 1}, "params": {"i": [1, 2]}})
-    head = start_head(lab, "run", sweep, "-i", inv)
-    ws1 = None
-    try:
+    with _head(lab, "run", sweep, "-i", inv, hosts=hosts) as head:
         _wait(lambda: len(_starts(hosts)) == 2, what="2 starts")
         ws1 = next(w for w in hosts if _starts([w]))
         (moved,) = _starts([ws1])
@@ -155,11 +171,6 @@ def test_lost_host_back_after_its_grace_has_its_old_copy_stopped(lab: Path,
         assert _procs(ws1.user, "sleep 15")  # the old copy is still alive
         ws1.start()
         out, err = head.communicate(timeout=120)
-    finally:
-        if head.poll() is None:
-            head.kill()
-        if ws1 is not None and not ws1.running:
-            ws1.start()
     assert head.returncode == 0, (out, err)
     assert f"{moved}: stopped and removed an old copy (attempt 1) on {ws1.name}" in out, out
     assert not _procs(ws1.user, "sleep 15")
@@ -183,16 +194,10 @@ def test_old_copy_is_taken_back_when_the_job_was_not_restarted_elsewhere(
     sweep = write_yaml(lab / "back.yaml", {"name": "back", "run": {
         "command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 6; echo done > {output}/o.txt",
         "cpus": 1}, "params": {"i": [1]}})
-    head = start_head(lab, "run", sweep, "-i", inv)
-    try:
+    with _head(lab, "run", sweep, "-i", inv, hosts=[ws1]) as head:
         _wait(lambda: len(_starts([ws1])) == 1, what="the start")
         ws1.stop()
         out, err = head.communicate(timeout=60)
-    finally:
-        if head.poll() is None:
-            head.kill()
-        if not ws1.running:
-            ws1.start()
     assert head.returncode == 4, (out, err)
     assert "requeued" in out
     proc = dssh("run", sweep, "-i", inv, cwd=lab)
@@ -282,9 +287,7 @@ def test_old_copy_on_a_host_still_gone_at_the_end_is_stopped_by_the_next_run(
         "command": "echo $DSSH_JOB >> $HOME/starts.log; "
                    "if [ $DSSH_ATTEMPT = 1 ]; then sleep 60; fi; echo ok > {output}/o.txt",
         "cpus": 1}, "params": {"i": [1]}})
-    head = start_head(lab, "run", sweep, "-i", inv)
-    ws1 = None
-    try:
+    with _head(lab, "run", sweep, "-i", inv, hosts=hosts) as head:
         _wait(lambda: len(_starts(hosts)) == 1, what="the start")
         ws1 = next(w for w in hosts if _starts([w]))
         ws1.stop()
@@ -292,11 +295,6 @@ def test_old_copy_on_a_host_still_gone_at_the_end_is_stopped_by_the_next_run(
         assert head.returncode == 0, (out, err)
         assert "may still run on " + ws1.name in out, out
         assert _procs(ws1.user, "sleep 60")  # out of reach, still running
-    finally:
-        if head.poll() is None:
-            head.kill()
-        if ws1 is not None and not ws1.running:
-            ws1.start()
     proc = dssh("run", sweep, "-i", inv, cwd=lab)
     assert proc.returncode == 0, explain(proc)
     assert "already complete" in proc.stdout
@@ -314,8 +312,7 @@ def test_a_rebooted_host_has_its_vanished_jobs_requeued(lab: Path, fresh_workdir
         "command": "echo $DSSH_JOB >> $HOME/starts.log; "
                    "if [ $DSSH_ATTEMPT = 1 ]; then sleep 60; fi; echo ok > {output}/o.txt",
         "cpus": 1, "retries": 0}, "params": {"i": [1]}})
-    head = start_head(lab, "run", sweep, "-i", inv)
-    try:
+    with _head(lab, "run", sweep, "-i", inv, hosts=[ws1]) as head:
         _wait(lambda: _starts([ws1]) == {"i-1": 1}, what="the start")
         boot_id = ws1.workdir / "jobs/default/boot/i-1/1/.dssh/boot_id"
         _wait(boot_id.exists, what="the wrapper's boot id")
@@ -324,11 +321,6 @@ def test_a_rebooted_host_has_its_vanished_jobs_requeued(lab: Path, fresh_workdir
         time.sleep(1)
         ws1.start()
         out, err = head.communicate(timeout=60)
-    finally:
-        if head.poll() is None:
-            head.kill()
-        if not ws1.running:
-            ws1.start()
     assert head.returncode == 0, (out, err)
     assert "i-1: lost on a (it rebooted); requeued" in out, out
     assert _starts([ws1]) == {"i-1": 2}
@@ -350,16 +342,12 @@ def test_a_job_killed_with_its_wrapper_is_a_failure_retried_as_retries_allow(
         "command": "echo $DSSH_JOB >> $HOME/starts.log; echo partial; "
                    "if [ $DSSH_ATTEMPT = 1 ]; then sleep 60; fi; echo ok > {output}/o.txt",
         "cpus": 1, "retries": retries}, "params": {"i": [1]}})
-    head = start_head(lab, "run", sweep, "-i", inv)
-    try:
+    with _head(lab, "run", sweep, "-i", inv) as head:
         _wait(lambda: _starts([ws1]) == {"i-1": 1}, what="the start")
         _wait(lambda: (ws1.workdir / f"jobs/default/k{retries}/i-1/1/.dssh/pid").exists(),
               what="the wrapper's pid")
         ws1.kill_user_processes()  # the job and its wrapper; the sshd sessions survive
         out, err = head.communicate(timeout=60)
-    finally:
-        if head.poll() is None:
-            head.kill()
     results = lab / f"results/default/k{retries}"
     info = job_json(results, "i-1")
     status = json.loads(dssh("status", f"k{retries}", "--json", cwd=lab).stdout)["jobs"][0]

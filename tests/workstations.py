@@ -810,3 +810,19 @@ def _check_configs(hosts: Sequence[Workstation]) -> None:
             errors.append(f"{ws.name}: `sshd -t -f {ws.config_file}` failed: {out}")
     if errors:
         raise WorkstationError("\n".join(errors))
+
+
+def workstation_set(n: int, prefix: str) -> Iterator[Workstations]:
+    """A test session's set of ``n`` started workstations (users ``PREFIX1..n`` as root),
+    stopped and removed afterwards (kept with ``DSSH_TEST_KEEP_WORKSTATIONS=1``)."""
+    # Not pytest's tmp_path_factory: its base dir is 0700, and the workstation users (root
+    # mode) must reach their homes and authorized_keys. mkdtemp's 0700 is fixed by
+    # start_workstations (base_dir -> 0755).
+    base = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    ws = start_workstations(n, base, prefix=prefix)
+    try:
+        yield ws
+    finally:
+        ws.stop()
+        if os.environ.get("DSSH_TEST_KEEP_WORKSTATIONS", "") in ("", "0"):
+            shutil.rmtree(base, ignore_errors=True)

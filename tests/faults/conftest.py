@@ -16,12 +16,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from workstations import Workstations, start_workstations
+from workstations import Workstations, workstation_set
 
 _SEED = os.environ.get("DSSH_FAULT_SEED") or str(random.SystemRandom().randrange(10**9))
 
@@ -57,15 +55,7 @@ def rng(request: pytest.FixtureRequest, fault_seed: str) -> random.Random:
 
 @pytest.fixture(scope="session")
 def fx_workstations() -> Iterator[Workstations]:
-    # Not tmp_path_factory: the workstation users must reach their homes (see tests/conftest.py)
-    base = Path(tempfile.mkdtemp(prefix="dssh-fx-"))
-    ws = start_workstations(3, base, prefix="dssh-fx")
-    try:
-        yield ws
-    finally:
-        ws.stop()
-        if os.environ.get("DSSH_TEST_KEEP_WORKSTATIONS", "") in ("", "0"):
-            shutil.rmtree(base, ignore_errors=True)
+    yield from workstation_set(3, "dssh-fx")
 
 
 def reset_workstations(ws: Workstations) -> None:
