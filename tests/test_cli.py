@@ -192,3 +192,46 @@ def test_many_instant_jobs_finish(tmp_path: Path) -> None:
     proc = dssh("run", sweep, "-q", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, explain(proc)
     assert len(summary(tmp_path / "results/default/instant")) == 40
+
+
+def _on_terminal(tmp_path: Path, args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run dssh ARGS on a pseudo-terminal; type ``answer`` once it asks a question."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
+    env.update(HOME=str(tmp_path / "home"), DSSH_STATE=str(tmp_path / "state.db"))
+    (tmp_path / "home").mkdir(exist_ok=True)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "distribute_ssh", *args], env)
+    out, asked = b"", False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not asked and b"[y/N]" in out:
+                os.write(fd, answer)
+                asked = True
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_restart_asks_on_a_terminal(tmp_path: Path) -> None:
+    sweep = write_yaml(tmp_path / "s.yaml", {"name": "ask", "run": {
+        "command": "echo {i} > {output}/o.txt", "cpus": 1}, "params": {"i": [1, 2]}})
+    assert dssh("run", sweep, cwd=tmp_path).returncode == 0
+    code, text = _on_terminal(tmp_path, ["run", str(sweep), "--restart"], b"n\n")
+    assert code == 2, text
+    assert "forget 2 job(s)' state" in text and "Go ahead? [y/N]" in text
+    assert "not confirmed; nothing was changed" in text
+    assert not [p for p in (tmp_path / "results/default").iterdir() if ".replaced-" in p.name]
+    code, text = _on_terminal(tmp_path, ["run", str(sweep), "--restart"], b"y\n")
+    assert code == 0, text
+    assert "old results" in text
+    assert [p for p in (tmp_path / "results/default").iterdir() if ".replaced-" in p.name]

@@ -150,7 +150,12 @@ def test_sweep_end_to_end(project: Path, fresh_workdirs) -> None:
     allst = json.loads(dssh("status", "--json", cwd=project).stdout)
     assert allst[0]["sweep"] == "default/cavity" and allst[0]["completed"] == 13
     events = dssh("status", "default/cavity", "--events", cwd=project)
-    assert events.returncode == 0 and "running" in events.stdout
+    assert events.returncode == 0
+    # every transition of every job is listed, in order
+    for job in (r["job"] for r in rows):
+        kinds = [ln.split()[2] for ln in events.stdout.splitlines()
+                 if len(ln.split()) > 3 and ln.split()[3] == job]
+        assert kinds == ["queued", "starting", "running", "completed"], (job, kinds)
 
     # Another sweep with the same build reuses it; a changed build file rebuilds.
     other = _sweep(project / "other.yaml", name="cavity2", params={"re": [1], "mesh": ["x"]},
