@@ -12,6 +12,8 @@ import attrs
 from ..durations import parse_duration
 from ..errors import ConfigError
 from .yamlload import (
+    ENV_NAME_RE,
+    NAME_RE,
     Duration,
     EnvText,
     FieldValueError,
@@ -23,7 +25,6 @@ from .yamlload import (
     yaml_key,
 )
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 DEFAULT_WORKDIR = "~/.dssh"
 DEFAULT_PAUSE_FILES = ("~/.distribute-pause", "/home/*/.distribute-pause", "/tmp/.distribute-pause")
 
@@ -236,7 +237,7 @@ def _validate(inv: InventoryFile, source: Source) -> Inventory:
     for where in (("defaults",), *(("hosts", n) for n in inv.hosts)):
         settings = inv.defaults if where == ("defaults",) else inv.hosts[where[1]]
         for k in (settings.env or {}) if settings else ():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(k)):
+            if not ENV_NAME_RE.match(str(k)):
                 add(where + ("env", k), f"{k!r} is not an environment variable name: use "
                                         "letters, digits and '_', not starting with a digit")
     hosts: dict[str, Host] = {}

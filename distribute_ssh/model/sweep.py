@@ -12,6 +12,8 @@ import attrs
 from ..durations import parse_duration
 from ..errors import ConfigError
 from .yamlload import (
+    ENV_NAME_RE,
+    NAME_RE,
     Duration,
     EnvText,
     FieldValueError,
@@ -23,9 +25,6 @@ from .yamlload import (
     structure,
     yaml_key,
 )
-
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # What leaving a numeric key out means, for messages about a bad value.
 _DEFAULTS = {

@@ -32,6 +32,9 @@ EnvText = NewType("EnvText", str)
 Duration = NewType("Duration", object)
 
 _SCALARS = (str, int, float, bool)
+# Names used in paths (sweeps, namespaces, hosts, capabilities), and environment names.
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class FieldValueError(ValueError):
