@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from . import remote
+from . import ledger, remote
 from . import state as st
 from .collect import RESERVED, download, place, select, write_json
 from .durations import format_until
@@ -145,6 +145,12 @@ class HostRt:
     quarantined: bool = False
     given_back: set[int] = attrs.Factory(set)  # jobs whose attempt the quarantine returned
     streak_since: float = 0.0
+    user: str = ""  # the login dssh uses there: the owner of its claims in the ledger
+    ledger_token: str = ""  # the ledger's state when this head last looked
+    ledger_watch: asyncio.Task | None = None
+    waiting: bool = False  # queued jobs want room here that other heads hold
+    registered: bool = False  # this head may be in the host's ledger as waiting
+    full_noted: bool = False
 
     @property
     def hopeful(self) -> bool:
@@ -227,8 +233,10 @@ class Head:
         self.fatal: DsshError | None = None
         self.started = time.time()
         self.sweep_id = 0
-        # Who this head is, in the mark a collected run leaves on its host.
-        self.head_id = f"{getpass.getuser()}@{socket.gethostname()}:{self.results_dir}"
+        # Who this head is, in the mark a collected run leaves on its host and in its
+        # claims in the hosts' ledgers.
+        self.machine = socket.gethostname()
+        self.head_id = f"{getpass.getuser()}@{self.machine}:{self.results_dir}"
 
     @property
     def state(self) -> st.State:
@@ -352,7 +360,7 @@ class Head:
         h.conn = conn
         h.workdir = conn.expand(h.spec.workdir).rstrip("/")
         bin_dir = f"{h.workdir}/bin"
-        names = ["wrapper", "watch"]
+        names = ["wrapper", "watch", "ledger"]
         conf = remote.pause_conf(conn.home, h.spec.pause_files, h.spec.max_pause,
                                  h.spec.on_pause)
         h.pconf = f"{h.workdir}/pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
@@ -362,20 +370,29 @@ class Head:
             '[ -d "$w" ] || { mkdir -p "$w" && chmod 700 "$w"; } || exit 3\n'
             '[ -d "$e" ] || mkdir -p "$e" || exit 3\n'
             "command -v setsid >/dev/null || echo nosetsid\n"
+            'u=$(id -un); echo "user $u"\n'
             + ("" if h.spec.cpus else
                "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n")
             + remote.install_check(bin_dir, names)
-            + f"[ -f {q(h.pconf)} ] || printf '%s' {q(conf)} > {q(h.pconf)} || exit 3\n",
+            + f"[ -f {q(h.pconf)} ] || printf '%s' {q(conf)} > {q(h.pconf)} || exit 3\n"
+            # The ledger, when its script is there already (see _forget).
+            + f"l={q(self._ledger_script(h))}\n"
+            + '[ -f "$l" ] && { echo "-- ledger"; '
+            + f'sh "$l" forget {q(h.spec.ledger_dir)} {q(self.head_id)} "$u"; }}\n'
+            + "exit 0\n",
             timeout=30)
         if res.exit_status != 0:
             raise HostError(h.spec.name, f"cannot create the workdir {h.workdir}: "
                                          f"{res.stderr.decode(errors='replace').strip()}")
         cpus = h.spec.cpus
-        for line in res.text.splitlines():
+        text, _, looked = res.text.partition("-- ledger\n")
+        for line in text.splitlines():
             word, _, rest = line.partition(" ")
             if word == "nosetsid":
                 raise HostError(h.spec.name, "has no 'setsid' (util-linux): dssh needs it to "
                                              "run jobs detached")
+            if word == "user":
+                h.user = rest.strip()
             if word == "cpus" and cpus is None:
                 with contextlib.suppress(ValueError):
                     cpus = int(rest)
@@ -385,6 +402,113 @@ class Head:
         h.slots = HostSlots(h.spec.name, cpus or 1, h.spec.slots, h.spec.gpus,
                             h.spec.capabilities, available=False)
         self._reserve_existing(h)
+        # No start of this head is in flight yet: claims it holds for unstarted runs are
+        # from its earlier life, cut short ("forget"), in the same round trip when it can.
+        if not looked:
+            res = await conn.run(ledger.forget_command(
+                self._ledger_script(h), h.spec.ledger_dir, self.head_id, h.user or "dssh"),
+                timeout=30)
+            looked = res.text
+        led, _ = ledger.parse(looked)
+        if led.error:
+            raise HostError(h.spec.name, f"cannot use its ledger: {led.error}")
+        self._apply_ledger(h, led)
+
+    # -- the ledger shared with other heads (SPEC §6a) ----------------------------------------
+    def _ledger_script(self, h: HostRt) -> str:
+        return f"{h.workdir}/bin/{remote.script('ledger')[0]}"
+
+    def _apply_ledger(self, h: HostRt, led: ledger.Ledger) -> None:
+        """Take what other heads hold on the host, and its capacity in force, from a look
+        at its ledger."""
+        if led.token:
+            h.ledger_token = led.token
+        if h.slots is None:
+            return
+        mine = {j.remote_dir for j in self.jobs.values()
+                if j.held and j.host == h.spec.name and j.remote_dir}
+        foreign = led.foreign(mine)
+        s = h.slots
+        s.foreign_cpus = sum(c.cpus for c in foreign)
+        s.foreign_jobs = len(foreign)
+        s.foreign_gpus = {g for c in foreign for g in c.gpus}
+        s.ledger_cpus, s.ledger_slots, s.ledger_gpus = led.cap_cpus, led.cap_slots, led.cap_gpus
+
+    def _job_need(self, h: HostRt) -> tuple[int, int]:
+        """The cpus and GPUs one job of this sweep takes on the host."""
+        assert h.slots is not None
+        return self.sweep.run.cpus or h.slots.limit_cpus, self.sweep.run.gpus
+
+    def _claim_command(self, h: HostRt, run_dir: str, job: str, kind: str, cpus: int,
+                       gpus: tuple[int, ...]) -> tuple[str, str]:
+        """The command that claims room for a run in the host's ledger, and the claim's path."""
+        assert h.slots is not None
+        name = ledger.claim_name(h.user or "dssh", run_dir)
+        cmd = ledger.claim_command(
+            self._ledger_script(h), h.spec.ledger_dir, name=name, head=self.head_id,
+            user=h.user or "dssh", machine=self.machine, sweep=self.sweep.key, job=job,
+            kind=kind, cpus=cpus, gpus=gpus, cap_cpus=h.slots.cpus, cap_slots=h.spec.slots,
+            cap_gpus=h.spec.gpus, run_dir=run_dir)
+        return cmd, f"{h.spec.ledger_dir}/c-{name}"
+
+    def _refused(self, h: HostRt, led: ledger.Ledger, build: bool = False) -> None:
+        """The ledger had no room for us: wait until it changes before trying again."""
+        self._apply_ledger(h, led)
+        h.registered = True
+        if h.slots is not None and not build:
+            h.slots.blocked = True
+        if not h.full_noted:
+            h.full_noted = True
+            who = sorted({f"{c.user} ({c.sweep})" for c in led.foreign(set())
+                          if c.head != self.head_id})
+            why = "another head has waited longer" if led.verdict == "yield" else "it is full"
+            self.reporter.event("host", f"{h.spec.name}: waiting for room "
+                                        f"{'to build ' if build else ''}({why}; held by "
+                                        f"{', '.join(who) or 'this sweep'})", host=h.spec.name)
+        if not build:
+            self._want_room(h)
+
+    def _want_room(self, h: HostRt) -> None:
+        h.waiting = True
+        if h.ledger_watch is None or h.ledger_watch.done():
+            h.ledger_watch = self._spawn(self._ledger_watch(h))
+
+    async def _wait_for_room(self, h: HostRt) -> bool:
+        """Stand in the host's ledger queue until the ledger changes (at most ~10 s), then
+        take the new look. False when the host could not be asked."""
+        assert h.conn is not None and h.slots is not None
+        cpus, gpus = self._job_need(h)
+        res = await h.conn.run(ledger.wait_command(
+            self._ledger_script(h), h.spec.ledger_dir, h.ledger_token, head=self.head_id,
+            user=h.user or "dssh", sweep=self.sweep.key, cpus=cpus, gpus=gpus), timeout=60)
+        h.registered = True
+        led, _ = ledger.parse(res.text)
+        if led.error:
+            return False
+        self._apply_ledger(h, led)
+        return True
+
+    async def _ledger_watch(self, h: HostRt) -> None:
+        """While queued jobs want room that other heads hold here, stand in the host's
+        queue and look again as soon as its ledger changes."""
+        while h.waiting and h.conn is not None and h.slots is not None and not self._finished():
+            try:
+                if not await self._wait_for_room(h):
+                    return
+            except HostError:
+                return  # the host is gone: its task reconnects, and looks again
+            h.slots.blocked = False
+            h.waiting = False  # the scheduler says again whether we still wait
+            self.wakeup.set()
+            await asyncio.sleep(0.05)
+
+    async def _unwait(self, h: HostRt) -> None:
+        h.registered = False
+        if h.conn is not None:
+            with contextlib.suppress(HostError):
+                await h.conn.run(ledger.unwait_command(self._ledger_script(h),
+                                                       h.spec.ledger_dir, self.head_id,
+                                                       h.user or "dssh"), timeout=30)
 
     async def host_main(self, h: HostRt) -> None:
         """Connect, re-attach, build, then watch for ended jobs; reconnect if the host drops."""
@@ -820,10 +944,25 @@ rm -rf "$b" && mkdir "$b" && claim
             await conn.write_file(f"{ctl}/command.sh", remote.command_script(
                 bdir, env, self.sweep.build.command, merge_stderr=True).encode(), 0o644)
             wrapper, _ = remote.script("wrapper")
+            # A build takes what one job of the sweep takes, claimed like one.
+            cpus = self._job_need(h)[0]
             while True:
-                res = await conn.run(remote.launch(f"{h.workdir}/bin/{wrapper}", bdir, 0, "",
-                                                   "", h.pconf), timeout=30)
-                word, _, rest = res.text.strip().partition(" ")
+                claim_cmd, claim = self._claim_command(h, bdir, "build", "build", cpus, ())
+                res = await conn.run(
+                    f"o=$({claim_cmd}); printf '%s\\n' \"$o\"\n"
+                    "case $o in ok*) ;; *) exit 0 ;; esac\n"
+                    + remote.launch(f"{h.workdir}/bin/{wrapper}", bdir, 0, "", "", h.pconf,
+                                    claim=claim), timeout=30)
+                led, after = ledger.parse(res.text)
+                if led.error:
+                    raise HostError(h.spec.name, f"its ledger: {led.error}")
+                if led.verdict != "ok":
+                    self._refused(h, led, build=True)
+                    await self._wait_for_room(h)
+                    continue
+                self._apply_ledger(h, led)
+                h.registered = h.full_noted = False
+                word, _, rest = "\n".join(after).strip().partition(" ")
                 if word != "paused":
                     break
                 self._host_paused(h, rest, building=True)
@@ -910,6 +1049,7 @@ rm -rf "$b" && mkdir "$b" && claim
             db.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, host, remote_dir, "
                        "state, started) VALUES (?,?,?,?,?,?)",
                        (job.id, attempt, h.spec.name, jdir, st.STARTING, time.time()))
+        claim = ""
         try:
             bdir = f"{h.workdir}/builds/{self.build_id}" if self.build_id else jdir
             kw = dict(cpus=cpus, gpus=gpus, build=bdir, input_dir=f"{jdir}/input",
@@ -919,18 +1059,41 @@ rm -rf "$b" && mkdir "$b" && claim
             script = remote.command_script(jdir, env, command)
             wrapper, _ = remote.script("wrapper")
             timeout = self.sweep.run.timeout_seconds
+            name = f"{job.planned.name}.{attempt}"
+            claim_cmd, claim = self._claim_command(h, jdir, name, "job", cpus, gpus)
             launch = remote.launch(
                 f"{h.workdir}/bin/{wrapper}", jdir, int(timeout) if timeout else 0,
-                self._event_log(h), f"{job.planned.name}.{attempt}", h.pconf, h.pause_files)
+                self._event_log(h), name, h.pconf, h.pause_files, claim)
             files = job.planned.files
-            # Without input files, making the dir and starting the job is one round trip.
-            # Creating .dssh/ is the claim: it fails if this attempt was started before.
+            # Without input files, claiming room in the host's ledger, making the dir and
+            # starting the job is one round trip. Creating .dssh/ claims the dir: it fails
+            # if this attempt was started before.
             res = await conn.run(
+                f"o=$({claim_cmd}); printf '%s\\n' \"$o\"\n"
+                "case $o in ok*) ;; *) exit 0 ;; esac\n"
+                f"mkdir -p {q(jdir)} || exit 3\n"
+                f"mkdir {q(jdir + '/.dssh')} 2>/dev/null || "
+                f"{{ rm -f {q(claim)}; echo exists; exit 0; }}\n"
+                # Only once the dir is ours: a run another head took leaves just its mark.
                 f"mkdir -p {q(jdir + '/input')} {q(jdir + '/outputs')} || exit 3\n"
-                f"mkdir {q(jdir + '/.dssh')} 2>/dev/null || {{ echo exists; exit 0; }}\n"
                 f"printf '%s\\n' {q(self.head_id)} > {q(jdir + '/.dssh/claim')}\n"
                 f"printf '%s' {q(script)} > {q(jdir + '/.dssh/command.sh')} || exit 3\n"
                 + ("echo made\n" if files else launch), timeout=60)
+            led, after = ledger.parse(res.text)
+            if led.error:
+                raise HostError(h.spec.name, f"its ledger: {led.error}")
+            if led.verdict != "ok":
+                # Other heads hold the room: back to the queue, as if never started.
+                self.state.undo_start(job.id, attempt)
+                self._release(h, job)
+                job.state, job.attempts = st.PENDING, attempt - 1
+                job.busy = False
+                self._refused(h, led)
+                self.reporter.update(self)
+                return
+            self._apply_ledger(h, led)
+            h.registered = h.full_noted = False
+            res = attrs.evolve(res, stdout="\n".join(after).encode())
             if res.text.strip() == "exists":
                 # Another head (or an earlier start of ours) got here first: find out what it is.
                 job.busy = False
@@ -944,9 +1107,13 @@ rm -rf "$b" && mkdir "$b" && claim
                 raise HostError(h.spec.name, f"cannot create {jdir}: "
                                              f"{res.stderr.decode(errors='replace').strip()}")
             if files:
-                for local, target in files:
-                    await conn.put(local, f"{jdir}/input/{target}")
-                res = await conn.run(launch, timeout=60)
+                keep = self._spawn(self._keep_claim(conn, claim))
+                try:
+                    for local, target in files:
+                        await conn.put(local, f"{jdir}/input/{target}")
+                    res = await conn.run(launch, timeout=60)
+                finally:
+                    keep.cancel()
             word, _, rest = res.text.strip().partition(" ")
             if word == "paused":
                 # The owner has the machine: give the job back to the queue, wait for them.
@@ -975,7 +1142,7 @@ rm -rf "$b" && mkdir "$b" && claim
             job.avoid.add(h.spec.name)
             job.busy = False
             with contextlib.suppress(HostError):
-                await conn.run(f"rm -rf {q(jdir)}\n", timeout=60)
+                await conn.run(f"rm -rf {q(jdir)}; rm -f {q(claim)}\n", timeout=60)
             return
         job.dispatched, job.judged = time.monotonic(), False
         self._set(job, "running", state=st.RUNNING, pid=pid, started=time.time())
@@ -989,6 +1156,13 @@ rm -rf "$b" && mkdir "$b" && claim
             self._spawn(self._collect(h, job))  # a task: collections wait for starts
         else:
             job.busy = False
+
+    async def _keep_claim(self, conn: HostConnection, claim: str) -> None:
+        """Keep a claim whose start is still uploading its inputs from looking abandoned."""
+        while True:
+            await asyncio.sleep(ledger.KEEPALIVE)
+            with contextlib.suppress(HostError):
+                await conn.run(f"[ -f {q(claim)} ] && touch {q(claim)}\n", timeout=30)
 
     # -- collection -------------------------------------------------------------------------
     async def _collect(self, h: HostRt, job: JobRt) -> None:
@@ -1306,14 +1480,29 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             if j.cancel and j.state == st.PENDING and not j.busy:
                 self._set(j, "cancelled", state=st.CANCELLED, reason="cancelled")
         queue = [(j.id, need) for j in self.in_order if j.state == st.PENDING and not j.busy]
-        if not queue:
-            return
         avoid = {j.id: j.avoid for j in self.jobs.values() if j.avoid}
-        for p in place_jobs(queue, [h.slots for h in ready if h.slots], avoid):
+        placed = place_jobs(queue, [h.slots for h in ready if h.slots], avoid) if queue else []
+        for p in placed:
             job = self.jobs[p.job]
             job.busy = True
             job.held = True
             self._spawn(self._dispatch(self.hosts[p.host], job, p.cpus, p.gpus))
+        # Hosts where jobs left in the queue wait for room other heads hold: stand in
+        # their ledgers' queues. With nothing left to start, leave them.
+        left = {j for j, _ in queue} - {p.job for p in placed}
+        for h in ready:
+            s = h.slots
+            assert s is not None
+            wants = bool(left) and s.available and s.can_ever_run(need) and (
+                s.blocked or s.foreign_jobs > 0) and not s.fits_now(need) and any(
+                h.spec.name not in self.jobs[j].avoid for j in left)
+            if wants:
+                self._want_room(h)
+                continue
+            h.waiting = False
+            if h.registered and not self.starting and not any(
+                    j.state == st.PENDING for j in self.jobs.values()):
+                self._spawn(self._unwait(h))
 
     def _take_requests(self) -> None:
         """Requests other commands left for this head: `dssh cancel` while it runs."""
@@ -1420,6 +1609,8 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             if self.cleanups:
                 await asyncio.wait(list(self.cleanups), timeout=60)
             await self._stop_leftovers()
+            await asyncio.gather(*(self._unwait(h) for h in self.hosts.values()
+                                   if h.registered))
             # Old marks go last, off the path of the first starts.
             await asyncio.gather(*(self._tidy(h) for h in self.hosts.values()))
             return self.finish()

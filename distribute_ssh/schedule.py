@@ -2,7 +2,8 @@
 
 Rules, in order:
 - a host takes a job only if it has every capability the sweep requires, enough GPUs,
-  and free cpus, GPUs and slots right now (``cpus`` unset on the job means the whole host);
+  and free cpus, GPUs and slots right now (``cpus`` unset on the job means the whole host),
+  counting what other heads hold there (the host's ledger, SPEC §6a);
 - jobs that need GPUs go only to hosts that have them; jobs that don't prefer hosts
   without GPUs, so GPUs stay free for those who need them (the original tool's rule);
 - among the rest, the least loaded host (by share of its cpus in use) wins, so every
@@ -29,29 +30,57 @@ class HostSlots:
     running: int = 0
     busy_gpus: set[int] = attrs.Factory(set)
     available: bool = True  # connected, built, not excluded
+    # What other heads hold here, and the capacity the host's ledger puts in force (the
+    # smallest any head sharing it declares), as last seen.
+    foreign_cpus: int = 0
+    foreign_jobs: int = 0
+    foreign_gpus: set[int] = attrs.Factory(set)
+    ledger_cpus: int | None = None
+    ledger_slots: int | None = None
+    ledger_gpus: tuple[int, ...] | None = None
+    blocked: bool = False  # the ledger refused a claim: wait until it changes
+
+    @property
+    def limit_cpus(self) -> int:
+        return self.cpus if self.ledger_cpus is None else min(self.cpus, self.ledger_cpus)
+
+    @property
+    def limit_slots(self) -> int | None:
+        if self.ledger_slots is None:
+            return self.slots
+        return self.ledger_slots if self.slots is None else min(self.slots, self.ledger_slots)
 
     @property
     def free_cpus(self) -> int:
-        return self.cpus - self.used_cpus
+        return self.limit_cpus - self.used_cpus - self.foreign_cpus
 
     @property
     def free_gpus(self) -> list[int]:
-        return [g for g in self.gpus if g not in self.busy_gpus]
+        return [g for g in self.gpus if g not in self.busy_gpus and g not in self.foreign_gpus
+                and (self.ledger_gpus is None or g in self.ledger_gpus)]
+
+    @property
+    def full(self) -> bool:
+        """No room for any job now: its slots are taken, or its cpus."""
+        slots = self.limit_slots
+        return (self.blocked or self.free_cpus <= 0
+                or (slots is not None and self.running + self.foreign_jobs >= slots))
 
     def can_ever_run(self, need: JobNeed) -> bool:
         return (need.requires <= self.capabilities and len(self.gpus) >= need.gpus
                 and (need.cpus is None or need.cpus <= self.cpus))
 
     def fits_now(self, need: JobNeed) -> bool:
-        if not self.available or not self.can_ever_run(need):
+        if not self.available or self.blocked or not self.can_ever_run(need):
             return False
-        if self.slots is not None and self.running >= self.slots:
+        slots = self.limit_slots
+        if slots is not None and self.running + self.foreign_jobs >= slots:
             return False
-        cpus = self.cpus if need.cpus is None else need.cpus
+        cpus = self.limit_cpus if need.cpus is None else need.cpus
         return cpus <= self.free_cpus and need.gpus <= len(self.free_gpus)
 
     def take(self, need: JobNeed) -> tuple[int, tuple[int, ...]]:
-        cpus = self.cpus if need.cpus is None else need.cpus
+        cpus = self.limit_cpus if need.cpus is None else need.cpus
         gpus = tuple(self.free_gpus[: need.gpus])
         self.used_cpus += cpus
         self.running += 1
@@ -82,7 +111,8 @@ class Placement:
 def _preference(host: HostSlots, need: JobNeed) -> tuple:
     # GPU-less jobs go to GPU-less hosts first; then the least loaded host; then by name.
     gpu_penalty = 1 if (need.gpus == 0 and host.gpus) else 0
-    return (gpu_penalty, host.used_cpus / max(host.cpus, 1), host.running, host.name)
+    load = (host.used_cpus + host.foreign_cpus) / max(host.limit_cpus, 1)
+    return (gpu_penalty, load, host.running + host.foreign_jobs, host.name)
 
 
 def place(queue: list[tuple[int, JobNeed]], hosts: list[HostSlots],
@@ -107,8 +137,7 @@ def place(queue: list[tuple[int, JobNeed]], hosts: list[HostSlots],
         host = min(candidates, key=lambda h: _preference(h, need))
         cpus, gpus = host.take(need)
         out.append(Placement(job, host.name, cpus, gpus))
-        if not any(h.available and (h.slots is None or h.running < h.slots) and h.free_cpus > 0
-                   for h in hosts):
+        if not any(h.available and not h.full for h in hosts):
             break
     return out
 

@@ -249,6 +249,16 @@ class State:
             self.event(db, row["sweep_id"], job_id, kind, fields.get("host", row["host"]),
                        {k: v for k, v in fields.items() if k not in ("params",)} or None)
 
+    def undo_start(self, job_id: int, attempt: int) -> None:
+        """A start that never reached its host (the host's ledger had no room): the job is
+        queued again as it was, and neither the attempt nor its start event remain."""
+        with self.tx() as db:
+            db.execute("DELETE FROM attempts WHERE job_id=? AND attempt=?", (job_id, attempt))
+            db.execute("DELETE FROM events WHERE id=(SELECT MAX(id) FROM events WHERE "
+                       "job_id=? AND kind='starting')", (job_id,))
+            db.execute("UPDATE jobs SET state='PENDING', attempts=? WHERE id=?",
+                       (attempt - 1, job_id))
+
     def set_attempt(self, job_id: int, attempt: int, state: str, reason: str | None = None
                     ) -> None:
         self.db.execute("UPDATE attempts SET state=?, reason=COALESCE(?, reason) "

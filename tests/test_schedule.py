@@ -342,3 +342,38 @@ def test_place_mutates_only_counters(seed: int) -> None:
     fixed = [attrs.evolve(h, used_cpus=0, running=0, busy_gpus=set()) for h in hs]
     place([(i, _random_need(rng)) for i in range(20)], hs)
     assert [attrs.evolve(h, used_cpus=0, running=0, busy_gpus=set()) for h in hs] == fixed
+
+
+# -- other heads' claims (the host's ledger, SPEC §6a) ---------------------------------------
+
+def test_other_heads_claims_count_against_cpus_slots_and_gpus() -> None:
+    h = host("shared", 8, slots=3, gpus=(0, 1))
+    h.foreign_cpus, h.foreign_jobs, h.foreign_gpus = 6, 2, {0}
+    out = place(queue(N(cpus=2, gpus=1), N(cpus=2, gpus=1)), [h])
+    assert [(p.cpus, p.gpus) for p in out] == [(2, (1,))]  # 2 cpus and GPU 1 were left
+    assert h.full and place(queue(N(cpus=1)), [h]) == []
+    h2 = host("slots", 8, slots=2)
+    h2.foreign_jobs = 2  # two small jobs of others fill its slots, not its cpus
+    assert place(queue(N(cpus=1)), [h2]) == []
+
+
+def test_the_capacity_in_force_is_the_smaller_of_ours_and_the_ledgers() -> None:
+    h = host("small", 8, gpus=(0, 1))
+    h.ledger_cpus, h.ledger_slots, h.ledger_gpus = 4, 1, (1,)
+    out = place(queue(N(), N(cpus=1, gpus=1)), [h])
+    assert [(p.cpus, p.gpus) for p in out] == [(4, ())]  # "the whole host" is 4 cpus
+    h.give_back(4, ())
+    out = place(queue(N(cpus=1, gpus=1)), [h])
+    assert out[0].gpus == (1,)  # GPU 0 is not in every inventory sharing the host
+
+
+def test_a_blocked_host_waits_and_gpu_less_jobs_overflow_only_when_others_fill_the_rest(
+        ) -> None:
+    cpu, gpu = host("cpu", 4), host("gpu", 4, gpus=(0,))
+    cpu.blocked = True  # its ledger refused our last claim: wait for it to change
+    assert hosts_of(place(queue(N(cpus=2)), [cpu, gpu])) == ["gpu"]
+    cpu.blocked = False
+    gpu.give_back(2, ())
+    cpu.foreign_cpus, cpu.foreign_jobs = 2, 1  # another head holds half of the CPU host
+    assert hosts_of(place(queue(N(cpus=2)), [cpu, gpu])) == ["cpu"]
+    assert hosts_of(place(queue(N(cpus=2)), [cpu, gpu])) == ["gpu"]  # now it is full

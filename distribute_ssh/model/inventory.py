@@ -26,6 +26,7 @@ from .yamlload import (
 )
 
 DEFAULT_WORKDIR = "~/.dssh"
+DEFAULT_LEDGER_DIR = "/tmp/dssh-ledger"  # world-writable and sticky, like /tmp itself
 DEFAULT_PAUSE_FILES = ("~/.distribute-pause", "/home/*/.distribute-pause", "/tmp/.distribute-pause")
 
 
@@ -85,6 +86,16 @@ def _gpu_ids(inst: Any, a: attrs.Attribute, v: Any) -> None:
                                            "GPU once, e.g. gpus: [0, 1]")
 
 
+def _ledger_dir(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    if v is None:
+        return
+    if not v.startswith("/") or "\n" in v or "\t" in v:
+        raise FieldValueError(yaml_key(a), f"must be an absolute path on the host, shared by "
+                                           f"every user who runs dssh there, got {v!r}: write "
+                                           "e.g. ledger_dir: /tmp/dssh-ledger, or remove the "
+                                           "line for that default")
+
+
 def _names(inst: Any, a: attrs.Attribute, v: Any) -> None:
     for c in v or ():
         if not NAME_RE.match(c):
@@ -117,6 +128,8 @@ class HostSettings:
     # How long a head waits for a host that stopped answering before it runs that host's
     # jobs elsewhere.
     host_grace: Duration | None = attrs.field(default=None, validator=_duration)
+    # Where every user's heads count what they hold on this host (SPEC §6a).
+    ledger_dir: str | None = attrs.field(default=None, validator=_ledger_dir)
 
 
 @attrs.frozen
@@ -148,6 +161,7 @@ class Host:
     on_pause: str = "suspend"
     connect_timeout: float = 10.0
     host_grace: float = 300.0
+    ledger_dir: str = DEFAULT_LEDGER_DIR
 
     @property
     def is_local(self) -> bool:

@@ -77,24 +77,27 @@ def any_pause_file(patterns: list[str]) -> str:
 
 
 def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf: str,
-           pause_files: list[str] | None = None) -> str:
+           pause_files: list[str] | None = None, claim: str = "") -> str:
     """Start the wrapper detached (own session, no tty, stdio closed) and print
     ``started PID`` — or ``paused UNTIL FILE`` and start nothing, when the host's owner
     has paused it.
 
     ``.dssh/launched`` is written first: a head that dies right here leaves a dir that
     says a start was attempted, so the next head never starts a second copy blindly.
+    ``claim`` is the run's claim in the host's ledger: the wrapper signs it and gives it
+    back when the job ends; a start the owner's pause stops gives it back at once.
     """
+    drop = f"rm -f {q(claim)}; " if claim else ""
     ctl = f"{dir_}/.dssh"
     check = "true" if pause_files is None else any_pause_file(pause_files)
     return (f"cd {q(dir_)} || exit 1\n"
             f"if {check}; then\n"
             f"  st=$(sh {q(wrapper)} --pause-state {q(pconf)})\n"
-            '  case $st in paused*) echo "$st"; exit 0 ;; esac\n'
+            f'  case $st in paused*) {drop}echo "$st"; exit 0 ;; esac\n'
             "fi\n"
             f": > {q(ctl + '/launched')}\n"
             f"nohup setsid sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)} "
-            f"{q(pconf)} < /dev/null > /dev/null 2>&1 &\n"
+            f"{q(pconf)} {q(claim)} < /dev/null > /dev/null 2>&1 &\n"
             'echo "started $!"\n')
 
 

@@ -1,11 +1,15 @@
 #!/bin/sh
 # dssh job wrapper: runs one job (or build) detached from the head.
 # Needs only POSIX sh, coreutils, procps (ps), grep and setsid; started as
-#   nohup setsid sh wrapper.sh DIR TIMEOUT EVENT_LOG NAME PAUSE_CONF </dev/null >/dev/null 2>&1 &
+#   nohup setsid sh wrapper.sh DIR TIMEOUT EVENT_LOG NAME PAUSE_CONF [CLAIM] </dev/null >/dev/null 2>&1 &
 # DIR/.dssh holds command.sh; this writes pid, started, boot_id,
 # stdout.txt, stderr.txt, then finished, timed_out (if so) and, last and atomically,
 # exit_code. When the job ends it appends "NAME EXIT_CODE" to EVENT_LOG, which a watching
 # head follows.
+#
+# CLAIM is the job's claim in the host's ledger (see ledger.sh): the wrapper signs it with
+# its pid and start time, so every head can tell it is live, and deletes it when the job
+# has ended, before it writes exit_code: from then on the cpus are free for anyone.
 #
 # The workstation belongs to its owner: while a pause file exists (pause.conf lists where
 # to look), the job's whole process tree is stopped (SIGSTOP) within about a second and
@@ -20,6 +24,7 @@ timeout=${2:-0}
 notify=${3:-}
 name=${4:-}
 pconf=${5:-}
+claim=${6:-}
 NL='
 '
 
@@ -146,6 +151,13 @@ read_conf "$pconf"
 echo $$ > "$ctl/pid"
 read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null && echo "$boot" > "$ctl/boot_id"
 date +%s.%N > "$ctl/started"
+# Field 22 of /proc/PID/stat: when this process started, which tells it from a later one
+# that reuses its pid.
+own_start() { read -r s < /proc/$$/stat; s=${s##*) }; set -- $s; echo "${20}"; }
+if [ -n "$claim" ] && [ -f "$claim" ]; then
+    # One short append: a reader sees the claim signed or not, never half.
+    printf 'pid %s\npstart %s\n' "$$" "$(own_start)" >> "$claim"
+fi
 # A mark every process of the job inherits, to find ones that left its process tree.
 run_mark="DSSH_RUN=$PWD"
 # The job gets its own session, so its whole tree can be signalled as one group.
@@ -260,6 +272,7 @@ end_leftovers() {
 # Those still in its process group first (a builtin check: no cost when there are none)...
 if kill -0 "-$job" 2>/dev/null && alive; then end_leftovers; fi
 rm -f "$ctl/suspended" "$ctl/paused"
+[ -n "$claim" ] && rm -f "$claim"
 date +%s.%N > "$ctl/finished"
 echo "$rc" > "$ctl/exit_code.tmp" && mv -f "$ctl/exit_code.tmp" "$ctl/exit_code"
 event "$name $rc"
