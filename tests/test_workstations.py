@@ -107,7 +107,10 @@ def test_inventory(workstations: Workstations, tmp_path: Path) -> None:
         "address": "127.0.0.1", "port": ws1.port, "user": ws1.user,
         "identity_file": str(ws1.identity_file), "known_hosts": str(ws1.known_hosts),
         "workdir": str(ws1.home / ".dssh"),
+        "ledger_dir": str(workstations.base_dir / "ledgers" / "ws1"),
     }
+    # Each workstation counts its own claims, as real ones with their own /tmp do.
+    assert len({w.ledger_dir for w in workstations}) == len(workstations)
     assert ws1.inventory_entry(slots=4, known_hosts=None)["slots"] == 4
     assert "known_hosts" not in ws1.inventory_entry(known_hosts=None)
 

@@ -355,6 +355,12 @@ class Workstation:
         return self.home / ".dssh"
 
     @property
+    def ledger_dir(self) -> str:
+        """This workstation's ledger (SPEC §6a): simulated workstations share one machine's
+        /tmp, so each gets its own, as each real one has its own /tmp."""
+        return str(self.dir.parent / "ledgers" / self.name)
+
+    @property
     def destination(self) -> str:
         return f"{self.user}@{self.address}"
 
@@ -420,6 +426,7 @@ class Workstation:
             "identity_file": str(self.identity_file),
             "known_hosts": str(self.known_hosts),
             "workdir": str(self.workdir),
+            "ledger_dir": self.ledger_dir,
         }
         entry.update(overrides)
         return {k: v for k, v in entry.items() if v is not None}
@@ -537,7 +544,9 @@ class Workstation:
         return self.user != pwd.getpwuid(os.getuid()).pw_name
 
     def clean_workdir(self) -> None:
-        """Empty ``home/.dssh`` (keeps the directory if it exists, never creates it)."""
+        """Empty ``home/.dssh`` (keeps the directory if it exists, never creates it) and
+        remove this workstation's ledger (a killed test's claims would count for a while)."""
+        shutil.rmtree(self.ledger_dir, ignore_errors=True)
         wd = self.workdir
         if not wd.is_dir():
             return
@@ -704,6 +713,11 @@ def start_workstations(n: int, base_dir: str | os.PathLike[str], prefix: str = "
     client_dir = base_dir / "client"
     client_dir.mkdir(exist_ok=True)
     client_dir.chmod(0o755)
+    ledgers = base_dir / "ledgers"  # like /tmp: anyone may create, only owners remove
+    if ledgers.exists():
+        shutil.rmtree(ledgers)
+    ledgers.mkdir()
+    ledgers.chmod(0o1777)
     home_root = base_dir / "home"
     if home_root.exists():
         shutil.rmtree(home_root)
