@@ -452,7 +452,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
     from .durations import format_until
     from .model.inventory import load_inventory
-    from .probe import probe_all
+    from .probe import claims_text, free_text, probe_all
 
     inventory = load_inventory(args.inventory)
     rows = asyncio.run(probe_all(inventory, accept_new_hostkeys=args.accept_new_hostkeys))
@@ -464,7 +464,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         table = []
         for r in rows:
             if not r["reachable"]:
-                table.append([r["host"], "no", "", "", "", "", "", "", "", r["error"]])
+                table.append([r["host"], "no", "", "", "", "", "", "", "", "", "", r["error"]])
                 continue
             mem = f"{r['mem_available_gb']:.1f}/{r['mem_total_gb']:.1f}G" \
                 if r.get("mem_total_gb") else ""
@@ -473,9 +473,11 @@ def cmd_hosts(args: argparse.Namespace) -> int:
             table.append([r["host"], "yes", r["cpus"], mem, r.get("load", ""),
                           ",".join(map(str, r["gpus"])) or "-",
                           f"{r['disk_free_gb']:.1f}G" if r.get("disk_free_gb") is not None else "",
-                          ",".join(r["capabilities"]) or "-", paused, r["jobs_running"]])
+                          ",".join(r["capabilities"]) or "-", paused, r["jobs_running"],
+                          claims_text(r), free_text(r)])
         print(tabulate(table, headers=["host", "up", "cpus", "mem free", "load", "gpus",
-                                       "disk free", "capabilities", "paused", "dssh jobs"]))
+                                       "disk free", "capabilities", "paused", "my dssh jobs",
+                                       "claims (all users)", "free"]))
         for r in rows:
             for note in r.get("notes", []):
                 print(f"note: {r['host']}: {note}")

@@ -6,7 +6,7 @@ import asyncio
 from shlex import quote as q
 from typing import Any
 
-from . import remote
+from . import ledger, remote
 from .durations import format_until
 from .errors import DsshError
 from .hosts.base import make_connection
@@ -16,6 +16,7 @@ from .model.inventory import Host, Inventory
 def probe_script(host: Host, workdir: str, home: str) -> str:
     conf = remote.pause_conf(home, host.pause_files, host.max_pause, host.on_pause)
     _, wrapper = remote.script("wrapper")
+    _, ledger_sh = remote.script("ledger")
     return f"""w={q(workdir)}
 echo "cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
 awk '/^MemTotal:/ {{print "mem_total", $2}} /^MemAvailable:/ {{print "mem_avail", $2}}' /proc/meminfo
@@ -25,6 +26,11 @@ d="$w"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 df -Pk "$d" | awk 'NR==2 {{print "disk_free", $4}}'
 echo "jobs $(ps -u "$(id -u)" -o pid=,ppid=,args= 2>/dev/null | awk '/wrapper-[0-9a-f]+[.]sh / && !/--pause/ {{w[$1] = $2}} END {{n = 0; for (p in w) if (!(w[p] in w)) n++; print n}}')"
 for c in python3 apptainer podman bwrap; do command -v "$c" >/dev/null 2>&1 && echo "has $c"; done
+if [ -d {q(host.ledger_dir)} ] && l=$(mktemp); then
+    printf '%s' {q(ledger_sh.decode())} > "$l"
+    sh "$l" show {q(host.ledger_dir)} | sed 's/^/ledger /'
+    rm -f "$l"
+fi
 c=$(mktemp) || exit 1
 trap 'rm -f "$c"' EXIT
 printf '%s' {q(conf)} > "$c"
@@ -50,8 +56,12 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
     row["reachable"] = True
     row["cpus"] = host.cpus
     found_tools = []
+    ledger_lines = []
     for line in res.text.splitlines():
         key, _, val = line.partition(" ")
+        if key == "ledger":
+            ledger_lines.append(val)
+            continue
         try:
             if key == "cpus":
                 row["cpus_probed"] = int(val)
@@ -83,6 +93,7 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
         except ValueError:
             continue
     row.setdefault("jobs_running", 0)
+    _ledger_row(row, host, ledger.parse("\n".join(ledger_lines))[0])
     row["paused"] = bool(row["paused_by"])
     if row["paused_by"]:
         row["paused_until"] = max(p["until"] for p in row["paused_by"])
@@ -99,6 +110,60 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
     for c in missing:
         row["notes"].append(f"declares capability {c!r} but {c} is not on its PATH")
     return row
+
+
+def _ledger_row(row: dict[str, Any], host: Host, led: ledger.Ledger) -> None:
+    """Who holds what on the host, by its ledger, and what is left for a new job."""
+    row["claims"] = [{"user": c.user, "sweep": c.sweep, "job": c.job, "kind": c.kind,
+                      "cpus": c.cpus, "gpus": list(c.gpus), "state": c.state,
+                      "machine": c.machine, "since": c.since} for c in led.claims]
+    row["waiting"] = [{"user": w.user, "sweep": w.sweep, "since": w.since}
+                      for w in led.waiters]
+    if led.error:
+        row["notes"].append(f"its ledger {host.ledger_dir}: {led.error}")
+    cpus = row.get("cpus") or 0
+    if led.cap_cpus is not None:
+        cpus = min(cpus, led.cap_cpus) if cpus else led.cap_cpus
+    slots = host.slots
+    if led.cap_slots is not None:
+        slots = led.cap_slots if slots is None else min(slots, led.cap_slots)
+    gpus = [g for g in host.gpus if led.cap_gpus is None or g in led.cap_gpus]
+    busy = {g for c in led.claims for g in c.gpus}
+    row["capacity"] = {"cpus": cpus, "slots": slots, "gpus": gpus}
+    row["free"] = {"cpus": max(0, cpus - led.used_cpus),
+                   "slots": None if slots is None else max(0, slots - led.used_jobs),
+                   "gpus": [g for g in gpus if g not in busy]}
+
+
+def claims_text(row: dict[str, Any]) -> str:
+    """The claims on a host in a few words: each user and sweep with its jobs and cpus."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for c in row.get("claims", []):
+        groups.setdefault((c["user"], c["sweep"]), []).append(c)
+    parts = []
+    for (user, sweep), cs in sorted(groups.items()):
+        gpus = sorted(g for c in cs for g in c["gpus"])
+        builds = sum(c["kind"] == "build" for c in cs)
+        what = f"{len(cs) - builds} job{'s' if len(cs) - builds != 1 else ''}"
+        if builds:
+            what += " + build"
+        parts.append(f"{user} {sweep}: {what}, {sum(c['cpus'] for c in cs)} cpus"
+                     + (f", gpus {','.join(map(str, gpus))}" if gpus else ""))
+    for w in row.get("waiting", []):
+        parts.append(f"{w['user']} {w['sweep']}: waiting")
+    return "; ".join(parts) or "-"
+
+
+def free_text(row: dict[str, Any]) -> str:
+    f, c = row.get("free"), row.get("capacity")
+    if not f or not c:
+        return ""
+    out = f"{f['cpus']}/{c['cpus']} cpus"
+    if c["slots"] is not None:
+        out += f", {f['slots']}/{c['slots']} slots"
+    if c["gpus"]:
+        out += f", gpus {','.join(map(str, f['gpus'])) or 'none'}"
+    return out
 
 
 async def probe_all(inventory: Inventory, accept_new_hostkeys: bool = False) -> list[dict]:
