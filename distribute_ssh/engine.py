@@ -474,7 +474,7 @@ class Head:
             h.ledger_watch = self._spawn(self._ledger_watch(h))
 
     async def _wait_for_room(self, h: HostRt) -> bool:
-        """Stand in the host's ledger queue until the ledger changes (at most ~10 s), then
+        """Stand in the host's ledger queue until the ledger changes (at most ~2 s), then
         take the new look. False when the host could not be asked."""
         assert h.conn is not None and h.slots is not None
         cpus, gpus = self._job_need(h)

@@ -147,7 +147,8 @@ def wait_command(script: str, ledger_dir: str, token: str, *, head: str, user: s
                  sweep: str, cpus: int, gpus: int) -> str:
     words = [script, "wait", ledger_dir, token, head, user, sweep, str(cpus), str(gpus),
              waiter_name(user, head)]
-    return "sh " + " ".join(q(w) for w in words) + "\n"
+    # exec: its parent is then the SSH session, which it watches to stop with its head.
+    return "exec sh " + " ".join(q(w) for w in words) + "\n"
 
 
 def show_command(script: str, ledger_dir: str) -> str:

@@ -7,7 +7,8 @@
 #            boot; the job's wrapper adds "pid" and "pstart" when it starts and deletes
 #            the file when the job ends.
 #   w-NAME   a head waiting for room here: head, user, sweep, cpus, gpus, since. Kept
-#            fresh (mtime) while the head waits; stale after WAIT_STALE seconds.
+#            fresh (mtime, every second) while the head waits; stale after WAIT_STALE
+#            seconds.
 #   lock     flock(1) on it makes claims atomic: two heads racing for the last cpus
 #            cannot both win.
 #
@@ -27,14 +28,14 @@
 #       prints "ok NOW", or "full REASON" / "yield REASON"; then the ledger as "show" does
 #   ledger.sh show   L [HEAD]        the live claims and waiters, the capacity, a token
 #   ledger.sh wait   L TOKEN HEAD USER SWEEP CPUS GPUS WAITER
-#       registers HEAD as waiting, returns once the ledger changes (or after 10 s), shows it
+#       registers HEAD as waiting, returns once the ledger changes (or after 2 s), shows it
 #   ledger.sh unwait L WAITER        HEAD no longer waits here
 # WAITER is the name of HEAD's waiter file here (w-WAITER): USER-DIGEST of HEAD.
 #   ledger.sh forget L HEAD USER     drop HEAD's claims for starts it never made (it died
 #                                    in the middle of them), then show
 # GPUS and CAPGPUS are comma lists or "-"; CAPSLOTS is a number or "-" (no limit).
 PENDING_STALE=60
-WAIT_STALE=15
+WAIT_STALE=4
 RESERVE_AFTER=120
 
 cmd=$1
@@ -219,8 +220,8 @@ claim)
         gl=$NEED_GPUS; [ "$gl" = - ] && gl=
         printf 'user %s\nhead %s\nmachine %s\nsweep %s\njob %s\nkind %s\ncpus %s\ngpus %s\nsince %s\ncap %s %s %s\ndir %s\nboot %s\n' \
             "$USER_" "$HEAD" "$MACHINE" "$SWEEP" "$JOB" "$KIND" "$NEED_CPUS" "$gl" \
-            "${verdict#ok }" "$CAP_CPUS" "$CAP_SLOTS" "$CAP_GPUS" "$DIR" "$boot" > "$L/.c-$NAME" \
-            && mv -f "$L/.c-$NAME" "$c" || fail "cannot write $c"
+            "${verdict#ok }" "$CAP_CPUS" "$CAP_SLOTS" "$CAP_GPUS" "$DIR" "$boot" > "$c" \
+            || fail "cannot write $c"  # one write, under the lock every claim takes
         # served: a later wait starts afresh, behind those already waiting
         [ -f "$w" ] && rm -f "$w"
         ;;
@@ -232,17 +233,23 @@ claim)
         stand "$w" "$NEED_CPUS" "$gn"
         ;;
     esac
-    printf '%s\n' "$out" | emit rm
+    emit rm <<EOF
+$out
+EOF
     ;;
 wait)
     TOKEN=$3 HEAD=$4 USER_=$5 SWEEP=$6 WAITER=$9
     w="$L/w-$WAITER"
     stand "$w" "$7" "$8"
+    # Run with exec by the head's SSH session: when the head is gone, so is our parent,
+    # and its place in the queue goes at once (which wakes the others).
+    parent=$PPID
     i=0
-    while [ "$(token)" = "$TOKEN" ] && [ $i -lt 50 ]; do
+    while [ "$(token)" = "$TOKEN" ] && [ $i -lt 10 ]; do
         sleep 0.2
+        kill -0 "$parent" 2>/dev/null || { rm -f "$w"; exit 0; }
         i=$((i + 1))
-        [ $((i % 10)) = 0 ] && touch "$w"
+        [ $((i % 5)) = 0 ] && touch "$w"
     done
     evaluate | emit
     ;;
