@@ -122,7 +122,9 @@ def _member_python(base: Path) -> tuple[list[str], dict[str, str], bool]:
                                    capture_output=True)
                 except subprocess.CalledProcessError:
                     shutil.copytree(src, sp, symlinks=True)
-                subprocess.run(["chmod", "-R", "a+rX", str(sp)], check=True)
+                # Dirs only: the files are hard links to this interpreter's own.
+                subprocess.run(["find", str(sp), "-type", "d", "-exec", "chmod", "a+rx", "{}",
+                                "+"], check=True)
             extra.append(str(sp))
         env_try = {**env, "PYTHONPATH": ":".join(extra)}
         r = subprocess.run(["runuser", "-u", "nobody", "--", py, "-c",
