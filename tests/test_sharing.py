@@ -221,6 +221,29 @@ def test_claims_whose_process_is_gone_are_reclaimed(lab: Lab) -> None:
     assert not claim.exists() and not (Path(led) / f"c-{a.user}-pend").exists()
 
 
+def test_a_claim_from_before_a_reboot_is_reclaimed_and_a_long_wait_reserves_the_host(
+        lab: Lab) -> None:
+    a, b = lab.members[:2]
+    led = lab.ws[0].ledger_dir + "-boot"
+    assert _claim(lab, a, 0, led, "old", 4) == "ok"
+    claim = Path(led) / f"c-{a.user}-old"
+    text = claim.read_text().replace("boot ", "boot 0-before-the-reboot-")
+    claim.write_text(text + "pid 1\npstart 1\n")  # signed, by a boot that is over
+    assert _claim(lab, b, 0, led, "new", 4) == "ok"
+    # A head that has waited 200 s for a whole host (4 cpus, which do not fit now): a
+    # smaller claim that would fit is refused, so the big job is not starved.
+    led = lab.ws[0].ledger_dir + "-reserve"
+    assert _claim(lab, a, 0, led, "half", 2) == "ok"
+    assert _claim(lab, b, 0, led, "whole", 4).startswith("full")  # b waits from now
+    waiter = Path(led) / f"w-{waiter_name(b.user, f'head-{b.user}')}"
+    assert waiter.exists()
+    waiter.write_text("".join(f"since {time.time() - 200:.3f}\n" if ln.startswith("since ")
+                              else ln + "\n" for ln in waiter.read_text().splitlines()))
+    c = lab.members[2]
+    assert _claim(lab, c, 0, led, "small", 1).startswith("yield")
+    assert _claim(lab, b, 0, led, "whole", 4).startswith("full")  # still a's 2 cpus
+
+
 def test_a_bad_ledger_dir_is_a_clear_error(lab: Lab, tmp_path: Path) -> None:
     m = lab.members[0]
     d = _sweep(m, "badledger", 1, 0)
@@ -363,6 +386,37 @@ def test_waiting_heads_take_turns(lab: Lab) -> None:
     # Alternating while both still have jobs queued.
     both = tail[: 2 * min(tail.count("a"), tail.count("b"))]
     assert all(both[i] != both[i + 1] for i in range(len(both) - 1)), who
+
+
+def test_a_build_waits_for_room_like_a_job(lab: Lab) -> None:
+    """b's job holds all 4 cpus of the one host; a's sweep must build first: its build
+    claims what one of its jobs takes and starts only once b's job has given the room
+    back."""
+    a, b = lab.members[:2]
+    db = _sweep(b, "hog", 1, 4, cpus=4)
+    da = a.home / "sweep-builder"
+    da.mkdir()
+    (da / "builder.yaml").write_text(yaml.safe_dump({
+        "name": "builder", "build": {"command": "date +%s.%N > built-at; sleep 1"},
+        "run": {"command": "cat {build}/built-at > {output}/built.txt", "cpus": 2},
+        "params": {"i": [1]}}))
+    for m, d in ((a, da), (b, db)):
+        inv = d / "inventory.yaml"
+        inv.write_text(yaml.safe_dump({"hosts": {"ws1": m.inventory(lab.ws, cpus=4)["hosts"][
+            "ws1"]}}))
+        _own(m, d)
+    pb = lab.dssh(b, "run", "hog.yaml", "-i", "inventory.yaml", cwd=db)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not read_claims(Path(lab.ws[0].ledger_dir)):
+        time.sleep(0.05)
+    pa = lab.dssh(a, "run", "builder.yaml", "-i", "inventory.yaml", cwd=da)
+    lb, la = _wait(pb, db), _wait(pa, da)
+    assert pb.returncode == 0, lb
+    assert pa.returncode == 0, la
+    assert "waiting for room to build" in la, la
+    hog_end = float((db / "results" / "default" / "hog" / "i-0" / "started.txt").read_text()) + 4
+    built = float((da / "results" / "default" / "builder" / "i-1" / "built.txt").read_text())
+    assert built >= hog_end - 0.5, (built, hog_end)  # the build began after b's job ended
 
 
 def test_a_killed_head_does_not_block_the_others(lab: Lab) -> None:
