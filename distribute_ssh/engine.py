@@ -44,7 +44,7 @@ from .hosts.base import HostConnection, make_connection
 from .lock import SweepLock
 from .model.inventory import Host, Inventory
 from .model.sweep import Sweep
-from .plan import PlannedJob, build_id, expand, job_command, job_env, value_text
+from .plan import PlannedJob, build_id, expand, job_command, job_env, render, value_text
 from .schedule import HostSlots, JobNeed, unrunnable
 from .schedule import place as place_jobs
 
@@ -940,9 +940,12 @@ rm -rf "$b" && mkdir "$b" && claim
                 local = str(Path(self.sweep.base_dir, os.path.expanduser(f.path)))
                 await conn.put(local, f"{bdir}/{f.target}")
             env = {"DSSH_SWEEP": self.sweep.name, "DSSH_NAMESPACE": self.sweep.namespace,
-                   "DSSH_BUILD": bdir, **h.spec.env}
+                   "DSSH_BUILD": bdir, "DSSH_PYTHON": h.spec.python, **h.spec.env}
+            # A build command has no placeholders, but {{ and }} stand for braces, as in
+            # run commands.
+            command = render(self.sweep.build.command, {}, quote=False)
             await conn.write_file(f"{ctl}/command.sh", remote.command_script(
-                bdir, env, self.sweep.build.command, merge_stderr=True).encode(), 0o644)
+                bdir, env, command, merge_stderr=True).encode(), 0o644)
             wrapper, _ = remote.script("wrapper")
             # A build takes what one job of the sweep takes, claimed like one.
             cpus = self._job_need(h)[0]
@@ -1000,7 +1003,7 @@ rm -rf "$b" && mkdir "$b" && claim
         except (FileNotFoundError, HostError):
             log = b""
         header = (f"# build {self.build_id} on {h.spec.name} ({bdir})\n"
-                  f"# command: {self.sweep.build.command if self.sweep.build else ''}\n"
+                  f"# command: {render(self.sweep.build.command, {}, quote=False) if self.sweep.build else ''}\n"
                   f"# exit code: {rc}{' (reused from cache)' if what == 'cached' else ''}\n")
         logfile = self.results_dir / f"build-{h.spec.name}.log"
         try:
@@ -1055,7 +1058,8 @@ rm -rf "$b" && mkdir "$b" && claim
             kw = dict(cpus=cpus, gpus=gpus, build=bdir, input_dir=f"{jdir}/input",
                       output_dir=f"{jdir}/outputs", attempt=attempt)
             command = job_command(self.sweep, job.planned, **kw)
-            env = job_env(self.sweep, job.planned, host_env=h.spec.env, **kw)
+            env = job_env(self.sweep, job.planned,
+                          host_env={"DSSH_PYTHON": h.spec.python, **h.spec.env}, **kw)
             script = remote.command_script(jdir, env, command)
             wrapper, _ = remote.script("wrapper")
             timeout = self.sweep.run.timeout_seconds
