@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("host", metavar="HOST")
     _common(re_, results=False)
 
+    cv = sub.add_parser("convert", help="print a job file of the original distribute as a "
+                                        "dssh sweep file",
+                        description="Read a distribute-jobs.yaml of the original distribute "
+                        "(which dssh also runs as it is) and print the equivalent dssh sweep "
+                        "file. Paths stay relative to the job file's directory: save the "
+                        "output next to it.")
+    cv.add_argument("file", metavar="FILE")
     t = sub.add_parser("template", help="print a commented example sweep file")
     t.add_argument("kind", nargs="?", default="native", choices=["native"],
                    help="which example (default: native)")
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "status": cmd_status, "hosts": cmd_hosts,
                 "cancel": cmd_cancel, "pause": cmd_pause, "resume": cmd_resume,
-                "template": cmd_template}[args.command](args)
+                "template": cmd_template, "convert": cmd_convert}[args.command](args)
     except DsshError as e:
         if verbose:
             import traceback
@@ -529,6 +536,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     inventory = load_inventory(args.inventory)
     print(asyncio.run(resume(inventory, args.host, args.accept_new_hostkeys)))
+    return EXIT_OK
+
+
+# -- convert ------------------------------------------------------------------------------------
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .model.dump import to_yaml
+    from .model.sweep import load_sweep
+
+    sweep = load_sweep(args.file)
+    print(f"# dssh sweep file converted from {args.file} (dssh convert)")
+    print(to_yaml(sweep), end="")
     return EXIT_OK
 
 

@@ -164,8 +164,8 @@ CASES = [
     Bad("run-container-unsupported", at="sweep.yaml:4", key="run.container",
         fix=("not supported", "remove 'container:'"),
         sweep="name: t\nrun:\n  command: echo\n  container: {image: solver.sif}\n"),
-    Bad("original-distribute-format", at="sweep.yaml:1", key="meta",
-        fix=("original 'distribute'", "dssh template"),
+    Bad("original-format-missing-build-file", at="sweep.yaml:6",
+        key="python.initialize.build_file.path", fix=("'build.py' not found", "fix the path"),
         sweep=s("""
             meta:
               batch_name: b
@@ -174,6 +174,17 @@ CASES = [
             python:
               initialize: {build_file: build.py}
               jobs: []
+            """)),
+    Bad("original-format-both-modes", at="sweep.yaml:5", key="apptainer",
+        fix=("not both", "split it into two files"),
+        files={"build.py": "", "x.sif": ""},
+        sweep=s("""
+            meta: {batch_name: b, namespace: n}
+            python:
+              initialize: {build_file: build.py}
+              jobs: []
+            apptainer:
+              initialize: {sif: x.sif}
             """)),
     # -- job names and placeholders -------------------------------------------------------------
     Bad("duplicate-explicit-job-names", at="sweep.yaml:5", key="jobs[1].name",

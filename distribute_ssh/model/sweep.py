@@ -201,13 +201,13 @@ def parse_sweep(text: str, filename: str, base_dir: str | os.PathLike | None = N
             f"{filename}:1: name, run: the sweep file is empty: a sweep needs at least "
             "'name:' and 'run: {command: ...}' (print a commented example with: dssh template)",
             path=filename, line=1, key="name")
-    if isinstance(data, dict) and "meta" in data and ("python" in data or "apptainer" in data):
-        line = source.line(("meta",))
-        raise ConfigError(
-            f"{filename}:{line}: meta: this is a job file of the original 'distribute' tool "
-            "(it has 'meta:'); this version of dssh reads only its own sweep format so far: "
-            "rewrite it as a dssh sweep (print an example with: dssh template native)",
-            path=filename, line=line, key="meta")
+    from .original import is_original, parse_original
+
+    if is_original(data):  # a job file of the original distribute (SPEC §3.1)
+        base = str(base_dir if base_dir is not None else Path(filename).resolve().parent)
+        sweep = attrs.evolve(parse_original(data, source, base), base_dir=base)
+        validate_sweep(sweep, source)
+        return sweep
     if isinstance(data, dict):
         data = _normalise(data)
     sweep = structure(data, Sweep, source, "the sweep file")
