@@ -45,3 +45,44 @@ def test_inventory_host_grace_and_pause_settings() -> None:
     assert a.host_grace == 120 and b.host_grace == 30
     assert a.max_pause == 24 * 3600 and a.on_pause == "suspend"
     assert b.max_pause == 3600 and b.on_pause == "drain" and b.pause_files == ("/tmp/x",)
+
+
+def test_to_yaml_and_back_is_the_same_sweep(tmp_path: Path) -> None:
+    from distribute_ssh import Build, Outputs
+
+    (tmp_path / "mesh.msh").write_text("m")
+    (tmp_path / "build.sh").write_text("true")
+    sweeps = [
+        Sweep(name="s", run=Run(command="echo {x}"), params={"x": [1, 2.5, "3", True]}),
+        Sweep(name="full", namespace="lab", requires=["python3", "gpu"],
+              build=Build(command="sh build.sh && echo ${{HOME}}", files=[File("build.sh")]),
+              run=Run(command="solve --re {re} \\\n  --mesh input/m.msh > {output}/o.txt",
+                      files=[File("mesh.msh", as_="m.msh")], cpus=2, gpus=1, timeout="2h",
+                      retries=3, env={"OMP_PROC_BIND": "close", "N": 4}),
+              params={"re": [100, 1000]}, job_name="re-{re}",
+              jobs=[Job(name="special", params={"re": 5}, files=[File("mesh.msh")])],
+              outputs=Outputs(collect=["*.txt", "plots/"]), slurm={"partition": "short"}),
+    ]
+    for s in sweeps:
+        text = s.to_yaml()
+        back = Sweep.from_yaml(text, base_dir=tmp_path)
+        assert back == s, text
+        assert Sweep.from_yaml(back.to_yaml(), base_dir=tmp_path).to_yaml() == text
+
+
+def test_a_few_hundred_jobs_built_in_code(tmp_path: Path) -> None:
+    """The docs' example (docs/python-api.md): three parameters, 300 jobs, written to a file
+    and read back as the same sweep."""
+    sweep = Sweep(
+        name="scan3",
+        run=Run(command="echo {re} {aoa} {mesh} > {output}/case.txt", cpus=1),
+        params={"re": [100 * 2 ** k for k in range(10)],
+                "aoa": [round(-5 + 1.0 * i, 1) for i in range(10)],
+                "mesh": ["coarse", "medium", "fine"]},
+    )
+    from distribute_ssh.plan import expand
+
+    assert len(expand(sweep)) == 300
+    path = tmp_path / "scan3.yaml"
+    path.write_text(sweep.to_yaml())
+    assert distribute_ssh.load_sweep(path) == sweep

@@ -121,7 +121,10 @@ class Run:
     gpus: int = attrs.field(default=0, validator=_non_negative)
     timeout: Duration | None = attrs.field(default=None, validator=_duration)
     retries: int = attrs.field(default=0, validator=_non_negative)
-    env: dict[str, EnvText] = attrs.Factory(dict)
+    # Numbers become text, as they do when read from a file.
+    env: dict[str, EnvText] = attrs.field(
+        factory=dict, converter=lambda d: {k: v if isinstance(v, str) or type(v) not in (
+            int, float) else str(v) for k, v in d.items()} if isinstance(d, dict) else d)
     container: Container | None = None
 
     @property
@@ -163,6 +166,19 @@ class Sweep:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def to_yaml(self) -> str:
+        """This sweep as a sweep file: ``Sweep.from_yaml(s.to_yaml()) == s``."""
+        from .dump import to_yaml
+
+        return to_yaml(self)
+
+    @classmethod
+    def from_yaml(cls, text: str, filename: str = "<sweep>",
+                  base_dir: str | os.PathLike | None = None) -> Sweep:
+        """A sweep from a sweep file's text, validated as ``dssh run`` would (files named
+        in it are looked for in ``base_dir``, default the current directory)."""
+        return parse_sweep(text, filename, base_dir if base_dir is not None else Path.cwd())
 
 
 def _structure_file_entry(v: Any) -> Any:
