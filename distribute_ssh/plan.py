@@ -221,6 +221,32 @@ def _resolve_files(sweep: Sweep, files: list[File], params: dict[str, Any],
     return out
 
 
+def combinations(sweep: Sweep) -> list[dict[str, Any]]:
+    """The parameter product, with each zip group varying as one (position by position),
+    in the order the parameters are written."""
+    axes: list[list[dict[str, Any]]] = []
+    done: set[str] = set()
+    for k in sweep.params:
+        if k in done:
+            continue
+        group = next((g for g in sweep.zip if k in g), None)
+        if group is None:
+            axes.append([{k: v} for v in sweep.params[k]])
+            done.add(k)
+            continue
+        members = [n for n in sweep.params if n in group]
+        axes.append([dict(zip(members, vals, strict=True))
+                     for vals in zip(*(sweep.params[n] for n in members), strict=True)])
+        done.update(members)
+    out = []
+    for combo in itertools.product(*axes):
+        params: dict[str, Any] = {}
+        for part in combo:
+            params.update(part)
+        out.append({k: params[k] for k in sweep.params})
+    return out
+
+
 def expand(sweep: Sweep) -> list[PlannedJob]:
     """All jobs of the sweep: the parameter product, then the explicit jobs."""
     cmd_fields = fields_of(sweep.run.command, ("run", "command"))
@@ -318,12 +344,22 @@ def expand(sweep: Sweep) -> list[PlannedJob]:
         jobs.append(PlannedJob(len(jobs), name, dict(params), files, h.hexdigest()[:16]))
 
     if sweep.params:
-        keys = list(sweep.params)
-        for combo in itertools.product(*(sweep.params[k] for k in keys)):
-            params = dict(zip(keys, combo, strict=True))
+        used = [False] * len(sweep.exclude)
+        for params in combinations(sweep):
+            hit = [i for i, e in enumerate(sweep.exclude)
+                   if all(k in params and params[k] == v for k, v in e.items())]
+            for i in hit:
+                used[i] = True
+            if hit:
+                continue
             name = (_safe_name(render(sweep.job_name, params, quote=False))
                     if sweep.job_name else default_job_name(params))
             add(name, params, [], ("params",))
+        for i, u in enumerate(used):
+            if not u:
+                what = ", ".join(f"{k}={value_text(v)}" for k, v in sweep.exclude[i].items())
+                raise PlanError(("exclude", i), f"exclude[{i}] ({what}) matches no job: check "
+                                                "its values against params")
     for j, spec in enumerate(sweep.jobs):
         extra = _resolve_files(sweep, spec.files, spec.params, ("jobs", j, "files"))
         add(spec.name, dict(spec.params), extra, ("jobs", j, "name"), ("jobs", j, "files"))

@@ -627,3 +627,81 @@ def test_build_id_from_a_python_built_sweep(tmp_path: Path) -> None:
               jobs=[JobSpec(name="only")])
     assert build_id(s) == build_id(_build_sweep(tmp_path))
     assert [j.name for j in expand(s)] == ["only"]
+
+
+# -- richer parameters: ranges, zip groups, exclude, files chosen by parameter -------------
+
+def test_ranges_and_linspace_become_lists(tmp_path: Path) -> None:
+    s = sweep_from(tmp_path, """
+name: r
+run: {command: "solve {re} {aoa} {t}"}
+params:
+  re: {start: 100, stop: 1000, step: 300}
+  aoa: {linspace: [-1.0, 1.0, 5]}
+  t: {start: 0.1, stop: 0.3, step: 0.1}
+""")
+    assert s.params["re"] == [100, 400, 700, 1000]
+    assert s.params["aoa"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert s.params["t"] == [0.1, 0.2, 0.3]
+    assert len(expand(s)) == 4 * 5 * 3
+
+
+def test_zip_groups_vary_together_and_exclude_drops_combinations(tmp_path: Path) -> None:
+    s = sweep_from(tmp_path, """
+name: z
+run: {command: "solve {mesh} {res} {re}"}
+params:
+  mesh: [coarse, fine]
+  re: [1, 2, 3]
+  res: [8, 64]
+zip: [[mesh, res]]
+exclude:
+  - {mesh: fine, re: 1}
+  - {re: 3, res: 8}
+""")
+    got = [(j.params["mesh"], j.params["res"], j.params["re"]) for j in expand(s)]
+    assert got == [("coarse", 8, 1), ("coarse", 8, 2), ("fine", 64, 2), ("fine", 64, 3)]
+    assert [list(j.params) for j in expand(s)][0] == ["mesh", "re", "res"]
+
+
+def test_files_chosen_by_parameter(tmp_path: Path) -> None:
+    (tmp_path / "meshes").mkdir()
+    for m in ("coarse", "fine"):
+        (tmp_path / "meshes" / f"{m}.msh").write_text(m)
+    s = sweep_from(tmp_path, """
+name: f
+run:
+  command: "solve input/mesh.msh"
+  files: [{path: "meshes/{mesh}.msh", as: mesh.msh}]
+params: {mesh: [coarse, fine]}
+""")
+    files = {j.name: j.files for j in expand(s)}
+    assert files == {"mesh-coarse": ((str(tmp_path / "meshes/coarse.msh"), "mesh.msh"),),
+                     "mesh-fine": ((str(tmp_path / "meshes/fine.msh"), "mesh.msh"),)}
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("params: {re: {start: 10, stop: 1, step: 1}}", ["sweep.yaml:3", "params.re",
+                                                     "stop not below start"]),
+    ("params: {re: {start: 1, stop: 5, step: 0}}", ["params.re", "step more than 0"]),
+    ("params: {re: {linspace: [0, 1]}}", ["params.re", "[first, last, count]"]),
+    ("params: {re: {from: 1, to: 2}}", ["params.re", "got the keys from, to"]),
+    ("params: {a: [1, 2], b: [1]}\nzip: [[a, b]]", ["zip[0]", "as many values each",
+                                                   "a: 2, b: 1"]),
+    ("params: {a: [1, 2]}\nzip: [[a, c]]", ["zip[0]", "'c' is not a parameter"]),
+    ("params: {a: [1, 2]}\nexclude: [{b: 1}]", ["exclude[0].b", "'b' is not a parameter"]),
+    ("params: {a: [1, 2]}\nexclude: [{a: 3}]", ["exclude[0]", "matches no job"]),
+])
+def test_bad_ranges_zip_and_exclude_are_clear_errors(tmp_path: Path, text: str,
+                                                     words: list[str]) -> None:
+    with pytest.raises(ConfigError) as e:
+        sweep_from(tmp_path, "name: bad\nrun: {command: echo}\n" + text + "\n")
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def test_zip_and_exclude_round_trip_through_yaml(tmp_path: Path) -> None:
+    s = Sweep(name="rt", run=Run(command="echo {a} {b}"), params={"a": [1, 2], "b": [3, 4]},
+              zip=[["a", "b"]], exclude=[{"a": 2}])
+    assert Sweep.from_yaml(s.to_yaml(), base_dir=tmp_path) == s
+    assert len(expand(s)) == 1

@@ -164,6 +164,12 @@ CASES = [
     Bad("run-container-unsupported", at="sweep.yaml:4", key="run.container",
         fix=("not supported", "remove 'container:'"),
         sweep="name: t\nrun:\n  command: echo\n  container: {image: solver.sif}\n"),
+    Bad("params-range-backwards", at="sweep.yaml:4", key="params.re",
+        fix=("stop not below start", "{start: 100, stop: 1000, step: 300}"),
+        sweep="name: r\nrun: {command: echo}\nparams:\n  re: {start: 10, stop: 1, step: 1}\n"),
+    Bad("zip-unequal-lengths", at="sweep.yaml:4", key="zip[0]",
+        fix=("as many values each",),
+        sweep="name: z\nrun: {command: echo}\nparams: {a: [1, 2], b: [1]}\nzip: [[a, b]]\n"),
     Bad("original-format-missing-build-file", at="sweep.yaml:6",
         key="python.initialize.build_file.path", fix=("'build.py' not found", "fix the path"),
         sweep=s("""

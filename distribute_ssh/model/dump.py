@@ -45,6 +45,10 @@ def sweep_to_dict(sweep: Sweep) -> dict[str, Any]:
     d["run"].setdefault("command", sweep.run.command)
     if sweep.params:
         d["params"] = {k: list(v) for k, v in sweep.params.items()}
+    if sweep.zip:
+        d["zip"] = [list(g) for g in sweep.zip]
+    if sweep.exclude:
+        d["exclude"] = [dict(e) for e in sweep.exclude]
     if sweep.job_name:
         d["job_name"] = sweep.job_name
     if sweep.jobs:

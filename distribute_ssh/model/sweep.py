@@ -157,6 +157,10 @@ class Sweep:
     build: Build | None = None
     slurm: dict[str, Scalar] | None = None
     params: dict[str, list[Scalar]] = attrs.Factory(dict)
+    # Parameters that vary together (one job per position, not their product).
+    zip: list[list[str]] = attrs.Factory(list)
+    # Combinations of the product to leave out: each entry drops the jobs matching all of it.
+    exclude: list[dict[str, Scalar]] = attrs.Factory(list)
     job_name: str | None = None
     jobs: list[JobSpec] = attrs.Factory(list)
     outputs: Outputs = attrs.Factory(Outputs)
@@ -203,9 +207,58 @@ def _normalise(data: dict) -> dict:
         for k, v in list(params.items()):
             if not isinstance(v, list | dict) and v is not None:
                 params[k] = [v]
-    for key in ("jobs", "params", "requires"):
+    for key in ("jobs", "params", "requires", "zip", "exclude"):
         if key in data and data[key] is None:
             del data[key]
+    return data
+
+
+def _number(v: Any) -> bool:
+    return type(v) in (int, float)
+
+
+def expand_ranges(data: dict, source: Source) -> dict:
+    """``{start, stop, step}`` and ``{linspace: [a, b, n]}`` parameter values, as lists."""
+    params = data.get("params")
+    if not isinstance(params, dict):
+        return data
+    for k, v in list(params.items()):
+        if not isinstance(v, dict):
+            continue
+        where = f"{source.where(('params', k))}: params.{k}"
+        if set(v) == {"linspace"}:
+            lin = v["linspace"]
+            if not (isinstance(lin, list) and len(lin) == 3 and all(map(_number, lin[:2]))
+                    and type(lin[2]) is int and lin[2] >= 1):
+                raise ConfigError(f"{where}: linspace takes [first, last, count], e.g. "
+                                  f"{k}: {{linspace: [0.0, 1.0, 11]}} (count a whole number of "
+                                  f"1 or more), got {lin!r}", path=source.filename,
+                                  line=source.line(("params", k)), key=f"params.{k}")
+            a, b, n = lin
+            step = (b - a) / (n - 1) if n > 1 else 0
+            params[k] = [round(a + i * step, 12) for i in range(n)]
+            if n > 1:
+                params[k][-1] = b
+        elif set(v) in ({"start", "stop", "step"}, {"start", "stop"}):
+            a, b, step = v["start"], v["stop"], v.get("step", 1)
+            if not (_number(a) and _number(b) and _number(step)) or step <= 0 or b < a:
+                raise ConfigError(f"{where}: a range is {{start, stop, step}} with numbers, "
+                                  "step more than 0 and stop not below start, e.g. "
+                                  f"{k}: {{start: 100, stop: 1000, step: 300}}, got {v!r}",
+                                  path=source.filename, line=source.line(("params", k)),
+                                  key=f"params.{k}")
+            n = int((b - a) / step + 1e-9) + 1
+            if n > 100_000:
+                raise ConfigError(f"{where}: this range has {n} values: more than 100000 "
+                                  "jobs' worth; use a larger step", path=source.filename,
+                                  line=source.line(("params", k)), key=f"params.{k}")
+            ints = all(type(x) is int for x in (a, b, step))
+            params[k] = [a + i * step if ints else round(a + i * step, 12) for i in range(n)]
+        else:
+            raise ConfigError(f"{where}: a parameter is a list of values, a range "
+                              f"{{start, stop, step}} or {{linspace: [first, last, count]}}; "
+                              f"got the keys {', '.join(map(str, v))}", path=source.filename,
+                              line=source.line(("params", k)), key=f"params.{k}")
     return data
 
 
@@ -225,7 +278,7 @@ def parse_sweep(text: str, filename: str, base_dir: str | os.PathLike | None = N
         validate_sweep(sweep, source)
         return sweep
     if isinstance(data, dict):
-        data = _normalise(data)
+        data = expand_ranges(_normalise(data), source)
     sweep = structure(data, Sweep, source, "the sweep file")
     base = str(base_dir if base_dir is not None else Path(filename).resolve().parent)
     sweep = attrs.evolve(sweep, base_dir=base)
@@ -311,6 +364,33 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
         elif not values:
             add(("params", k), "has no values: give at least one, e.g. "
                                f"{k}: [1, 2], or remove it")
+    grouped: dict[str, int] = {}
+    for i, group in enumerate(sweep.zip):
+        for name in group:
+            if name not in sweep.params:
+                add(("zip", i), f"{name!r} is not a parameter (params: "
+                                f"{', '.join(sweep.params) or 'none'}): zip lists parameters "
+                                "that vary together, e.g. zip: [[mesh, mesh_file]]")
+            elif name in grouped:
+                add(("zip", i), f"{name!r} is already in zip group {grouped[name]}: a parameter "
+                                "varies with one group only; merge the groups")
+            grouped.setdefault(name, i)
+        lengths = {n: len(sweep.params[n]) for n in group if n in sweep.params}
+        if len(group) < 2:
+            add(("zip", i), "a zip group names at least two parameters, e.g. [x, y]")
+        elif len(set(lengths.values())) > 1:
+            add(("zip", i), "parameters that vary together need as many values each, got "
+                            + ", ".join(f"{n}: {c}" for n, c in lengths.items()))
+    for i, entry in enumerate(sweep.exclude):
+        for name in entry:
+            if name not in sweep.params:
+                add(("exclude", i, name), f"{name!r} is not a parameter (params: "
+                                          f"{', '.join(sweep.params) or 'none'}): an exclude "
+                                          "entry names parameter values, e.g. exclude: "
+                                          "[{mesh: fine, re: 100}]")
+        if not entry:
+            add(("exclude", i), "an empty exclude entry would drop every job: name the "
+                                "values to leave out, e.g. {mesh: fine}")
     if msgs:
         order = sorted(range(len(msgs)), key=lambda i: msgs[i][0])
         raise ConfigError([msgs[i][1] for i in order], path=fname,
