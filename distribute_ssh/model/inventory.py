@@ -172,17 +172,25 @@ class Host:
 class Inventory:
     hosts: dict[str, Host]
     source: str  # where it came from, for messages: a path or "embedded default"
+    groups: dict[str, list[str]] = attrs.Factory(dict)  # an Ansible inventory's groups
 
     def select(self, names: list[str] | None) -> Inventory:
+        """The named hosts, and the hosts of the named groups."""
         if not names:
             return self
-        unknown = [n for n in names if n not in self.hosts]
+        unknown = [n for n in names if n not in self.hosts and n not in self.groups]
         if unknown:
+            groups = f"; groups: {', '.join(self.groups)}" if self.groups else ""
             raise ConfigError(
                 f"--hosts: unknown host {', '.join(map(repr, unknown))} (hosts in "
-                f"{self.source}: {', '.join(self.hosts) or 'none'}): check the spelling, or "
-                "add the host to the inventory", key="--hosts")
-        return Inventory({n: self.hosts[n] for n in names}, self.source)
+                f"{self.source}: {', '.join(self.hosts) or 'none'}{groups}): check the "
+                "spelling, or add the host to the inventory", key="--hosts")
+        chosen: list[str] = []
+        for n in names:
+            for h in ([n] if n in self.hosts else self.groups[n]):
+                if h in self.hosts and h not in chosen:
+                    chosen.append(h)
+        return Inventory({n: self.hosts[n] for n in chosen}, self.source, self.groups)
 
 
 def _resolve(name: str, mine: HostSettings | None, defaults: HostSettings | None) -> Host:
@@ -228,6 +236,20 @@ def embedded_default() -> Inventory:
 
 def parse_inventory(text: str, filename: str) -> Inventory:
     data, source = parse_yaml(text, filename)
+    from .ansible import convert, is_ansible, rewrite_message
+
+    if is_ansible(data):
+        doc, groups, paths = convert(data)
+        try:
+            inv = structure(doc, InventoryFile, source, "the inventory")
+            result = _validate(inv, source)
+        except ConfigError as e:
+            lines = [rewrite_message(m, paths, source.where) for m in e.messages]
+            key = e.key
+            if key in paths:
+                key = ".".join(map(str, paths[key]))
+            raise ConfigError(lines, path=filename, line=e.line, key=key) from None
+        return Inventory(result.hosts, result.source, groups)
     if isinstance(data, dict) and data.get("hosts", {}) is None:
         data = {**data, "hosts": {}}  # 'hosts:' with nothing under it: reported as no hosts
     inv = structure(data, InventoryFile, source, "the inventory")
