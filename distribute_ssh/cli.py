@@ -332,7 +332,7 @@ def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
               ",".join(map(str, h.gpus)) or "-", bid or "-"] for h in capable]
     print(tabulate(hrows, headers=["host", "connection", "cpus", "slots", "gpus", "build"]))
     if plan["excluded_hosts"]:
-        print(f"\nnot used (missing {', '.join(sweep.requires)}): "
+        print(f"\nnot used (missing {', '.join(sweep.needs)}): "
               f"{', '.join(plan['excluded_hosts'])}")
     print("\ndry run: nothing was started.")
     return EXIT_OK

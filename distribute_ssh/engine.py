@@ -151,6 +151,7 @@ class HostRt:
     waiting: bool = False  # queued jobs want room here that other heads hold
     registered: bool = False  # this head may be in the host's ledger as waiting
     full_noted: bool = False
+    image: str = ""  # the sweep's container image, ready on the host
 
     @property
     def hopeful(self) -> bool:
@@ -173,7 +174,7 @@ def capable_hosts(sweep: Sweep, inventory: Inventory, sweep_file: str | None = N
             line = None
         return f"{sweep_file}:{line}" if line else sweep_file
 
-    need = set(sweep.requires)
+    need = set(sweep.needs)
     capable = [h for h in inventory.hosts.values() if need <= h.capabilities]
     if not capable:
         have = "; ".join(f"{h.name}: {', '.join(sorted(h.capabilities)) or 'none'}"
@@ -533,6 +534,8 @@ class Head:
                     await self._build(h)
                 if h.status == "failed":
                     return
+                if self.sweep.run.container is not None and not h.image:
+                    await self._prepare_image(h)
                 h.status = "ready"
                 assert h.slots is not None
                 h.slots.available = True
@@ -1030,6 +1033,46 @@ rm -rf "$b" && mkdir "$b" && claim
             if what == "claimed":
                 self.reporter.event("build", f"{h.spec.name}: build done", host=h.spec.name)
 
+    # -- container images ---------------------------------------------------------------------
+    async def _prepare_image(self, h: HostRt) -> None:
+        """Upload the sweep's image once per host (cached by content): a .sif as it is, a
+        root filesystem for bwrap as a tar archive that is unpacked there."""
+        import tarfile
+        import tempfile
+
+        from .plan import files_digest
+
+        c = self.sweep.run.container
+        assert c is not None and h.conn is not None
+        conn = h.conn
+        local = Path(self.sweep.base_dir, os.path.expanduser(c.image))
+        key = json.dumps([files_digest([(str(local), local.name)]), c.runtime, c.mounts])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        final = f"{h.workdir}/images/{digest}"
+        name = local.name if c.runtime != "bwrap" else "rootfs.tar"
+        h.image = f"{final}/rootfs" if c.runtime == "bwrap" else f"{final}/{name}"
+        res = await conn.run(f"[ -f {q(final + '/.ready')} ] && echo ready\n", timeout=30)
+        if res.text.strip() == "ready":
+            return
+        self.reporter.event("build", f"{h.spec.name}: uploading the image {c.image}",
+                            host=h.spec.name)
+        tmp = f"{final}.tmp{os.getpid()}"
+        await conn.run(f"rm -rf {q(tmp)}; mkdir -p {q(tmp)}\n", timeout=60)
+        if c.runtime == "bwrap" and local.is_dir():
+            with tempfile.TemporaryDirectory() as td:
+                tar = Path(td) / name
+                with tarfile.open(tar, "w") as tf:  # symlinks stay symlinks
+                    tf.add(local, arcname=".")
+                await conn.put(str(tar), f"{tmp}/{name}")
+        else:
+            await conn.put(str(local), f"{tmp}/{name}")
+        res = await conn.run(remote.prepare_image(tmp, final, c.runtime, name, c.mounts),
+                             timeout=600)
+        if res.exit_status != 0:
+            h.image = ""
+            raise HostError(h.spec.name, f"cannot prepare the image {c.image}: "
+                                         f"{res.stderr.decode(errors='replace').strip()}")
+
     # -- dispatch ---------------------------------------------------------------------------
     async def _dispatch(self, h: HostRt, job: JobRt, cpus: int, gpus: tuple[int, ...]) -> None:
         self.starting += 1
@@ -1055,11 +1098,19 @@ rm -rf "$b" && mkdir "$b" && claim
         claim = ""
         try:
             bdir = f"{h.workdir}/builds/{self.build_id}" if self.build_id else jdir
-            kw = dict(cpus=cpus, gpus=gpus, build=bdir, input_dir=f"{jdir}/input",
-                      output_dir=f"{jdir}/outputs", attempt=attempt)
+            c = self.sweep.run.container
+            if c is None:
+                kw = dict(cpus=cpus, gpus=gpus, build=bdir, input_dir=f"{jdir}/input",
+                          output_dir=f"{jdir}/outputs", attempt=attempt)
+            else:  # the paths the job sees inside its image
+                kw = dict(cpus=cpus, gpus=gpus, build="/build", input_dir="/input",
+                          output_dir="/outputs", attempt=attempt)
             command = job_command(self.sweep, job.planned, **kw)
             env = job_env(self.sweep, job.planned,
                           host_env={"DSSH_PYTHON": h.spec.python, **h.spec.env}, **kw)
+            if c is not None:
+                command = remote.in_container(c.runtime, h.image, command, c.mounts,
+                                              bdir if self.build_id else None)
             script = remote.command_script(jdir, env, command)
             wrapper, _ = remote.script("wrapper")
             timeout = self.sweep.run.timeout_seconds
@@ -1479,7 +1530,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         ready = [h for h in self.hosts.values() if h.status == "ready" and h.slots is not None]
         if not ready:
             return
-        need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.requires))
+        need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.needs))
         for j in self.in_order:
             if j.cancel and j.state == st.PENDING and not j.busy:
                 self._set(j, "cancelled", state=st.CANCELLED, reason="cancelled")
@@ -1562,7 +1613,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                for h in self.hosts.values()):
             return None
         ready = [h for h in self.hosts.values() if h.status == "ready" and h.slots]
-        need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.requires))
+        need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.needs))
         if ready and not unrunnable(need, [h.slots for h in ready if h.slots]):
             return None
         if any(j.state in st.ACTIVE_STATES for j in self.jobs.values()):

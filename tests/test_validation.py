@@ -161,9 +161,25 @@ CASES = [
     Bad("param-name-starts-with-digit", at="sweep.yaml:4", key="params.2x",
         fix=("must start with a letter", "rename it"),
         sweep="name: t\nrun: {command: echo}\nparams:\n  2x: [1]\n"),
-    Bad("run-container-unsupported", at="sweep.yaml:4", key="run.container",
-        fix=("not supported", "remove 'container:'"),
+    Bad("run-container-image-missing", at="sweep.yaml:4", key="run.container.image",
+        fix=("'solver.sif' not found", "root filesystem dir"),
         sweep="name: t\nrun:\n  command: echo\n  container: {image: solver.sif}\n"),
+    Bad("run-container-podman-not-yet", at="sweep.yaml:4", key="run.container.runtime",
+        fix=("podman is not supported", "use bwrap"), files={"img.tar": ""},
+        sweep="name: t\nrun:\n  command: echo\n  container: {image: img.tar, runtime: "
+              "podman}\n"),
+    Bad("run-container-bwrap-needs-a-tree", at="sweep.yaml:4", key="run.container.image",
+        fix=("neither a dir nor a .tar",), files={"solver.sif": ""},
+        sweep="name: t\nrun:\n  command: echo\n  container: {image: solver.sif, runtime: "
+              "bwrap}\n"),
+    Bad("run-container-bad-mount", at="sweep.yaml:4", key="run.container.mounts",
+        fix=("absolute paths inside the image", "mounts: [/scratch]"), files={"s.sif": ""},
+        sweep="name: t\nrun:\n  command: echo\n  container: {image: s.sif, mounts: "
+              "[scratch]}\n"),
+    Bad("run-container-bad-runtime", at="sweep.yaml:4", key="run.container.runtime",
+        fix=("apptainer, podman, bwrap", "runtime: bwrap"), files={"s.sif": ""},
+        sweep="name: t\nrun:\n  command: echo\n  container: {image: s.sif, runtime: "
+              "docker}\n"),
     Bad("params-range-backwards", at="sweep.yaml:4", key="params.re",
         fix=("stop not below start", "{start: 100, stop: 1000, step: 300}"),
         sweep="name: r\nrun: {command: echo}\nparams:\n  re: {start: 10, stop: 1, step: 1}\n"),

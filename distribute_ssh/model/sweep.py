@@ -106,11 +106,33 @@ class Build:
     files: list[File] = attrs.Factory(list)
 
 
+RUNTIMES = ("apptainer", "podman", "bwrap")
+
+
+def _runtime(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    if v not in RUNTIMES:
+        raise FieldValueError(yaml_key(a), f"must be one of {', '.join(RUNTIMES)}, got {v!r}: "
+                                           "write e.g. runtime: bwrap")
+
+
+def _mounts(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    for m in v:
+        if not m.startswith("/") or ".." in Path(m).parts or m.rstrip("/") in (
+                "", "/input", "/outputs", "/build") or "," in m or ":" in m:
+            raise FieldValueError(yaml_key(a), f"{m!r} is not a mount: give absolute paths "
+                                               "inside the image, other than /, /input, "
+                                               "/outputs and /build, without ',' or ':', "
+                                               "e.g. mounts: [/scratch]")
+
+
 @attrs.frozen
 class Container:
+    """Run each job inside an image (SPEC §3): ``input/`` at /input, ``outputs/`` at
+    /outputs, the build (if any) read-only at /build, a fresh empty dir per mount."""
+
     image: str
-    runtime: str = "apptainer"
-    mounts: list[str] = attrs.Factory(list)
+    runtime: str = attrs.field(default="apptainer", validator=_runtime)
+    mounts: list[str] = attrs.field(factory=list, validator=_mounts)
 
 
 @attrs.frozen
@@ -170,6 +192,12 @@ class Sweep:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def needs(self) -> list[str]:
+        """The capabilities a host must list: ``requires``, and a container's runtime."""
+        c = self.run.container
+        return [*self.requires, *([c.runtime] if c and c.runtime not in self.requires else [])]
 
     def to_yaml(self) -> str:
         """This sweep as a sweep file: ``Sweep.from_yaml(s.to_yaml()) == s``."""
@@ -347,9 +375,22 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
     if not sweep.run.command.strip():
         add(("run", "command"), "is empty: give the command each job runs, e.g. "
                                 "command: \"python3 solve.py {x}\"")
-    if sweep.run.container is not None:
-        add(("run", "container"), "containers are not supported by this version of dssh yet: "
-                                  "remove 'container:' and run the solver directly")
+    c = sweep.run.container
+    if c is not None:
+        if c.runtime == "podman":
+            add(("run", "container", "runtime"), "podman is not supported by this version of "
+                                                 "dssh yet: use bwrap (a root filesystem tree "
+                                                 "or tarball) or apptainer (a .sif)")
+        img = base / os.path.expanduser(c.image)
+        if not img.exists():
+            add(("run", "container", "image"), f"image {c.image!r} not found (looked in "
+                                               f"{base}): give the path of a .sif (apptainer) "
+                                               "or of a root filesystem dir or .tar/.tar.gz "
+                                               "(bwrap)")
+        elif c.runtime == "bwrap" and not (img.is_dir() or img.name.endswith(
+                (".tar", ".tar.gz", ".tgz"))):
+            add(("run", "container", "image"), f"bwrap runs a root filesystem: {c.image!r} "
+                                               "is neither a dir nor a .tar/.tar.gz of one")
     for k in sweep.run.env:
         if not ENV_NAME_RE.match(str(k)):
             add(("run", "env", k), f"{k!r} is not an environment variable name: use letters, "

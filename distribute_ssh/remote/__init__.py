@@ -182,3 +182,42 @@ if [ ! -f "$c/exit_code" ]; then
   echo 137 > "$c/exit_code.tmp" && mv -f "$c/exit_code.tmp" "$c/exit_code"
 fi
 """)
+
+
+def in_container(runtime: str, image: str, command: str, mounts: list[str],
+                 build: str | None) -> str:
+    """``command`` run inside the image: the job dir's ``input/`` and ``outputs/`` at
+    /input and /outputs, the build read-only at /build, a fresh ``mounts/N`` per mount; it
+    runs in /, so ``input/...`` means the same as without a container."""
+    made = "".join(f"mkdir -p mounts/{i} && " for i in range(len(mounts)))
+    inner = q(command)
+    if runtime == "bwrap":
+        binds = ['--bind "$PWD/input" /input', '--bind "$PWD/outputs" /outputs']
+        if build:
+            binds.append(f"--ro-bind {q(build)} /build")
+        binds += [f'--bind "$PWD/mounts/{i}" {q(m)}' for i, m in enumerate(mounts)]
+        return (f"{made}exec bwrap --ro-bind {q(image)} / --dev /dev --proc /proc --tmpfs /tmp "
+                + " ".join(binds) + f" --chdir / --die-with-parent /bin/sh -c {inner}")
+    def dq(text: str) -> str:  # literal inside double quotes
+        return "".join("\\" + c if c in '"$`\\' else c for c in text)
+
+    binds = ['$PWD/input:/input', '$PWD/outputs:/outputs']
+    if build:
+        binds.append(f"{dq(build)}:/build:ro")
+    binds += [f"$PWD/mounts/{i}:{dq(m)}" for i, m in enumerate(mounts)]
+    return (f'{made}exec apptainer exec --bind "' + ",".join(binds)
+            + f'" --pwd / {q(image)} /bin/sh -c {inner}')
+
+
+def prepare_image(tmp: str, final: str, runtime: str, name: str, mounts: list[str]) -> str:
+    """After the image was uploaded into ``tmp``: unpack a bwrap root filesystem and make
+    its mount points, then move it into place (another head may have been first)."""
+    lines = [f"t={q(tmp)}; f={q(final)}", 'cd "$t" || exit 3']
+    if runtime == "bwrap":
+        points = " ".join(q("rootfs" + p) for p in
+                          ["/input", "/outputs", "/build", "/proc", "/dev", "/tmp", *mounts])
+        lines += [f"mkdir -p rootfs && tar -xf {q(name)} -C rootfs && rm -f {q(name)} || exit 3",
+                  f"mkdir -p {points} || exit 3"]
+    lines += [': > .ready', 'cd .. && { mv "$t" "$f" 2>/dev/null || rm -rf "$t"; }',
+              '[ -f "$f/.ready" ] || exit 3']
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,146 @@
+"""SPEC §3 run.container: each job inside an image, on real sshd workstations.
+
+bubblewrap runs for real (a root filesystem made offline from the static busybox). There
+is no apptainer binary here: the apptainer runtime is checked against a *stand-in*
+``apptainer`` that records its arguments and writes through the bind it was given.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import dssh, explain, summary, write
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ["sh", "cat", "echo", "ls", "mkdir", "pwd", "id", "sleep", "wc"]
+
+
+def _static_busybox() -> bool:
+    if not BUSYBOX.exists() or shutil.which("bwrap") is None:
+        return False
+    r = subprocess.run(["ldd", str(BUSYBOX)], capture_output=True, text=True)
+    return "not a dynamic executable" in (r.stdout + r.stderr) or r.returncode != 0
+
+
+needs_bwrap = pytest.mark.skipif(not _static_busybox(), reason="needs bwrap and a static "
+                                 "/bin/busybox (apt install bubblewrap busybox-static; "
+                                 ".ci/run does)")
+
+
+def make_rootfs(d: Path) -> Path:
+    """A minimal root filesystem: the static busybox and a few of its applets."""
+    (d / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, d / "bin" / "busybox")
+    for a in APPLETS:
+        (d / "bin" / a).symlink_to("busybox")
+    (d / "etc").mkdir()
+    (d / "etc" / "image-name").write_text("tiny-busybox\n")
+    return d
+
+
+@needs_bwrap
+def test_bwrap_runs_each_job_inside_the_image(tmp_path: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    make_rootfs(tmp_path / "rootfs")
+    write(tmp_path / "in.txt", "from the head\n")
+    write(tmp_path / "sweep.yaml", """
+        name: boxed
+        build: {command: "echo built-here > artefact"}
+        run:
+          command: >-
+            cat input/in.txt > {output}/copy.txt;
+            ls / > {output}/root.txt; pwd > {output}/pwd.txt;
+            cat /etc/image-name > {output}/image.txt;
+            echo {x} > /scratch/s && cat /scratch/s > {output}/scratch.txt;
+            echo "$DSSH_OUTPUT $DSSH_INPUT $DSSH_BUILD" > {output}/env.txt;
+            cat {build}/artefact > {output}/build.txt
+          files: [in.txt]
+          cpus: 1
+          container: {image: rootfs, runtime: bwrap, mounts: [/scratch]}
+        params: {x: [1, 2, 3]}
+        """)
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={
+        w.name: {"cpus": 2, "capabilities": ["bwrap"]} for w in ws})
+    r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path)
+    assert r.returncode == 0, explain(r)
+    res = tmp_path / "results" / "default" / "boxed"
+    assert [row["status"] for row in summary(res)] == ["COMPLETED"] * 3
+    for x in (1, 2, 3):
+        out = res / f"x-{x}"
+        assert (out / "copy.txt").read_text() == "from the head\n"
+        assert (out / "image.txt").read_text() == "tiny-busybox\n"  # the image's own /etc
+        assert (out / "pwd.txt").read_text() == "/\n"
+        assert (out / "scratch.txt").read_text() == f"{x}\n"
+        assert (out / "env.txt").read_text() == "/outputs /input /build\n"
+        assert (out / "build.txt").read_text() == "built-here\n"
+        root = set((out / "root.txt").read_text().split())
+        assert {"bin", "etc", "input", "outputs", "build", "scratch"} <= root
+        assert "home" not in root  # not the workstation's own /
+    uploads = r.stderr.count("uploading the image rootfs") + r.stdout.count(
+        "uploading the image rootfs")
+    assert 1 <= uploads <= len(ws)
+    again = dssh("run", "sweep.yaml", "-i", "inventory.yaml", "--name", "again",
+                 cwd=tmp_path)
+    assert again.returncode == 0, explain(again)
+    assert "uploading the image" not in again.stderr + again.stdout  # cached on each host
+
+
+def test_a_container_needs_its_runtime_as_a_capability(tmp_path: Path,
+                                                       fresh_workdirs) -> None:
+    (tmp_path / "rootfs").mkdir()
+    write(tmp_path / "sweep.yaml", """
+        name: nocap
+        run: {command: "true", container: {image: rootfs, runtime: bwrap}}
+        """)
+    fresh_workdirs.write_inventory(tmp_path / "inventory.yaml")
+    r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path)
+    assert r.returncode == 2, explain(r)
+    assert "requires: bwrap" in r.stderr
+
+
+STAND_IN = r"""#!/bin/sh
+# A STAND-IN for apptainer, for tests only (there is no apptainer binary here): records
+# its arguments and writes them through the bind for /outputs.
+echo "$*" >> "$HOME/apptainer-calls.log"
+[ "$1" = exec ] && [ "$2" = --bind ] || exit 64
+out=
+old_ifs=$IFS; IFS=,
+for b in $3; do case $b in *:/outputs) out=${b%:/outputs} ;; esac; done
+IFS=$old_ifs
+printf '%s\n' "$@" > "$out/args.txt"
+"""
+
+
+def test_apptainer_runtime_command_line_with_a_stand_in(tmp_path: Path,
+                                                        fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    write(tmp_path / "solver.sif", "sif-bytes\n")
+    write(tmp_path / "sweep.yaml", """
+        name: sif
+        run:
+          command: "solve --n {n} input"
+          cpus: 1
+          container: {image: solver.sif, runtime: apptainer, mounts: [/data]}
+        params: {n: [7]}
+        """)
+    inv = {}
+    for w in ws:
+        write(w.home / "stand-in" / "apptainer", STAND_IN, mode=0o755)
+        inv[w.name] = {"cpus": 2, "capabilities": ["apptainer"],
+                       "env": {"PATH": f"{w.home}/stand-in:/usr/bin:/bin"}}
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides=inv)
+    r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path)
+    assert r.returncode == 0, explain(r)
+    args = (tmp_path / "results" / "default" / "sif" / "n-7" / "args.txt").read_text()
+    a = args.splitlines()
+    assert a[0] == "exec" and a[1] == "--bind"
+    binds = a[2].split(",")
+    assert binds[0].endswith("/input:/input") and binds[1].endswith("/outputs:/outputs")
+    assert binds[2].endswith("/mounts/0:/data") and len(binds) == 3
+    assert a[3:5] == ["--pwd", "/"] and a[5].endswith("/solver.sif")
+    assert a[6:] == ["/bin/sh", "-c", "solve --n 7 input"]
+    assert os.path.basename(a[5]) == "solver.sif"
