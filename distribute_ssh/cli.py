@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "output next to it.")
     cv.add_argument("file", metavar="FILE")
     t = sub.add_parser("template", help="print a commented example sweep file")
-    t.add_argument("kind", nargs="?", default="native", choices=["native"],
+    t.add_argument("kind", nargs="?", default="native",
+                   choices=["native", "python", "apptainer"],
                    help="which example (default: native)")
     return p
 
@@ -322,11 +323,12 @@ def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
         return EXIT_OK
     from tabulate import tabulate
 
+    can = ", ".join(names)
     rows = [[j.name, " ".join(f"{k}={value_text(v)}" for k, v in j.params.items()),
-             ", ".join(t for _, t in j.files) or "-"] for j in jobs]
+             ", ".join(t for _, t in j.files) or "-", can] for j in jobs]
     print(f"sweep {sweep.key}: {len(jobs)} jobs, each {sweep.run.cpus or 'all'} cpus"
           f"{f', {sweep.run.gpus} gpus' if sweep.run.gpus else ''}")
-    print(tabulate(rows, headers=["job", "params", "input files"]))
+    print(tabulate(rows, headers=["job", "params", "input files", "hosts that can take it"]))
     print()
     hrows = [[h.name, h.connection, h.cpus or "probed", h.slots or "-",
               ",".join(map(str, h.gpus)) or "-", bid or "-"] for h in capable]

@@ -45,6 +45,20 @@ def test_template_runs_as_it_is(tmp_path: Path) -> None:
     assert "alpha=0.1 mesh=coarse" in res
 
 
+def test_python_template_runs_as_it_is(tmp_path: Path) -> None:
+    proc = dssh("template", "python", cwd=tmp_path)
+    assert proc.returncode == 0 and "requires: [python3]" in proc.stdout
+    (tmp_path / "sweep.yaml").write_text(proc.stdout)
+    inv = _local_inventory(tmp_path / "inventory.yaml", "here", ["python3"])
+    proc = dssh("run", "sweep.yaml", "-i", inv, cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    res = tmp_path / "results/default/python-sweep"
+    rows = summary(res)
+    assert len(rows) == 8 and all(r["status"] == "COMPLETED" for r in rows)
+    out = json.loads((res / "re300-fine" / "drag.json").read_text())
+    assert out["re"] == 300.0 and out["mesh"] == "fine" and out["drag"] > 0
+
+
 def _local_inventory(path: Path, name: str, caps: list[str]) -> Path:
     return write_yaml(path, {"hosts": {name: {"connection": "local", "capabilities": caps}}})
 
@@ -85,6 +99,8 @@ def test_dry_run_touches_nothing_and_shows_the_plan(tmp_path: Path) -> None:
     assert proc.returncode == 0, explain(proc)
     assert "x-1" in proc.stdout and "x=3" in proc.stdout and "in.cfg" in proc.stdout
     assert "nothing was started" in proc.stdout and "not used" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("x-1 "))
+    assert row.split()[-1] == "a"  # the hosts that can take it
     plan = json.loads(dssh("run", sweep, "-i", inv, "--dry-run", "--json", cwd=tmp_path).stdout)
     assert [j["name"] for j in plan["jobs"]] == ["x-1", "x-2", "x-3"]
     assert plan["jobs"][0]["hosts"] == ["a"] and plan["excluded_hosts"] == ["b"]

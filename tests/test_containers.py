@@ -144,3 +144,31 @@ def test_apptainer_runtime_command_line_with_a_stand_in(tmp_path: Path,
     assert a[3:5] == ["--pwd", "/"] and a[5].endswith("/solver.sif")
     assert a[6:] == ["/bin/sh", "-c", "solve --n 7 input"]
     assert os.path.basename(a[5]) == "solver.sif"
+
+
+def test_apptainer_template_runs_as_it_is_with_a_stand_in(tmp_path: Path,
+                                                         fresh_workdirs) -> None:
+    """`dssh template apptainer`, unchanged, next to an image file (any bytes: the
+    stand-in does not read it)."""
+    ws = fresh_workdirs
+    proc = dssh("template", "apptainer", cwd=tmp_path)
+    assert proc.returncode == 0
+    (tmp_path / "sweep.yaml").write_text(proc.stdout)
+    write(tmp_path / "solver.sif", "an image\n")
+    inv = {}
+    for w in ws:
+        write(w.home / "stand-in" / "apptainer", STAND_IN, mode=0o755)
+        inv[w.name] = {"cpus": 2, "capabilities": ["apptainer"],
+                       "env": {"PATH": f"{w.home}/stand-in:/usr/bin:/bin"}}
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides=inv)
+    r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path)
+    assert r.returncode == 0, explain(r)
+    res = tmp_path / "results" / "default" / "apptainer-sweep"
+    assert [row["status"] for row in summary(res)] == ["COMPLETED"] * 3
+    args = (res / "case-b" / "args.txt").read_text().splitlines()
+    assert args[-3:-1] == ["/bin/sh", "-c"]
+    # the template's command with the job's values, each quoted, run as it is inside
+    out = subprocess.run(["sh", "-c", args[-1].replace("/outputs", str(tmp_path))],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and (tmp_path / "case.txt").read_text() == \
+        "case b on 2 cpus\n", args[-1]
