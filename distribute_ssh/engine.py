@@ -1049,16 +1049,18 @@ rm -rf "$b" && mkdir "$b" && claim
         key = json.dumps([files_digest([(str(local), local.name)]), c.runtime, c.mounts])
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         final = f"{h.workdir}/images/{digest}"
-        name = local.name if c.runtime != "bwrap" else "rootfs.tar"
-        h.image = f"{final}/rootfs" if c.runtime == "bwrap" else f"{final}/{name}"
+        name = local.name if c.runtime == "apptainer" else "rootfs.tar"
+        h.image = {"bwrap": f"{final}/rootfs", "apptainer": f"{final}/{name}",
+                   "podman": f"localhost/dssh-{digest}"}[c.runtime]
         res = await conn.run(f"[ -f {q(final + '/.ready')} ] && echo ready\n", timeout=30)
         if res.text.strip() == "ready":
+            await self._podman_image(h, final)
             return
         self.reporter.event("build", f"{h.spec.name}: uploading the image {c.image}",
                             host=h.spec.name)
         tmp = f"{final}.tmp{os.getpid()}"
         await conn.run(f"rm -rf {q(tmp)}; mkdir -p {q(tmp)}\n", timeout=60)
-        if c.runtime == "bwrap" and local.is_dir():
+        if c.runtime != "apptainer" and local.is_dir():
             with tempfile.TemporaryDirectory() as td:
                 tar = Path(td) / name
                 with tarfile.open(tar, "w") as tf:  # symlinks stay symlinks
@@ -1071,6 +1073,17 @@ rm -rf "$b" && mkdir "$b" && claim
         if res.exit_status != 0:
             h.image = ""
             raise HostError(h.spec.name, f"cannot prepare the image {c.image}: "
+                                         f"{res.stderr.decode(errors='replace').strip()}")
+        await self._podman_image(h, final)
+
+    async def _podman_image(self, h: HostRt, final: str) -> None:
+        c = self.sweep.run.container
+        if c is None or c.runtime != "podman" or h.conn is None:
+            return
+        res = await h.conn.run(remote.podman_image(f"{final}/image.tar", h.image), timeout=600)
+        if res.exit_status != 0:
+            image, h.image = h.image, ""
+            raise HostError(h.spec.name, f"podman cannot import the image {image}: "
                                          f"{res.stderr.decode(errors='replace').strip()}")
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -1110,7 +1123,7 @@ rm -rf "$b" && mkdir "$b" && claim
                           host_env={"DSSH_PYTHON": h.spec.python, **h.spec.env}, **kw)
             if c is not None:
                 command = remote.in_container(c.runtime, h.image, command, c.mounts,
-                                              bdir if self.build_id else None)
+                                              bdir if self.build_id else None, list(env))
             script = remote.command_script(jdir, env, command)
             wrapper, _ = remote.script("wrapper")
             timeout = self.sweep.run.timeout_seconds

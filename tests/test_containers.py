@@ -1,7 +1,7 @@
 """SPEC §3 run.container: each job inside an image, on real sshd workstations.
 
-bubblewrap runs for real (a root filesystem made offline from the static busybox). There
-is no apptainer binary here: the apptainer runtime is checked against a *stand-in*
+bubblewrap and rootless podman run for real (a root filesystem made offline from the
+static busybox). There is no apptainer binary here: the apptainer runtime is checked against a *stand-in*
 ``apptainer`` that records its arguments and writes through the bind it was given.
 """
 
@@ -87,6 +87,147 @@ def test_bwrap_runs_each_job_inside_the_image(tmp_path: Path, fresh_workdirs) ->
                  cwd=tmp_path)
     assert again.returncode == 0, explain(again)
     assert "uploading the image" not in again.stderr + again.stdout  # cached on each host
+
+
+def _podman_works() -> bool:
+    if shutil.which("podman") is None or shutil.which("newuidmap") is None:
+        return False
+    r = subprocess.run(["podman", "info"], capture_output=True, timeout=60)
+    return r.returncode == 0
+
+
+def _rootless_podman_or_skip(w) -> None:
+    """Rootless podman needs the workstation user's subordinate ids (useradd gives them
+    where login.defs asks for them): skip, saying why, where it cannot run."""
+    if os.geteuid() != 0 or not w.has_own_user:
+        return
+    r = subprocess.run(["runuser", "-u", w.user, "--", "env", f"HOME={w.home}", "podman",
+                        "info"], capture_output=True, text=True, timeout=120, cwd="/")
+    if r.returncode != 0:
+        pytest.skip(f"rootless podman does not run for {w.user} here: "
+                    f"{r.stderr.strip()[-300:]}")
+
+
+@pytest.mark.skipif(not (_static_busybox() and _podman_works()),
+                    reason="needs podman with runc, uidmap and a static /bin/busybox "
+                           "(.ci/run installs them and writes /etc/containers/containers.conf)")
+def test_podman_runs_each_job_inside_the_image(tmp_path: Path, fresh_workdirs) -> None:
+    """Rootless podman, as the workstation users, with the image imported once per host
+    from a root filesystem tarball made here."""
+    import tarfile
+
+    ws = fresh_workdirs
+    for w in ws:
+        _rootless_podman_or_skip(w)
+    make_rootfs(tmp_path / "rootfs")
+    with tarfile.open(tmp_path / "rootfs.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "rootfs", arcname=".")
+    write(tmp_path / "in.txt", "from the head\n")
+    write(tmp_path / "sweep.yaml", """
+        name: podded
+        run:
+          command: >-
+            cat input/in.txt > {output}/copy.txt;
+            cat /etc/image-name > {output}/image.txt; pwd > {output}/pwd.txt;
+            echo {x} > /scratch/s && cat /scratch/s > {output}/scratch.txt;
+            echo "$DSSH_OUTPUT $DSSH_JOB" > {output}/env.txt
+          files: [in.txt]
+          cpus: 1
+          container: {image: rootfs.tar.gz, runtime: podman, mounts: [/scratch]}
+        params: {x: [1, 2]}
+        """)
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={
+        w.name: {"cpus": 2, "capabilities": ["podman"]} for w in ws})
+    r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, explain(r)
+    res = tmp_path / "results" / "default" / "podded"
+    assert [row["status"] for row in summary(res)] == ["COMPLETED"] * 2
+    for x in (1, 2):
+        out = res / f"x-{x}"
+        assert (out / "copy.txt").read_text() == "from the head\n"
+        assert (out / "image.txt").read_text() == "tiny-busybox\n"
+        assert (out / "pwd.txt").read_text() == "/\n"
+        assert (out / "scratch.txt").read_text() == f"{x}\n"
+        assert (out / "env.txt").read_text() == f"/outputs x-{x}\n"
+
+
+def _marked(root: str) -> dict[int, str]:
+    """pid -> state of every live process carrying a DSSH_RUN mark below ``root``."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{d}/environ").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        state = stat[stat.rindex(")") + 2:].split()[0]
+        if state != "Z" and any(e.startswith(b"DSSH_RUN=" + root.encode()) for e in env):
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            out[int(d)] = f"{comm}:{state}"
+    return out
+
+
+@pytest.mark.skipif(not (_static_busybox() and _podman_works()),
+                    reason="needs podman with runc, uidmap and a static /bin/busybox")
+def test_podman_jobs_are_paused_and_cancelled_like_any_other(tmp_path: Path,
+                                                             fresh_workdirs) -> None:
+    """The container's processes are not the podman client's children, but they carry the
+    job's mark: the owner's pause file stops them, and dssh cancel ends them."""
+    import time
+
+    from helpers import start_head
+
+    ws = fresh_workdirs
+    w = ws.hosts[0]
+    _rootless_podman_or_skip(w)
+    make_rootfs(tmp_path / "rootfs")
+    write(tmp_path / "sweep.yaml", """
+        name: podpause
+        run:
+          command: "sleep 30"
+          cpus: 1
+          container: {image: rootfs, runtime: podman}
+        """)
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={
+        w.name: {"cpus": 2, "capabilities": ["podman"]}})
+    head = start_head(tmp_path, "run", "sweep.yaml", "-i", "inventory.yaml", "--hosts", w.name)
+    root = str(w.workdir / "jobs")
+    pause = w.home / ".distribute-pause"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                v.startswith("sleep:") for v in _marked(root).values()):
+            time.sleep(0.2)
+        assert any(v.startswith("sleep:") for v in _marked(root).values()), _marked(root)
+        pause.write_text("")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(
+                v.endswith(":T") for v in _marked(root).values() if v.startswith("sleep:")):
+            time.sleep(0.2)
+        sleeps = [v for v in _marked(root).values() if v.startswith("sleep:")]
+        assert sleeps and all(v.endswith(":T") for v in sleeps), _marked(root)
+        pause.unlink()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                v.endswith(":T") for v in _marked(root).values() if v.startswith("sleep:")):
+            time.sleep(0.2)
+        assert not any(v.endswith(":T") for v in _marked(root).values()), _marked(root)
+        r = dssh("cancel", "podpause", "-i", "inventory.yaml", cwd=tmp_path)
+        assert r.returncode == 0, explain(r)
+        head.communicate(timeout=60)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(
+                v.startswith("sleep:") for v in _marked(root).values()):
+            time.sleep(0.2)
+        assert not any(v.startswith("sleep:") for v in _marked(root).values()), _marked(root)
+    finally:
+        pause.unlink(missing_ok=True)
+        if head.poll() is None:
+            head.kill()
+    rows = summary(tmp_path / "results" / "default" / "podpause")
+    assert rows[0]["status"] == "CANCELLED"
 
 
 def test_a_container_needs_its_runtime_as_a_capability(tmp_path: Path,

@@ -164,10 +164,6 @@ CASES = [
     Bad("run-container-image-missing", at="sweep.yaml:4", key="run.container.image",
         fix=("'solver.sif' not found", "root filesystem dir"),
         sweep="name: t\nrun:\n  command: echo\n  container: {image: solver.sif}\n"),
-    Bad("run-container-podman-not-yet", at="sweep.yaml:4", key="run.container.runtime",
-        fix=("podman is not supported", "use bwrap"), files={"img.tar": ""},
-        sweep="name: t\nrun:\n  command: echo\n  container: {image: img.tar, runtime: "
-              "podman}\n"),
     Bad("run-container-bwrap-needs-a-tree", at="sweep.yaml:4", key="run.container.image",
         fix=("neither a dir nor a .tar",), files={"solver.sif": ""},
         sweep="name: t\nrun:\n  command: echo\n  container: {image: solver.sif, runtime: "

@@ -377,20 +377,17 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
                                 "command: \"python3 solve.py {x}\"")
     c = sweep.run.container
     if c is not None:
-        if c.runtime == "podman":
-            add(("run", "container", "runtime"), "podman is not supported by this version of "
-                                                 "dssh yet: use bwrap (a root filesystem tree "
-                                                 "or tarball) or apptainer (a .sif)")
         img = base / os.path.expanduser(c.image)
         if not img.exists():
             add(("run", "container", "image"), f"image {c.image!r} not found (looked in "
                                                f"{base}): give the path of a .sif (apptainer) "
                                                "or of a root filesystem dir or .tar/.tar.gz "
-                                               "(bwrap)")
-        elif c.runtime == "bwrap" and not (img.is_dir() or img.name.endswith(
+                                               "(bwrap, podman)")
+        elif c.runtime != "apptainer" and not (img.is_dir() or img.name.endswith(
                 (".tar", ".tar.gz", ".tgz"))):
-            add(("run", "container", "image"), f"bwrap runs a root filesystem: {c.image!r} "
-                                               "is neither a dir nor a .tar/.tar.gz of one")
+            add(("run", "container", "image"), f"{c.runtime} runs a root filesystem: "
+                                               f"{c.image!r} is neither a dir nor a "
+                                               ".tar/.tar.gz of one")
     for k in sweep.run.env:
         if not ENV_NAME_RE.match(str(k)):
             add(("run", "env", k), f"{k!r} is not an environment variable name: use letters, "

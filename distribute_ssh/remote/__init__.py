@@ -185,7 +185,7 @@ fi
 
 
 def in_container(runtime: str, image: str, command: str, mounts: list[str],
-                 build: str | None) -> str:
+                 build: str | None, env: list[str] | None = None) -> str:
     """``command`` run inside the image: the job dir's ``input/`` and ``outputs/`` at
     /input and /outputs, the build read-only at /build, a fresh ``mounts/N`` per mount; it
     runs in /, so ``input/...`` means the same as without a container."""
@@ -198,6 +198,19 @@ def in_container(runtime: str, image: str, command: str, mounts: list[str],
         binds += [f'--bind "$PWD/mounts/{i}" {q(m)}' for i, m in enumerate(mounts)]
         return (f"{made}exec bwrap --ro-bind {q(image)} / --dev /dev --proc /proc --tmpfs /tmp "
                 + " ".join(binds) + f" --chdir / --die-with-parent /bin/sh -c {inner}")
+    if runtime == "podman":
+        # The job's processes are the container's, not the podman client's children: they
+        # carry DSSH_RUN, the mark the wrapper finds a job's processes by, so that pausing
+        # and cancelling reach them.
+        vols = ['-v "$PWD/input:/input"', '-v "$PWD/outputs:/outputs"']
+        if build:
+            vols.append(f"-v {q(build + ':/build:ro')}")
+        vols += [f'-v "$PWD/mounts/{i}:"{q(m)}' for i, m in enumerate(mounts)]
+        names = [k for k in (env or []) if k not in ("PATH", "HOME")] + ["DSSH_RUN"]
+        envs = " ".join(f"--env {k}" for k in names)
+        return (f"{made}exec podman run --rm --network none {' '.join(vols)} {envs} -w / "
+                f"{q(image)} /bin/sh -c {inner}")
+
     def dq(text: str) -> str:  # literal inside double quotes
         return "".join("\\" + c if c in '"$`\\' else c for c in text)
 
@@ -213,11 +226,20 @@ def prepare_image(tmp: str, final: str, runtime: str, name: str, mounts: list[st
     """After the image was uploaded into ``tmp``: unpack a bwrap root filesystem and make
     its mount points, then move it into place (another head may have been first)."""
     lines = [f"t={q(tmp)}; f={q(final)}", 'cd "$t" || exit 3']
-    if runtime == "bwrap":
+    if runtime in ("bwrap", "podman"):
         points = " ".join(q("rootfs" + p) for p in
                           ["/input", "/outputs", "/build", "/proc", "/dev", "/tmp", *mounts])
         lines += [f"mkdir -p rootfs && tar -xf {q(name)} -C rootfs && rm -f {q(name)} || exit 3",
                   f"mkdir -p {points} || exit 3"]
+    if runtime == "podman":  # podman keeps its own copy: import the tree with its points
+        lines += ["tar -C rootfs -cf image.tar . && rm -rf rootfs || exit 3"]
     lines += [': > .ready', 'cd .. && { mv "$t" "$f" 2>/dev/null || rm -rf "$t"; }',
               '[ -f "$f/.ready" ] || exit 3']
     return "\n".join(lines) + "\n"
+
+
+def podman_image(tar: str, ref: str) -> str:
+    """Make sure podman (the user's own image store) has the image ``ref``; import it from
+    the prepared tar when it has not (a first run, or a store that was reset)."""
+    return (f"podman image exists {q(ref)} 2>/dev/null || "
+            f"podman import {q(tar)} {q(ref)} >/dev/null || exit 3\n")
