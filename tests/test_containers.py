@@ -230,6 +230,43 @@ def test_podman_jobs_are_paused_and_cancelled_like_any_other(tmp_path: Path,
     assert rows[0]["status"] == "CANCELLED"
 
 
+@pytest.mark.parametrize("runtime", ["bwrap", "podman"])
+def test_containers_as_root_on_this_machine(tmp_path: Path, runtime: str) -> None:
+    """The same image on a local-connection host, run by root: bwrap, and rootful podman
+    (with the containers.conf these machines need, which .ci/run writes)."""
+    if os.geteuid() != 0:
+        pytest.skip("this is the as-root variant; the sshd tests run as normal users")
+    if not _static_busybox() or (runtime == "podman" and not _podman_works()):
+        pytest.skip(f"needs {runtime} and a static /bin/busybox")
+    make_rootfs(tmp_path / "rootfs")
+    write(tmp_path / "sweep.yaml", f"""
+        name: asroot-{runtime}
+        run:
+          command: "id -u > {{output}}/uid.txt; cat /etc/image-name > {{output}}/image.txt"
+          cpus: 1
+          container: {{image: rootfs, runtime: {runtime}}}
+        """)
+    write_inv = tmp_path / "inventory.yaml"
+    write_inv.write_text(f"hosts:\n  here: {{connection: local, cpus: 2, capabilities: "
+                         f"[{runtime}], ledger_dir: {tmp_path}/ledger}}\n")
+    def images() -> set[str]:
+        if runtime != "podman":
+            return set()
+        return set(subprocess.run(["podman", "images", "--format", "{{.Repository}}"],
+                                  capture_output=True, text=True).stdout.split())
+
+    before = images()
+    r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path, timeout=300)
+    try:
+        assert r.returncode == 0, explain(r)
+        out = tmp_path / "results" / "default" / f"asroot-{runtime}" / f"asroot-{runtime}"
+        assert (out / "image.txt").read_text() == "tiny-busybox\n"
+        assert (out / "uid.txt").read_text() == "0\n"
+    finally:
+        for ref in images() - before:  # root's image store is the machine's: as it was
+            subprocess.run(["podman", "rmi", "-f", ref], capture_output=True)
+
+
 def test_a_container_needs_its_runtime_as_a_capability(tmp_path: Path,
                                                        fresh_workdirs) -> None:
     (tmp_path / "rootfs").mkdir()

@@ -127,6 +127,17 @@ def test_convert_prints_a_sweep_that_means_the_same(jobs_dir: Path) -> None:
         "cpus=3 rows=4 extra=2 built from table_always.csv\n"
 
 
+def test_keys_the_original_did_not_know_are_ignored_with_a_warning(jobs_dir: Path) -> None:
+    text = PYTHON_JOBS.replace("  matrix:", "  description: a note\n  matrix:").replace(
+        "    - name: plain\n", "    - name: plain\n      priority: 3\n")
+    write(jobs_dir / "distribute-jobs.yaml", text)
+    r = dssh("run", "distribute-jobs.yaml", "-i", "inventory.yaml", "--dry-run", cwd=jobs_dir)
+    assert r.returncode == 0, explain(r)
+    assert "distribute-jobs.yaml:5: meta.description: not a key of the original " \
+           "distribute's job files; ignored" in r.stderr, r.stderr
+    assert "python.jobs[1].priority" in r.stderr
+
+
 def test_a_missing_file_in_an_original_job_file_names_its_key(jobs_dir: Path) -> None:
     write(jobs_dir / "distribute-jobs.yaml", PYTHON_JOBS.replace("data/extra_points.csv",
                                                                  "data/missing.csv"))

@@ -267,7 +267,41 @@ def _check_paths(orig: OriginalFile, source: Source, base: str) -> None:
             wanted[[dotted(w[0]) for w in wanted].index(keys[0])][0]), key=keys[0])
 
 
+_KNOWN: dict[str, Any] = {
+    "meta": {"batch_name": None, "namespace": None, "capabilities": None, "matrix": None},
+    "python": {"initialize": {"build_file": None, "required_files": None},
+               "jobs": {"name": None, "file": None, "required_files": None, "slurm": None}},
+    "apptainer": {"initialize": {"sif": None, "required_files": None, "required_mounts": None},
+                  "jobs": {"name": None, "required_files": None, "slurm": None}},
+    "slurm": None,
+}
+
+
+def _drop_unknown(data: Any, known: Any, path: tuple, source: Source,
+                  notes: list[str]) -> Any:
+    """The original tool ignored keys it did not know: so does dssh, saying so."""
+    if not isinstance(known, dict) or not isinstance(data, dict):
+        if isinstance(known, dict) and isinstance(data, list):  # a list of jobs
+            return [_drop_unknown(d, known, path + (i,), source, notes)
+                    for i, d in enumerate(data)]
+        return data
+    out = {}
+    for k, v in data.items():
+        if k not in known:
+            notes.append(f"{source.where(path + (k,))}: {dotted(path + (k,))}: not a key of "
+                         "the original distribute's job files; ignored, as it did")
+            continue
+        out[k] = _drop_unknown(v, known[k], path + (k,), source, notes)
+    return out
+
+
 def parse_original(data: dict, source: Source, base: str) -> Sweep:
+    import sys
+
+    notes: list[str] = []
+    data = _drop_unknown(data, _KNOWN, (), source, notes)
+    for n in notes:
+        print(f"dssh: warning: {n}", file=sys.stderr)
     orig = structure(_normalise(data), OriginalFile, source, "the job file")
     _check_paths(orig, source, base)
     return to_sweep(orig, source)
