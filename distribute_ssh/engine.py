@@ -426,14 +426,22 @@ class Head:
             h.ledger_token = led.token
         if h.slots is None:
             return
-        mine = {j.remote_dir for j in self.jobs.values()
-                if j.held and j.host == h.spec.name and j.remote_dir}
-        foreign = led.foreign(mine)
+        foreign = led.foreign({c.dir for c in led.claims if self._holds(h, c)})
         s = h.slots
         s.foreign_cpus = sum(c.cpus for c in foreign)
         s.foreign_jobs = len(foreign)
         s.foreign_gpus = {g for c in foreign for g in c.gpus}
         s.ledger_cpus, s.ledger_slots, s.ledger_gpus = led.cap_cpus, led.cap_slots, led.cap_gpus
+
+    def _holds(self, h: HostRt, c: ledger.Claim) -> bool:
+        """Is this claim for a job this head already counts against the host? (Found by
+        the claim's job, not by scanning every job: this runs at every start.)"""
+        if c.head != self.head_id or c.kind != "job":
+            return False
+        name, _, attempt = c.job.rpartition(".")
+        j = self.by_name.get(name)
+        return (j is not None and j.held and j.host == h.spec.name
+                and str(j.attempts) == attempt and j.remote_dir == c.dir)
 
     def _job_need(self, h: HostRt) -> tuple[int, int]:
         """The cpus and GPUs one job of this sweep takes on the host."""

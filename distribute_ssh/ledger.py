@@ -151,10 +151,6 @@ def wait_command(script: str, ledger_dir: str, token: str, *, head: str, user: s
     return "exec sh " + " ".join(q(w) for w in words) + "\n"
 
 
-def show_command(script: str, ledger_dir: str) -> str:
-    return f"sh {q(script)} show {q(ledger_dir)}\n"
-
-
 def forget_command(script: str, ledger_dir: str, head: str, user: str) -> str:
     return f"sh {q(script)} forget {q(ledger_dir)} {q(head)} {q(user)}\n"
 
