@@ -67,3 +67,16 @@ def job_json(results: Path, job: str) -> dict[str, Any]:
 
 def explain(proc: subprocess.CompletedProcess[str]) -> str:
     return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+def stand_in_inventory(ws: Any, path: Path, script: str, name: str = "apptainer") -> Path:
+    """An inventory of the workstations ``ws`` on which ``name`` is a *stand-in*: ``script``
+    put first on the jobs' PATH (for tools these machines lack, such as apptainer); each
+    host offers 2 cpus and the capability ``name``. Earlier calls' logs are removed."""
+    inv = {}
+    for w in ws:
+        write(w.home / "stand-in" / name, script, mode=0o755)
+        (w.home / f"{name}-calls.log").unlink(missing_ok=True)
+        inv[w.name] = {"cpus": 2, "capabilities": [name],
+                       "env": {"PATH": f"{w.home}/stand-in:/usr/local/bin:/usr/bin:/bin"}}
+    return ws.write_inventory(path, overrides=inv)

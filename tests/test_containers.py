@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, summary, write
+from helpers import dssh, explain, stand_in_inventory, summary, write
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ["sh", "cat", "echo", "ls", "mkdir", "pwd", "id", "sleep", "wc"]
@@ -305,12 +305,7 @@ def test_apptainer_runtime_command_line_with_a_stand_in(tmp_path: Path,
           container: {image: solver.sif, runtime: apptainer, mounts: [/data]}
         params: {n: [7]}
         """)
-    inv = {}
-    for w in ws:
-        write(w.home / "stand-in" / "apptainer", STAND_IN, mode=0o755)
-        inv[w.name] = {"cpus": 2, "capabilities": ["apptainer"],
-                       "env": {"PATH": f"{w.home}/stand-in:/usr/bin:/bin"}}
-    ws.write_inventory(tmp_path / "inventory.yaml", overrides=inv)
+    stand_in_inventory(ws, tmp_path / "inventory.yaml", STAND_IN)
     r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path)
     assert r.returncode == 0, explain(r)
     args = (tmp_path / "results" / "default" / "sif" / "n-7" / "args.txt").read_text()
@@ -333,12 +328,7 @@ def test_apptainer_template_runs_as_it_is_with_a_stand_in(tmp_path: Path,
     assert proc.returncode == 0
     (tmp_path / "sweep.yaml").write_text(proc.stdout)
     write(tmp_path / "solver.sif", "an image\n")
-    inv = {}
-    for w in ws:
-        write(w.home / "stand-in" / "apptainer", STAND_IN, mode=0o755)
-        inv[w.name] = {"cpus": 2, "capabilities": ["apptainer"],
-                       "env": {"PATH": f"{w.home}/stand-in:/usr/bin:/bin"}}
-    ws.write_inventory(tmp_path / "inventory.yaml", overrides=inv)
+    stand_in_inventory(ws, tmp_path / "inventory.yaml", STAND_IN)
     r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path)
     assert r.returncode == 0, explain(r)
     res = tmp_path / "results" / "default" / "apptainer-sweep"

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, job_json, summary, write
+from helpers import dssh, explain, job_json, stand_in_inventory, summary, write
 
 BUILD_PY = """
 import os
@@ -203,13 +203,7 @@ apptainer:
 def test_apptainer_mode_with_a_stand_in(jobs_dir: Path, fresh_workdirs) -> None:
     write(jobs_dir / "image.sif", "fake-image-v1\n")
     write(jobs_dir / "distribute-jobs.yaml", APPTAINER_JOBS)
-    inv = {}
-    for w in fresh_workdirs:  # the stand-in goes first on each host's PATH for jobs
-        write(w.home / "stand-in" / "apptainer", STAND_IN, mode=0o755)
-        (w.home / "apptainer-calls.log").unlink(missing_ok=True)
-        inv[w.name] = {"cpus": 2, "capabilities": ["apptainer"],
-                       "env": {"PATH": f"{w.home}/stand-in:/usr/local/bin:/usr/bin:/bin"}}
-    fresh_workdirs.write_inventory(jobs_dir / "inventory.yaml", overrides=inv)
+    stand_in_inventory(fresh_workdirs, jobs_dir / "inventory.yaml", STAND_IN)
     r = dssh("run", "distribute-jobs.yaml", "-i", "inventory.yaml", cwd=jobs_dir)
     assert r.returncode == 0, explain(r)
     res = jobs_dir / "results" / "lab-ns" / "abatch"

@@ -117,6 +117,22 @@ def _wait(proc: subprocess.Popen, d: Path, timeout: float = 240) -> str:
     return (d / "head.log").read_text()
 
 
+def _one_host_inventory(lab: Lab, m: Member, d: Path, cpus: int) -> None:
+    """The member's inventory in ``d`` with ws1 alone, offering ``cpus``; ``d`` made theirs."""
+    (d / "inventory.yaml").write_text(yaml.safe_dump(
+        {"hosts": {"ws1": m.inventory(lab.ws, cpus=cpus)["hosts"]["ws1"]}}))
+    _own(m, d)
+
+
+def _wait_for_claims(lab: Lab, n: int, timeout: float = 30) -> None:
+    """Until the workstations' ledgers hold at least ``n`` live claims (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(len(read_claims(Path(w.ledger_dir))) for w in lab.ws) >= n:
+            return
+        time.sleep(0.05)
+
+
 def _summary(d: Path, name: str) -> list[dict[str, str]]:
     import csv
 
@@ -326,11 +342,7 @@ def test_hosts_lists_claims_by_user_and_sweep(lab: Lab) -> None:
     _own(a, d)
     proc = lab.dssh(a, "run", "seen.yaml", "-i", "inventory.yaml", cwd=d)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if sum(len(read_claims(Path(w.ledger_dir))) for w in lab.ws) == 2:
-                break
-            time.sleep(0.2)
+        _wait_for_claims(lab, 2, 60)  # its two jobs
         db = _sweep(b, "looker", 1, 0)
         _inventory(lab, b, db, cpus=4)
         _own(b, db)
@@ -365,14 +377,9 @@ def test_waiting_heads_take_turns(lab: Lab) -> None:
     a, b = lab.members[:2]
     da, db = _sweep(a, "turns-a", 4, 2), _sweep(b, "turns-b", 4, 2)
     for m, d in ((a, da), (b, db)):
-        inv = d / "inventory.yaml"
-        inv.write_text(yaml.safe_dump({"hosts": {"ws1": m.inventory(lab.ws, cpus=2)["hosts"][
-            "ws1"]}}))
-        _own(m, d)
+        _one_host_inventory(lab, m, d, cpus=2)
     pa = lab.dssh(a, "run", "turns-a.yaml", "-i", "inventory.yaml", cwd=da)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not read_claims(Path(lab.ws[0].ledger_dir)):
-        time.sleep(0.1)
+    _wait_for_claims(lab, 1)
     pb = lab.dssh(b, "run", "turns-b.yaml", "-i", "inventory.yaml", cwd=db)
     la, lb = _wait(pa, da), _wait(pb, db)
     assert pa.returncode == 0, la
@@ -401,14 +408,9 @@ def test_a_build_waits_for_room_like_a_job(lab: Lab) -> None:
         "run": {"command": "cat {build}/built-at > {output}/built.txt", "cpus": 2},
         "params": {"i": [1]}}))
     for m, d in ((a, da), (b, db)):
-        inv = d / "inventory.yaml"
-        inv.write_text(yaml.safe_dump({"hosts": {"ws1": m.inventory(lab.ws, cpus=4)["hosts"][
-            "ws1"]}}))
-        _own(m, d)
+        _one_host_inventory(lab, m, d, cpus=4)
     pb = lab.dssh(b, "run", "hog.yaml", "-i", "inventory.yaml", cwd=db)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not read_claims(Path(lab.ws[0].ledger_dir)):
-        time.sleep(0.05)
+    _wait_for_claims(lab, 1)
     pa = lab.dssh(a, "run", "builder.yaml", "-i", "inventory.yaml", cwd=da)
     lb, la = _wait(pb, db), _wait(pa, da)
     assert pb.returncode == 0, lb
@@ -429,11 +431,7 @@ def test_a_killed_head_does_not_block_the_others(lab: Lab) -> None:
         _inventory(lab, m, d, cpus=4)
         _own(m, d)
     pa = lab.dssh(a, "run", "killed.yaml", "-i", "inventory.yaml", cwd=da)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if sum(len(read_claims(Path(w.ledger_dir))) for w in lab.ws) >= 4:
-            break
-        time.sleep(0.05)
+    _wait_for_claims(lab, 4)
     os.killpg(pa.pid, signal.SIGKILL)
     pa.wait()
     t0 = time.monotonic()
