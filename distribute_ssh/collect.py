@@ -14,10 +14,11 @@ import re
 import shutil
 import time
 from functools import cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from .hosts.base import HostConnection, RemoteEntry
+from .hosts.base import RemoteEntry
+from .transfer import safe_rel
 
 RESERVED = ("stdout.txt", "stderr.txt", "job.json")
 
@@ -59,7 +60,7 @@ def _pattern(pat: str) -> re.Pattern[str]:
             out.append(re.escape(c))
             i += 1
     body = "".join(out)
-    return re.compile(("" if anchored else "(?:.*/)?") + body + r"\Z")
+    return re.compile(("" if anchored else "(?:.*/)?") + body + r"\Z", re.DOTALL)
 
 
 def _bracket(p: str, i: int) -> tuple[str, int]:
@@ -92,34 +93,31 @@ def matches(path: str, patterns: list[str]) -> bool:
     return any(_pattern(p).match(path) for p in patterns)
 
 
-def select(entries: list[RemoteEntry], patterns: list[str]) -> tuple[list[RemoteEntry], list[str]]:
-    """(files to collect, notes about what was skipped and why)."""
-    take, notes = [], []
+def select(entries: list[RemoteEntry], patterns: list[str], exclude: list[str] = ()
+           ) -> tuple[list[RemoteEntry], list[RemoteEntry], list[str]]:
+    """(files to bring home, files to leave on the host, notes about what was skipped).
+
+    A file comes home when a ``collect`` pattern matches it and no ``exclude`` pattern
+    does; other regular files stay on the host for ``dssh pull``. Symlinks and special
+    files never travel (dssh never follows links), nor do names unsafe to write."""
+    take, left, notes = [], [], []
     for e in entries:
-        if e.kind == "dir" or not matches(e.path, patterns):
+        if e.kind == "dir":
             continue
+        wanted = matches(e.path, patterns) and not matches(e.path, list(exclude))
         if e.kind == "link":
-            notes.append(f"{e.path}: a symlink, not collected (dssh never follows links)")
+            if wanted:
+                notes.append(f"{e.path}: a symlink, not collected (dssh never follows links)")
         elif e.kind != "file":
-            notes.append(f"{e.path}: not a regular file, not collected")
-        elif not _safe_rel(e.path):
+            if wanted:
+                notes.append(f"{e.path}: not a regular file, not collected")
+        elif not safe_rel(e.path):
             notes.append(f"{e.path}: unsafe name, not collected")
-        else:
+        elif wanted:
             take.append(e)
-    return take, notes
-
-
-def _safe_rel(rel: str) -> bool:
-    p = PurePosixPath(rel)
-    return not p.is_absolute() and ".." not in p.parts and "" not in p.parts and rel != "."
-
-
-async def download(conn: HostConnection, remote_dir: str, files: list[RemoteEntry],
-                   staging: Path) -> None:
-    for e in files:
-        dest = staging.joinpath(*PurePosixPath(e.path).parts)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        await conn.get(f"{remote_dir}/{e.path}", str(dest), e.size)
+        else:
+            left.append(e)
+    return take, left, notes
 
 
 def place(staging: Path, final: Path) -> None:

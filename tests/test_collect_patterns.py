@@ -101,7 +101,7 @@ def E(path: str, kind: str = "file", size: int = 1) -> RemoteEntry:  # noqa: N80
 def test_select_takes_matching_regular_files_only() -> None:
     entries = [E("plots", "dir", 0), E("plots/a.png"), E("r.csv"), E("notes.txt"),
                E("sub", "dir", 0), E("sub/r.csv")]
-    take, notes = select(entries, ["*.csv", "plots/**"])
+    take, _, notes = select(entries, ["*.csv", "plots/**"])
     assert [e.path for e in take] == ["plots/a.png", "r.csv", "sub/r.csv"]
     assert notes == []
 
@@ -109,7 +109,7 @@ def test_select_takes_matching_regular_files_only() -> None:
 def test_select_skips_symlinks_and_special_files_with_a_note() -> None:
     entries = [E("link.csv", "link"), E("fifo.csv", "other"), E("ok.csv"),
                E("link.txt", "link")]
-    take, notes = select(entries, ["*.csv"])
+    take, _, notes = select(entries, ["*.csv"])
     assert [e.path for e in take] == ["ok.csv"]
     assert len(notes) == 2
     assert notes[0].startswith("link.csv:") and "symlink" in notes[0]
@@ -121,14 +121,28 @@ def test_select_skips_symlinks_and_special_files_with_a_note() -> None:
 @pytest.mark.parametrize("path", ["..", "../x.csv", "a/../../x.csv", "/etc/passwd.csv",
                                   "plots/../../../x.csv"])
 def test_select_refuses_names_that_leave_the_tree(path: str) -> None:
-    take, notes = select([E(path), E("good.csv")], ["**"])
+    take, _, notes = select([E(path), E("good.csv")], ["**"])
     assert [e.path for e in take] == ["good.csv"]
     assert len(notes) == 1 and notes[0].startswith(path) and "unsafe" in notes[0]
 
 
 def test_select_accepts_names_that_only_look_like_dots() -> None:
-    take, notes = select([E("..data.csv"), E("a/.../b.csv"), E("x..csv")], ["*.csv"])
+    take, _, notes = select([E("..data.csv"), E("a/.../b.csv"), E("x..csv")], ["*.csv"])
     assert [e.path for e in take] == ["..data.csv", "a/.../b.csv", "x..csv"]
+    assert notes == []
+
+
+def test_exclude_leaves_files_on_the_host() -> None:
+    entries = [E("flow", "dir", 0), E("flow/u.vtk", size=10), E("flow/p.vtk", size=20),
+               E("flow/stats.csv"), E("r.csv"), E("log.txt"), E("big.h5", "link")]
+    take, left, notes = select(entries, ["**"], ["flow/*.vtk", "*.txt"])
+    assert [e.path for e in take] == ["flow/stats.csv", "r.csv"]
+    assert [(e.path, e.size) for e in left] == [("flow/u.vtk", 10), ("flow/p.vtk", 20),
+                                                ("log.txt", 1)]
+    assert len(notes) == 1 and "symlink" in notes[0]
+    # not collected by the patterns at all: also left, never a note
+    take, left, notes = select(entries, ["*.csv"])
+    assert [e.path for e in left] == ["flow/u.vtk", "flow/p.vtk", "log.txt"]
     assert notes == []
 
 
@@ -218,3 +232,10 @@ def test_format_duration(seconds: float, text: str) -> None:
 @pytest.mark.parametrize("text", ["45m", "2h", "1h30m", "3d", "1h1m"])
 def test_format_then_parse_round_trips_whole_units(text: str) -> None:
     assert format_duration(parse_duration(text)) == text
+
+
+def test_patterns_match_names_with_newlines() -> None:
+    assert matches("new\nline.txt", ["**"])
+    assert matches("a/new\nline.txt", ["*.txt"])
+    assert matches("new\nline.txt", ["new?line.txt"])
+    assert not matches("new\nline.txt", ["*.csv"])

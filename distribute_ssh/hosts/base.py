@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import errno
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
 
@@ -75,6 +75,16 @@ class HostConnection(abc.ABC):
     @abc.abstractmethod
     def stream(self, script: str) -> AsyncIterator[str]:
         """Run a long-lived script and yield its output lines as they come."""
+
+    @abc.abstractmethod
+    async def read_stream(self, script: str,
+                          sink: Callable[[bytes], Awaitable[None]]) -> Completed:
+        """Run a script and hand its stdout to ``sink`` as it arrives (for bulk data).
+
+        Returns the exit status and stderr (``stdout`` is empty). If ``sink`` raises, the
+        script is stopped and the exception propagates; HostUnreachable if the connection
+        is lost.
+        """
 
     @abc.abstractmethod
     async def put(self, local: str, remote: str) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ..errors import HostError
@@ -26,7 +26,7 @@ class LocalConnection(HostConnection):
             "sh", "-s", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=self.home)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(script.encode()), timeout)
+            out, err = await asyncio.wait_for(proc.communicate(script.encode("utf-8", "surrogateescape")), timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -39,7 +39,7 @@ class LocalConnection(HostConnection):
             "sh", "-s", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, cwd=self.home)
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(script.encode())
+        proc.stdin.write(script.encode("utf-8", "surrogateescape"))
         await proc.stdin.drain()
         proc.stdin.close()
         try:
@@ -50,6 +50,34 @@ class LocalConnection(HostConnection):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+
+    async def read_stream(self, script: str,
+                          sink: Callable[[bytes], Awaitable[None]]) -> Completed:
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-s", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=self.home)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(script.encode("utf-8", "surrogateescape"))
+        proc.stdin.close()
+        stderr = proc.stderr
+
+        async def drain_stderr() -> bytes:
+            err = b""
+            while b := await stderr.read(65536):
+                err = (err + b)[:65536]
+            return err
+
+        errs = asyncio.ensure_future(drain_stderr())
+        try:
+            while b := await proc.stdout.read(1 << 20):
+                await sink(b)
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        return Completed(proc.returncode or 0, b"", await errs)
 
     async def put(self, local: str, remote: str) -> None:
         def copy() -> None:
