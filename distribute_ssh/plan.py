@@ -177,6 +177,20 @@ def _hash_file(h: Any, p: Path) -> None:
     h.update(digest)
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """A file's SHA-256 (hex), from the same cache the job definitions use."""
+
+    class _Take:
+        digest = b""
+
+        def update(self, b: bytes) -> None:
+            self.digest = b
+
+    t = _Take()
+    _hash_file(t, Path(path))
+    return t.digest.hex()
+
+
 def files_digest(files: list[tuple[str, str]]) -> str:
     h = hashlib.sha256()
     for local, target in files:
