@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the sweep over: stop its running jobs, forget every job's "
                         "state, move its old results aside (asks first on a terminal)")
     r.add_argument("--yes", action="store_true", help="with --restart: do not ask")
+    r.add_argument("--verify", action="store_true",
+                   help="compare SHA-256 of every collected file on both ends (sizes are "
+                        "always checked)")
     r.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
 
     s = sub.add_parser("status", help="sweeps, or one sweep's jobs, from the local state")
@@ -86,6 +89,36 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
     c.add_argument("jobs", nargs="*", metavar="JOB", help="only these jobs (default: all)")
     _common(c, results=False)
+
+    pu = sub.add_parser("pull", help="fetch the outputs a sweep left on its hosts",
+                        description="Fetch output files that stayed on the hosts (those the "
+                        "sweep's outputs.collect did not select, or outputs.exclude kept "
+                        "back) into the results dir, or --to DIR. Straight from the hosts; "
+                        "files already there are replaced whole. Patterns are globs as in "
+                        "outputs.collect ('*.vtk', 'flow/**', '/top-level.csv').")
+    pu.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
+    pu.add_argument("jobs", nargs="*", metavar="JOB", help="only these jobs (default: all)")
+    pu.add_argument("--include", action="append", default=[], metavar="GLOB",
+                    help="only files matching GLOB (repeatable; default: every file)")
+    pu.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                    help="not files matching GLOB (repeatable)")
+    pu.add_argument("--to", metavar="DIR", help="put JOB's files in DIR/JOB/ "
+                                                "(default: the sweep's results dir)")
+    pu.add_argument("--list", action="store_true",
+                    help="only show what is where and how big; fetch nothing")
+    pu.add_argument("--verify", action="store_true",
+                    help="also compare SHA-256 checksums on both ends")
+    pu.add_argument("--json", action="store_true", help="with --list: machine-readable")
+    _common(pu, results=False)
+
+    cl = sub.add_parser("clean", help="remove what a sweep left on its hosts",
+                        description="Remove the dirs the sweep's ended jobs left on their "
+                        "hosts (outputs not collected or pulled go with them) and its builds "
+                        "that no other sweep uses. Jobs still running are not touched.")
+    cl.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
+    cl.add_argument("jobs", nargs="*", metavar="JOB", help="only these jobs (default: all; "
+                                                           "builds go only with all)")
+    _common(cl, results=False)
 
     pa = sub.add_parser("pause", help="pause a host: its dssh jobs stop, nothing new starts",
                         description="Write the SSH user's ~/.distribute-pause on HOST. Jobs "
@@ -126,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"run": cmd_run, "status": cmd_status, "hosts": cmd_hosts,
-                "cancel": cmd_cancel, "pause": cmd_pause, "resume": cmd_resume,
+                "cancel": cmd_cancel, "pull": cmd_pull, "clean": cmd_clean, "pause": cmd_pause, "resume": cmd_resume,
                 "template": cmd_template, "convert": cmd_convert}[args.command](args)
     except DsshError as e:
         if verbose:
@@ -184,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(results=Path(args.results) if args.results else None,
                          state_path=_state_path(args), name=args.name,
                          accept_new_hostkeys=args.accept_new_hostkeys,
-                         rerun_failed=args.rerun_failed)
+                         rerun_failed=args.rerun_failed, verify=args.verify)
     live = sys.stdout.isatty() and not args.quiet and not os.environ.get("DSSH_PLAIN")
     reporter = LiveReporter() if live else PlainReporter(quiet=args.quiet, verbose=args.verbose)
     head = Head(sweep, inventory, options, reporter, sweep_file=args.sweep)
@@ -514,6 +547,134 @@ def cmd_cancel(args: argparse.Namespace) -> int:
           + (f"; {res['unreachable']} on unreachable hosts are left as they were"
              if res["unreachable"] else ""))
     return EXIT_OK if not res["unreachable"] else EXIT_FAILED
+
+
+# -- pull, clean --------------------------------------------------------------------------------
+def cmd_pull(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .model.inventory import load_inventory
+    from .pull import pick_jobs, survey
+    from .state import State
+
+    state = State(_state_path(args), readonly=True)
+    try:
+        row = _find_sweep(state, args.sweep)
+        rows, notes = pick_jobs(state, row, args.jobs or None)
+    finally:
+        state.close()
+    inventory = load_inventory(args.inventory)
+    dest = Path(args.to) if args.to else Path(row["results_dir"])
+
+    async def go() -> int:
+        conns, jobs = await survey(inventory, rows, args.include, args.exclude,
+                                   args.accept_new_hostkeys)
+        try:
+            if args.list:
+                return _pull_list(jobs, notes, args)
+            return await _pull_fetch(conns, jobs, notes, dest, args)
+        finally:
+            await asyncio.gather(*(c.close() for c in conns.values()))
+
+    return asyncio.run(go())
+
+
+def _pull_list(jobs: list[Any], notes: list[str], args: argparse.Namespace) -> int:
+    from .pull import size_text
+
+    if args.json:
+        print(json.dumps([{"job": j.job, "host": j.host, "remote_dir": j.remote_dir,
+                           "error": j.error or None, "bytes": j.size,
+                           "files": [{"path": e.path, "size": e.size} for e in j.files]}
+                          for j in jobs], indent=2))
+    else:
+        from tabulate import tabulate
+
+        table = [[j.job, j.host, "?" if j.error else len(j.files),
+                  "?" if j.error else size_text(j.size), j.error or j.remote_dir]
+                 for j in jobs if j.files or j.error]
+        total = sum(j.size for j in jobs)
+        print(tabulate(table, headers=["job", "host", "files", "size", "where on the host"]))
+        print(f"{sum(len(j.files) for j in jobs)} file(s), {size_text(total)} in all"
+              + ("" if args.quiet else "; fetch them with the same command without --list"))
+        for n in notes:
+            print(f"note: {n}")
+    return EXIT_FAILED if any(j.error for j in jobs) else EXIT_OK
+
+
+async def _pull_fetch(conns: dict, jobs: list[Any], notes: list[str], dest: Path,
+                      args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .pull import check_space, pull, size_text
+    from .transfer import Meter
+
+    total = sum(j.size for j in jobs)
+    nfiles = sum(len(j.files) for j in jobs)
+    check_space(dest, total)
+    meter = Meter()
+    bar = None
+    if sys.stderr.isatty() and not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                   desc="pull", file=sys.stderr, dynamic_ncols=True)
+    lines: list[str] = []
+
+    def on_job(j: Any, problem: str) -> None:
+        msg = (f"{j.job}: {problem}" if problem else
+               f"{j.job}: {len(j.files)} file(s), {size_text(j.size)} from {j.host}")
+        if bar is not None:
+            if problem:
+                bar.write(msg)
+        elif not args.quiet or problem:
+            print(msg, flush=True)
+        if problem:
+            lines.append(msg)
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            if bar is not None:
+                bar.update(meter.total - bar.n)
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        failed = await pull(conns, jobs, dest, verify=args.verify, meter=meter, on_job=on_job)
+    finally:
+        ticker.cancel()
+        if bar is not None:
+            bar.update(meter.total - bar.n)
+            bar.close()
+    for n in notes:
+        print(f"note: {n}")
+    print(f"pulled {nfiles} file(s), {size_text(meter.total)} into {_rel(dest)}"
+          + (f"; {failed} job(s) failed: {lines[0]}" if failed else ""))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .model.inventory import load_inventory
+    from .pull import clean
+    from .state import State
+
+    state = State(_state_path(args), readonly=True)
+    try:
+        row = _find_sweep(state, args.sweep)
+        inventory = load_inventory(args.inventory)
+        res = asyncio.run(clean(state, row, inventory, args.jobs or None,
+                                args.accept_new_hostkeys))
+    finally:
+        state.close()
+    print(f"{row['namespace']}/{row['name']}: removed {res['dirs']} job dir(s) and "
+          f"{res['builds']} build(s) from the hosts")
+    for n in res["notes"]:
+        print(f"note: {n}")
+    for e in res["unreachable"]:
+        print(f"dssh: could not clean {e}; run it again when the host answers", file=sys.stderr)
+    return EXIT_FAILED if res["unreachable"] else EXIT_OK
 
 
 # -- pause, resume -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import attrs
 
 from . import ledger, remote
 from . import state as st
-from .collect import RESERVED, download, place, select, write_json
+from .collect import RESERVED, place, select, write_json
 from .durations import format_until
 from .errors import (
     BuildFailed,
@@ -47,6 +47,9 @@ from .model.sweep import Sweep
 from .plan import PlannedJob, build_id, expand, job_command, job_env, render, value_text
 from .schedule import HostSlots, JobNeed, unrunnable
 from .schedule import place as place_jobs
+from .store import HostStore, Item, prune_script
+from .store import expand as expand_inputs
+from .transfer import Fetched, Meter, fetch, name_list
 
 RECONCILE_EVERY = 5.0  # seconds between checks that catch an end the watcher missed,
 # or a job killed with its wrapper (no end to hear): one cheap round trip per host
@@ -55,6 +58,7 @@ PAUSE_POLL = 2.0  # how often a paused host is asked whether its owner is done
 # counting as a failure, this many times beyond its retries.
 LOST_AGAIN = 3
 UNREACHABLE_RETRY = 60.0  # how often a host unreachable since the start is looked for again
+COLLECTIONS = 2  # jobs' outputs travelling from one host at once
 COLLECT_RETRY = 5.0  # seconds before collecting again when the results dir refused a job
 # A host whose jobs fail this many times in a row, each within QUICK_FAIL seconds, is a
 # "black hole" (a broken install, a full disk): it is quarantined for the sweep.
@@ -71,6 +75,7 @@ class RunOptions:
     accept_new_hostkeys: bool = False
     host_grace: float | None = None  # overrides every host's host_grace (tests)
     rerun_failed: bool = False  # queue FAILED, TIMEOUT and CANCELLED jobs again
+    verify: bool = False  # compare SHA-256 of every collected file on both ends
 
 
 @attrs.define
@@ -152,6 +157,12 @@ class HostRt:
     registered: bool = False  # this head may be in the host's ledger as waiting
     full_noted: bool = False
     image: str = ""  # the sweep's container image, ready on the host
+    tar: bool = False  # GNU tar there: outputs come home as one stream
+    store: HostStore | None = None  # input files there, by content
+    meter: Meter = attrs.Factory(Meter)  # bytes moved to and from the host
+    # Collections at once from this host: enough to keep the link busy, while channels
+    # stay free for starting jobs.
+    collecting: asyncio.Semaphore = attrs.Factory(lambda: asyncio.Semaphore(COLLECTIONS))
 
     @property
     def hopeful(self) -> bool:
@@ -231,6 +242,7 @@ class Head:
         self._noted_all_paused = False
         self.last_success: dict[str, float] = {}  # host -> when a job last succeeded there
         self.started_all = asyncio.Event()
+        self._input_items: dict[tuple, list[Item]] = {}
         self.fatal: DsshError | None = None
         self.started = time.time()
         self.sweep_id = 0
@@ -371,6 +383,7 @@ class Head:
             '[ -d "$w" ] || { mkdir -p "$w" && chmod 700 "$w"; } || exit 3\n'
             '[ -d "$e" ] || mkdir -p "$e" || exit 3\n'
             "command -v setsid >/dev/null || echo nosetsid\n"
+            "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar' && echo gnutar\n"
             'u=$(id -un); echo "user $u"\n'
             + ("" if h.spec.cpus else
                "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n")
@@ -392,6 +405,8 @@ class Head:
             if word == "nosetsid":
                 raise HostError(h.spec.name, "has no 'setsid' (util-linux): dssh needs it to "
                                              "run jobs detached")
+            if word == "gnutar":
+                h.tar = True
             if word == "user":
                 h.user = rest.strip()
             if word == "cpus" and cpus is None:
@@ -400,6 +415,7 @@ class Head:
             if word in names:
                 fname, data = remote.script(word)
                 await conn.write_file(f"{bin_dir}/{fname}", data, 0o755)
+        h.store = HostStore(conn, h.workdir, copy=h.user == "root", meter=h.meter)
         h.slots = HostSlots(h.spec.name, cpus or 1, h.spec.slots, h.spec.gpus,
                             h.spec.capabilities, available=False)
         self._reserve_existing(h)
@@ -1185,8 +1201,8 @@ rm -rf "$b" && mkdir "$b" && claim
             if files:
                 keep = self._spawn(self._keep_claim(conn, claim))
                 try:
-                    for local, target in files:
-                        await conn.put(local, f"{jdir}/input/{target}")
+                    assert h.store is not None
+                    await h.store.lay_out(self._inputs(files), f"{jdir}/input")
                     res = await conn.run(launch, timeout=60)
                 finally:
                     keep.cancel()
@@ -1233,6 +1249,13 @@ rm -rf "$b" && mkdir "$b" && claim
         else:
             job.busy = False
 
+    def _inputs(self, files: tuple[tuple[str, str], ...]) -> list[Item]:
+        """A job's input files as the store lays them out (walked once per run)."""
+        items = self._input_items.get(files)
+        if items is None:
+            items = self._input_items[files] = expand_inputs(files)
+        return items
+
     async def _keep_claim(self, conn: HostConnection, claim: str) -> None:
         """Keep a claim whose start is still uploading its inputs from looking abandoned."""
         while True:
@@ -1276,7 +1299,8 @@ rm -rf "$b" && mkdir "$b" && claim
             job.busy = True
             await self._collect(h, job)
 
-    async def _fetch(self, conn: HostConnection, jdir: str, files: list, staging: Path) -> None:
+    async def _fetch(self, h: HostRt, conn: HostConnection, jdir: str, files: list,
+                     staging: Path) -> Fetched:
         """Download a job's outputs, stdout and stderr into ``staging`` (OSError: the
         results dir could not take them)."""
         shutil.rmtree(staging, ignore_errors=True)
@@ -1286,13 +1310,16 @@ rm -rf "$b" && mkdir "$b" && claim
         if need + (1 << 20) > free:
             raise OSError(errno.ENOSPC, f"No space left: the outputs need {need >> 20} MiB "
                                         f"and {free >> 20} MiB are free")
-        await download(conn, f"{jdir}/outputs", files, staging)
+        async with h.collecting:
+            got = await fetch(conn, f"{jdir}/outputs", files, staging, tar=h.tar,
+                              verify=self.options.verify, meter=h.meter)
         for name in ("stdout.txt", "stderr.txt"):
             try:
                 data = await conn.read_file(f"{jdir}/.dssh/{name}")
             except FileNotFoundError:
                 data = b""
             (staging / name).write_bytes(data)
+        return got
 
     async def _collect_inner(self, h: HostRt, job: JobRt) -> None:
         assert h.conn is not None and job.remote_dir is not None
@@ -1327,7 +1354,8 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         status = (st.CANCELLED if cancelled else st.TIMEOUT if timed_out
                   else st.COMPLETED if exit_code == 0 else st.FAILED)
         entries = await conn.walk(f"{jdir}/outputs")
-        files, notes = select(entries, self.sweep.outputs.collect)
+        out = self.sweep.outputs
+        files, left, notes = select(entries, out.collect, out.exclude)
         clash = [e for e in files if e.path in RESERVED]
         if clash:
             notes += [f"{e.path}: an output with this name would hide dssh's own file; "
@@ -1335,16 +1363,27 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             files = [e for e in files if e.path not in RESERVED]
         staging = self.results_dir / ".incoming" / f"{job.planned.name}.{job.attempts}"
         try:
-            await self._fetch(conn, jdir, files, staging)
+            got = await self._fetch(h, conn, jdir, files, staging)
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)  # give back what space it took
             raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
+        if got.notes:  # names the head cannot store: they stay on the host
+            notes += got.notes
+            left += [e for e in files if e.path not in got.got]
+            files = [e for e in files if e.path in got.got]
         # Another head driving this sweep may have taken the results meanwhile: it marks
         # the dir before it empties it, so no mark now means nothing was taken away while
-        # we copied; a mark means our copy may lack files, and is dropped.
+        # we copied; a mark means our copy may lack files, and is dropped. Outputs left
+        # for `dssh pull` are marked to stay, with the list of those that went home.
+        retry = (status in (st.FAILED, st.TIMEOUT)
+                 and job.attempts - job.retry_base <= self.sweep.run.retries)
+        keep = ""
+        if left and not retry:  # a retried attempt's files are superseded by the next
+            keep = (f"printf '%s\\n' {q(self.head_id)} > \"$c/kept\"\n"
+                    f"{name_list(e.path for e in files)} > \"$c/taken\"\n")
         mark = await conn.run(f"c={q(ctl)}\n"
-                              '[ -f "$c/collected" ] && head -n 1 "$c/collected"\nexit 0\n',
-                              timeout=30)
+                              '[ -f "$c/collected" ] && { head -n 1 "$c/collected"; exit 0; }\n'
+                              + keep + "exit 0\n", timeout=30)
         if mark.text.strip():
             shutil.rmtree(staging, ignore_errors=True)
             job.busy = False
@@ -1358,7 +1397,10 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             "seconds": round(finished - started, 3) if started and finished else None,
             "cpus": job.cpus, "gpus": list(job.gpus), "remote_dir": jdir,
             "outputs": [e.path for e in files], "skipped": notes,
+            "left_on_host": [] if retry else [{"path": e.path, "size": e.size} for e in left],
         }
+        if self.options.verify:
+            info["sha256"] = got.digests
         try:
             write_json(staging / "job.json", info)
             await asyncio.to_thread(place, staging, self.results_dir / job.planned.name)
@@ -1373,8 +1415,6 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         for n in notes:
             self.reporter.event("warning", f"{job.planned.name}: {n}")
         self._release(h, job)
-        retry = (status in (st.FAILED, st.TIMEOUT)
-                 and job.attempts - job.retry_base <= self.sweep.run.retries)
         with self.state.tx() as db:
             db.execute("UPDATE attempts SET state=?, exit_code=?, finished=? "
                        "WHERE job_id=? AND attempt=?",
@@ -1538,10 +1578,12 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                 await h.conn.run(f"rm -rf {q(jdir)}\n", timeout=60)
 
     async def _tidy(self, h: HostRt) -> None:
-        """Remove week-old marks of collected runs from the host, in the background."""
+        """Remove week-old marks of collected runs, and input files no sweep has used
+        for a month, from the host, in the background."""
         if h.conn is not None:
             with contextlib.suppress(HostError):
-                await h.conn.run(remote.tidy(f"{h.workdir}/jobs"), timeout=300)
+                await h.conn.run(prune_script(h.workdir) + remote.tidy(f"{h.workdir}/jobs"),
+                                 timeout=300)
 
     # -- the loop ---------------------------------------------------------------------------
     def _finished(self) -> bool:
@@ -1689,6 +1731,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                                    if h.registered))
             # Old marks go last, off the path of the first starts.
             await asyncio.gather(*(self._tidy(h) for h in self.hosts.values()))
+            self._report_inputs()
             return self.finish()
         finally:
             for t in list(self.tasks):
@@ -1697,6 +1740,18 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             await asyncio.gather(*(h.conn.close() for h in self.hosts.values() if h.conn),
                                  return_exceptions=True)
             self.lock.release()
+
+    def _report_inputs(self) -> None:
+        """Per host: how much input crossed the network, and how much the store had."""
+        for h in self.hosts.values():
+            s = h.store
+            if s is None or not (s.sent or s.reused):
+                continue
+            self.reporter.event(
+                "inputs", f"{h.spec.name}: sent {s.sent} input file(s), "
+                          f"{s.uploaded / (1 << 20):.1f} MiB; {s.reused} already in its "
+                          "store", host=h.spec.name, sent=s.sent, sent_bytes=s.uploaded,
+                reused=s.reused)
 
     def finish(self, resumed: bool = False) -> RunResult:
         if not self.write_summary():

@@ -27,6 +27,14 @@ def summary_counts(counts: dict[str, int]) -> str:
     return "  ".join(parts)
 
 
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
 class PlainReporter(Reporter):
     """One timestamped line per event, nothing that redraws: for cron, CI and pipes."""
 
@@ -71,8 +79,10 @@ class LiveReporter(Reporter):
         barw = 24
         fill = int(barw * finished / total)
         el = int(time.monotonic() - self._t0)
+        moved = sum(h.meter.total for h in head.hosts.values())
         lines = [f"[{'#' * fill}{'-' * (barw - fill)}] {finished}/{total}  "
-                 f"{summary_counts(counts)}  {el // 60}:{el % 60:02d}"]
+                 f"{summary_counts(counts)}  {el // 60}:{el % 60:02d}"
+                 + (f"  moved {_bytes(moved)}" if moved else "")]
         running: dict[str, list[str]] = {}
         for j in head.jobs.values():
             if j.state in ("RUNNING", "STARTING", "SUSPENDED") and j.host:
@@ -81,7 +91,9 @@ class LiveReporter(Reporter):
             jobs = running.get(name, [])
             cap = h.slots.slots if h.slots and h.slots.slots else None
             state = h.status if h.status != "ready" else f"{len(jobs)}{'/' + str(cap) if cap else ''} running"
-            line = f"  {name:<14} {state:<14} {', '.join(jobs)}"
+            rate = h.meter.rate()
+            moving = f"{_bytes(rate)}/s " if rate >= 1 else ""
+            line = f"  {name:<14} {state:<14} {moving}{', '.join(jobs)}"
             if h.status in ("failed", "unreachable", "lost") and h.detail:
                 line = f"  {name:<14} {h.status:<14} {h.detail}"
             elif h.status == "paused":

@@ -276,6 +276,21 @@ class State:
         self.db.execute("UPDATE attempts SET retired=1 WHERE job_id=? AND attempt=?",
                         (job_id, attempt))
 
+    def attempts(self, sweep_id: int) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT a.*, j.name AS job FROM attempts a JOIN jobs j ON j.id = a.job_id "
+            "WHERE j.sweep_id=? ORDER BY a.id", (sweep_id,)).fetchall()
+
+    def builds(self, sweep_id: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM builds WHERE sweep_id=? ORDER BY host",
+                               (sweep_id,)).fetchall()
+
+    def build_used_elsewhere(self, sweep_id: int, host: str, build_id: str) -> bool:
+        """Does another sweep in this state file use the same build on ``host``?"""
+        return self.db.execute(
+            "SELECT 1 FROM builds WHERE sweep_id<>? AND host=? AND build_id=? LIMIT 1",
+            (sweep_id, host, build_id)).fetchone() is not None
+
     def abandoned(self, sweep_id: int, host: str | None = None) -> list[sqlite3.Row]:
         """Attempts given up on with their host unreachable: copies that may still be there."""
         return self.db.execute(

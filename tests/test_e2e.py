@@ -123,6 +123,7 @@ def test_sweep_end_to_end(project: Path, fresh_workdirs) -> None:
         assert info["params"]["re"] == int(r["re"]) and info["cpus"] == 1
         assert info["gpus"] == [] and info["seconds"] is not None
         assert sorted(info["outputs"]) == ["plots/p.txt", "result.csv"]
+        assert info["left_on_host"] == [{"path": "scratch.tmp", "size": 6}]
     for host in ("ws1", "ws2"):
         log = (results / f"build-{host}.log").read_text()
         assert "building in" in log and "exit code: 0" in log
@@ -130,10 +131,11 @@ def test_sweep_end_to_end(project: Path, fresh_workdirs) -> None:
     # every job started exactly once
     assert sorted(_starts(ws)) == sorted(r["job"] for r in rows)
     for w in ws:
-        # only the mark each collected run leaves (SPEC §7: other heads must not rerun it)
+        # the mark each collected run leaves (SPEC §7: other heads must not rerun it), and
+        # what `collect` left for `dssh pull`; what came home is gone from the host
         for d in (w.workdir / "jobs/default/cavity").glob("*/*"):
             assert sorted(str(p.relative_to(d)) for p in d.rglob("*")) == [
-                ".dssh", ".dssh/collected"], d
+                ".dssh", ".dssh/collected", ".dssh/kept", "outputs", "outputs/scratch.tmp"], d
     assert _builds(ws["ws1"]) == 1 and _builds(ws["ws2"]) == 1 and _builds(ws["ws3"]) == 0
 
     # Running it again does nothing and exits as the run did.

@@ -165,7 +165,11 @@ class JobSpec:
 
 @attrs.frozen
 class Outputs:
+    """Which files under a job's ``outputs/`` come home when it ends; the rest stays on
+    its host until ``dssh pull`` fetches it or ``dssh clean`` removes it."""
+
     collect: list[str] = attrs.Factory(lambda: ["**"])
+    exclude: list[str] = attrs.Factory(list)  # taken out of what collect matched
 
 
 @attrs.frozen

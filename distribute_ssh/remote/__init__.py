@@ -146,17 +146,35 @@ def retire(dir_: str, who: str) -> str:
     second head that wants to start the same attempt finds it taken and learns that the
     job ran and by whom its results were taken, instead of running it again.
 
+    A run marked ``.dssh/kept`` (some outputs were left for ``dssh pull``) keeps its
+    ``outputs/`` too, less the files listed in ``.dssh/taken`` (NUL-separated: those
+    went home).
+
     ``.dssh/`` itself never goes away, not even for a moment: creating it is how a start
     claims the dir, and a gap would let another head's start in."""
     return (f"d={q(dir_)}; w={q(who)}\n" + r"""if [ -d "$d/.dssh" ]; then
   printf '%s\n' "$w" > "$d/.dssh/collected"
+  k=; [ -f "$d/.dssh/kept" ] && k=1
+  if [ -n "$k" ] && [ -f "$d/.dssh/taken" ]; then
+    (cd "$d/outputs" && xargs -0 rm -f -- < "$d/.dssh/taken") 2>/dev/null
+    find "$d/outputs" -mindepth 1 -depth -type d -empty -exec rmdir {} + 2>/dev/null
+  fi
   set --
   for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; do
-    case $f in "$d/.dssh"|"$d/.dssh/collected"|*"/*"|*"/.[!.]*") ;; *) set -- "$@" "$f" ;; esac
+    case $f in
+      "$d/.dssh"|"$d/.dssh/collected"|*"/*"|*"/.[!.]*") ;;
+      "$d/outputs"|"$d/.dssh/kept") [ -n "$k" ] || set -- "$@" "$f" ;;
+      *) set -- "$@" "$f" ;;
+    esac
   done
   [ $# = 0 ] || rm -rf "$@"
 fi
 """)
+
+
+def clean(dir_: str, who: str) -> str:
+    """``dssh clean``: what a run left for ``dssh pull`` goes; the mark stays (see retire)."""
+    return f"rm -f {q(dir_ + '/.dssh/kept')}\n" + retire(dir_, who)
 
 
 def tidy(jobs_dir: str, days: int = MARK_DAYS) -> str:
@@ -165,7 +183,7 @@ def tidy(jobs_dir: str, days: int = MARK_DAYS) -> str:
     the sweep to find them."""
     return (f"j={q(jobs_dir)}; [ -d \"$j\" ] || exit 0\n"
             f"find \"$j\" -path '*/.dssh/collected' -mtime +{int(days)} 2>/dev/null |\n"
-            + r"""while IFS= read -r f; do rm -rf "${f%/.dssh/collected}"; done
+            + r"""while IFS= read -r f; do d=${f%/.dssh/collected}; [ -e "$d/.dssh/kept" ] || rm -rf "$d"; done
 find "$j" -mindepth 1 -depth -type d -empty -mtime +1 -exec rmdir {} + 2>/dev/null
 true
 """)
