@@ -615,10 +615,13 @@ async def _pull_fetch(conns: dict, jobs: list[Any], notes: list[str], dest: Path
     meter = Meter()
     bar = None
     if sys.stderr.isatty() and not args.quiet:
+        import shutil
+
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc="pull", file=sys.stderr, dynamic_ncols=True)
+        size = shutil.get_terminal_size((80, 24))  # a terminal that reports 0x0: 80x24
+        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="pull",
+                   file=sys.stderr, ncols=min(100, size.columns), nrows=size.lines)
     lines: list[str] = []
 
     def on_job(j: Any, problem: str) -> None:

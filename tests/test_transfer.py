@@ -10,8 +10,11 @@ import asyncio
 import hashlib
 import json
 import os
+import pty
+import select
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -402,3 +405,48 @@ def test_a_damaged_store_entry_is_sent_again(lab: Path, fresh_workdirs) -> None:
     assert proc.returncode == 0, explain(proc)
     assert (lab / "results/default/st2/st2/copy").read_text() == "the real data\n"
     assert "ws1: sent 1 input file(s)" in proc.stdout
+
+
+# -- progress ---------------------------------------------------------------------------------
+def _on_terminal(cwd: Path, args: list[str]) -> tuple[int, str]:
+    """Run dssh ARGS on a pseudo-terminal, as a person at a terminal would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
+    env.update(HOME=str(cwd / "home"), DSSH_STATE=str(cwd / "state.db"), COLUMNS="100",
+               LINES="30")
+    (cwd / "home").mkdir(exist_ok=True)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "distribute_ssh", *args], env)
+    out = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_bytes_moved_in_the_live_display_and_a_progress_bar_for_pull(tmp_path: Path) -> None:
+    """On this machine as its own host (no inventory): the live display counts the bytes
+    that came home; `dssh pull` on a terminal draws a bar with bytes and rate."""
+    sweep = write_yaml(tmp_path / "p.yaml", {
+        "name": "bar", "run": {"command": "head -c 30000000 /dev/urandom > {output}/field.bin; "
+                                          "echo 1 > {output}/r.csv", "cpus": 1},
+        "params": {"i": [1, 2]}, "outputs": {"collect": ["*.csv"], "exclude": []}})
+    rc, text = _on_terminal(tmp_path, ["run", str(sweep)])
+    assert rc == 0, text
+    assert "moved " in text and " B" in text  # r.csv files: a few bytes
+    rc, text = _on_terminal(tmp_path, ["pull", str(sweep)])
+    assert rc == 0, text
+    assert "pull: 100%" in text and "57.2M/57.2M" in text, text
+    assert "pulled 2 file(s), 57.2 MiB" in text
+    for i in (1, 2):
+        assert (tmp_path / f"results/default/bar/i-{i}/field.bin").stat().st_size == 30000000

@@ -103,6 +103,7 @@ class SSHConnection(HostConnection):
         self._channels = asyncio.Semaphore(MAX_CHANNELS)
         self._shells: list[_Shell] = []
         self._opening = 0  # shells being opened
+        self._find_printf: bool | None = None  # does the host's find have -printf?
 
     # -- connecting -------------------------------------------------------------------------
     def _known_hosts_files(self, config_known: Any) -> list[Path]:
@@ -345,6 +346,16 @@ class SSHConnection(HostConnection):
             raise _file_error(self.name, f"reading {remote}", e) from None
 
     async def walk(self, remote: str) -> list[RemoteEntry]:
+        if self._find_printf is not False:
+            # GNU find lists any tree in one round trip (SFTP: one per directory).
+            res = await self.run(f"d={shlex.quote(remote)}\n"
+                                 '[ -d "$d" ] || exit 0\n'
+                                 "exec find \"$d\" -mindepth 1 -printf '%y %s %P\\0'\n",
+                                 timeout=300)
+            if res.exit_status == 0:
+                self._find_printf = True
+                return _parse_find(res.stdout)
+            self._find_printf = False  # busybox find, say: SFTP then
         sftp = await self._sftp_client()
         out: list[RemoteEntry] = []
         stack = [""]
@@ -452,6 +463,23 @@ class _Shell:
         with contextlib.suppress(Exception):
             self.proc.stdin.write_eof()
         self.proc.close()
+
+
+_KINDS = {b"f": "file", b"d": "dir", b"l": "link"}
+
+
+def _parse_find(out: bytes) -> list[RemoteEntry]:
+    """``find -printf '%y %s %P\\0'`` output as entries (names keep their raw bytes)."""
+    entries = []
+    for rec in out.split(b"\0"):
+        kind, _, rest = rec.partition(b" ")
+        size, _, name = rest.partition(b" ")
+        if not name:
+            continue
+        k = _KINDS.get(kind, "other")
+        entries.append(RemoteEntry(os.fsdecode(name), int(size) if k == "file" else 0, k))
+    entries.sort(key=lambda e: e.path)
+    return entries
 
 
 def _kh_name(host: str, port: int | None) -> str:

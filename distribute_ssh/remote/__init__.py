@@ -152,12 +152,22 @@ def retire(dir_: str, who: str) -> str:
 
     ``.dssh/`` itself never goes away, not even for a moment: creating it is how a start
     claims the dir, and a gap would let another head's start in."""
-    return (f"d={q(dir_)}; w={q(who)}\n" + r"""if [ -d "$d/.dssh" ]; then
+    base, sep, _ = dir_.rpartition("/jobs/")
+    trash = f"{base}/trash" if sep else ""
+    return (f"d={q(dir_)}; w={q(who)}; t={q(trash)}\n" + r"""if [ -d "$d/.dssh" ]; then
   printf '%s\n' "$w" > "$d/.dssh/collected"
   k=; [ -f "$d/.dssh/kept" ] && k=1
   if [ -n "$k" ] && [ -f "$d/.dssh/taken" ]; then
     (cd "$d/outputs" && xargs -0 rm -f -- < "$d/.dssh/taken") 2>/dev/null
     find "$d/outputs" -mindepth 1 -depth -type d -empty -exec rmdir {} + 2>/dev/null
+  fi
+  # Big trees (thousands of output files) go to the workdir's trash, deleted in the
+  # background: the head does not wait for the disk.
+  tr="$t/$$.$(date +%s%N)"
+  if [ -n "$t" ] && mkdir -p "$tr" 2>/dev/null; then
+    mv "$d/input" "$tr/" 2>/dev/null
+    [ -n "$k" ] || mv "$d/outputs" "$tr/" 2>/dev/null
+    (setsid nohup rm -rf "$tr" </dev/null >/dev/null 2>&1 &)
   fi
   set --
   for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; do
@@ -184,6 +194,7 @@ def tidy(jobs_dir: str, days: int = MARK_DAYS) -> str:
     return (f"j={q(jobs_dir)}; [ -d \"$j\" ] || exit 0\n"
             f"find \"$j\" -path '*/.dssh/collected' -mtime +{int(days)} 2>/dev/null |\n"
             + r"""while IFS= read -r f; do d=${f%/.dssh/collected}; [ -e "$d/.dssh/kept" ] || rm -rf "$d"; done
+find "$j/../trash" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null
 find "$j" -mindepth 1 -depth -type d -empty -mtime +1 -exec rmdir {} + 2>/dev/null
 true
 """)
