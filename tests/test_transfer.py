@@ -7,6 +7,7 @@ Everything runs against the real OpenSSH workstations of conftest.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -224,6 +225,71 @@ def test_host_lost_mid_collection_collects_whole_after_it_returns(lab: Path,
     want = (w.home / "flow.md5").read_text().split()[0]
     assert hashlib.md5(final.read_bytes()).hexdigest() == want
     assert not (lab / "results/default/cut/.incoming").exists()
+
+
+def _tars_running(uid: int) -> int:
+    """How many dssh collections (``tar -c ... --format=gnu``) run as ``uid`` right now."""
+    n = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry.path).st_uid != uid:
+                continue
+            with open(f"{entry.path}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[:1] == [b"tar"] and b"--format=gnu" in argv:
+            n += 1
+    return n
+
+
+def test_outputs_of_several_jobs_travel_at_once_while_jobs_keep_starting(
+        lab: Path, fresh_workdirs) -> None:
+    """Up to COLLECTIONS jobs' outputs travel from a host at once, and a slot whose job
+    ended takes the next job while that job's outputs are still on their way."""
+    import pwd
+    import threading
+
+    from distribute_ssh.engine import COLLECTIONS
+
+    w = fresh_workdirs["ws1"]
+    if not w.has_own_user:
+        pytest.skip("needs root: the workstation's processes are told apart by their user")
+    uid = pwd.getpwnam(w.user).pw_uid
+    sweep = write_yaml(lab / "many.yaml", {
+        "name": "many", "run": {"command": "head -c 200000000 /dev/zero > {output}/f.bin",
+                                "cpus": 1}, "params": {"i": list(range(6))}})
+    seen: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            seen.append((time.time(), _tars_running(uid)))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        proc = dssh("run", sweep, "-i", lab / "inventory.yaml", "--hosts", "ws1", cwd=lab)
+    finally:
+        stop.set()
+        sampler.join()
+    assert proc.returncode == 0, explain(proc)
+    results = lab / "results/default/many"
+    for r in summary(results):
+        assert (results / r["job"] / "f.bin").stat().st_size == 200000000
+    assert max(n for _, n in seen) <= COLLECTIONS
+    assert max(n for _, n in seen) >= 1  # the sampler does see collections
+    # a job was started (the head's own record, to the millisecond) at a moment when a
+    # collection was running on the host
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(lab / "state.db")) as db:
+        starts = [t for (t,) in db.execute("SELECT time FROM events WHERE kind='running'")]
+    assert len(starts) == 6
+    assert any(n and abs(t - s) < 0.02 for s in starts for t, n in seen), (starts, seen[:5])
 
 
 # -- selective collection, pull, clean ----------------------------------------------------------

@@ -7,6 +7,7 @@ unknown keys, and every failure is mapped back to the YAML line it came from.
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from collections.abc import Iterator
@@ -564,6 +565,9 @@ def _type_fix(e: WrongType, path: tuple, source: Source, required: bool) -> str:
         if isinstance(v, dict):
             return (f"write a list, e.g. {k}: [a, b], or one '- item' line per entry "
                     "indented under it")
+        if isinstance(v, str) and (v[:1] in "*&!|>'\"%@`[]{},#?-:" or ": " in v
+                                   or ", " in v):
+            raw = json.dumps(v)  # unquoted, '*.vtk' would be a YAML alias
         return f"write it as a list: {k}: [{raw}]"
     if e.kind == "mapping":
         head = "- " if item else f"{k}: "
