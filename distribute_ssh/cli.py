@@ -22,12 +22,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"dssh: error: {message}\n")
 
 
-def _common(p: argparse.ArgumentParser, *, results: bool = True, connects: bool = True) -> None:
+class _StateOrFilter(argparse.Action):
+    """``dssh status --state``: a job state to show (``--state failed``), or, as for every
+    command, the state file (``--state PATH``). State words win; write ``./failed`` for a
+    state file of that name."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        words = [w.strip().lower() for w in str(values).split(",") if w.strip()]
+        if words and all(w in _STATE_WORDS for w in words):
+            namespace.states = [*(getattr(namespace, "states", None) or []), str(values)]
+        else:
+            namespace.state = values
+
+
+def _common(p: argparse.ArgumentParser, *, results: bool = True, connects: bool = True,
+            state_filter: bool = False) -> None:
     p.add_argument("-i", "--inventory", metavar="PATH",
                    help="inventory file (default: $DSSH_INVENTORY, ./inventory.yaml, "
                         "the user config dir, else this machine alone)")
-    p.add_argument("--state", metavar="PATH",
-                   help="state file (default: $DSSH_STATE, else the user state dir)")
+    if state_filter:
+        p.add_argument("--state", metavar="STATE|PATH", action=_StateOrFilter,
+                       help="only jobs in STATE: running, failed, queued, done, cancelled, "
+                            "timeout, suspended (repeatable, or a,b); anything else is the "
+                            "state file (default: $DSSH_STATE, else the user state dir)")
+        p.set_defaults(states=[])
+    else:
+        p.add_argument("--state", metavar="PATH",
+                       help="state file (default: $DSSH_STATE, else the user state dir)")
     if results:
         p.add_argument("--results", metavar="DIR",
                        help="results root (default: results/ next to the sweep file)")
@@ -73,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="sweeps, or one sweep's jobs, from the local state")
     s.add_argument("sweep", nargs="?", metavar="SWEEP", help="sweep file, namespace/name or name")
-    _common(s, results=False, connects=False)
+    _common(s, results=False, connects=False, state_filter=True)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--events", action="store_true", help="list every job transition")
+    s.add_argument("--host", dest="hosts", action="append", default=[], metavar="HOST",
+                   help="only jobs on this host (repeatable, or a,b)")
 
     h = sub.add_parser("hosts", help="probe every host of the inventory")
     _common(h, results=False)
@@ -89,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
     c.add_argument("jobs", nargs="*", metavar="JOB", help="only these jobs (default: all)")
     _common(c, results=False)
+
+    lg = sub.add_parser("logs", help="a job's stdout or stderr, or a host's build log",
+                        description="Print a job's stdout (or --stderr): from the results "
+                        "once the attempt is collected, from its host while it runs; "
+                        "--follow streams it like tail -f until the job ends. --attempt N "
+                        "shows an earlier attempt. --build HOST prints that host's build log.")
+    lg.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
+    lg.add_argument("job", nargs="?", metavar="JOB")
+    lg.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="keep printing what the running job writes, until it ends")
+    lg.add_argument("--attempt", type=int, metavar="N", help="attempt N (default: the last)")
+    lg.add_argument("--build", metavar="HOST", help="the build log of HOST instead")
+    _common(lg, results=False)
 
     pu = sub.add_parser("pull", help="fetch the outputs a sweep left on its hosts",
                         description="Fetch output files that stayed on the hosts (those the "
@@ -159,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"run": cmd_run, "status": cmd_status, "hosts": cmd_hosts,
-                "cancel": cmd_cancel, "pull": cmd_pull, "clean": cmd_clean, "pause": cmd_pause, "resume": cmd_resume,
+                "cancel": cmd_cancel, "logs": cmd_logs, "pull": cmd_pull, "clean": cmd_clean, "pause": cmd_pause, "resume": cmd_resume,
                 "template": cmd_template, "convert": cmd_convert}[args.command](args)
     except DsshError as e:
         if verbose:
@@ -397,6 +435,13 @@ def _find_sweep(state: Any, arg: str) -> Any:
 def cmd_status(args: argparse.Namespace) -> int:
     from .state import State
 
+    if args.state and not Path(args.state).exists() and "/" not in args.state \
+            and "." not in args.state:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--state {args.state}: neither a job state ({', '.join(_STATE_WORDS)})"
+                          " nor an existing state file", key="--state")
+
     state = State(_state_path(args), readonly=True)
     try:
         if args.sweep is None:
@@ -440,31 +485,98 @@ def _status_all(state: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# What `--state` accepts, and the order jobs are listed in: what needs a look first.
+_STATE_WORDS = {
+    "running": ("RUNNING", "STARTING", "SUSPENDED"), "suspended": ("SUSPENDED",),
+    "failed": ("FAILED", "TIMEOUT"), "queued": ("PENDING",), "pending": ("PENDING",),
+    "done": ("COMPLETED",), "completed": ("COMPLETED",), "cancelled": ("CANCELLED",),
+    "timeout": ("TIMEOUT",), "starting": ("STARTING",),
+}
+_STATE_ORDER = {"RUNNING": 0, "STARTING": 0, "SUSPENDED": 0, "FAILED": 1, "TIMEOUT": 1,
+                "PENDING": 2, "CANCELLED": 3, "COMPLETED": 4}
+
+
+def _words(values: list[str]) -> list[str]:
+    return [w.strip() for v in values for w in v.split(",") if w.strip()]
+
+
+def _state_filter(values: list[str]) -> set[str] | None:
+    from .errors import ConfigError
+
+    if not values:
+        return None
+    out: set[str] = set()
+    for w in _words(values):
+        if w.lower() not in _STATE_WORDS:
+            raise ConfigError(f"--state {w}: use one of {', '.join(_STATE_WORDS)}",
+                              key="--state")
+        out.update(_STATE_WORDS[w.lower()])
+    return out
+
+
+def _duration(secs: float | None) -> str:
+    if secs is None:
+        return ""
+    if secs < 60:
+        return f"{secs:.1f}s"
+    m, s_ = divmod(int(secs), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s_:02d}s"
+
+
 def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
-    jobs = []
-    for j in state.jobs(row["id"]):
-        secs = round(j["finished"] - j["started"], 1) if j["finished"] and j["started"] else None
-        jobs.append({"job": j["name"], "state": j["state"], "host": j["host"],
-                     "attempts": j["attempts"], "exit_code": j["exit_code"],
-                     "started": _fmt_time(j["started"]), "seconds": secs,
-                     "reason": j["reason"], "params": json.loads(j["params"])})
-    used = {j["host"] for j in jobs if j["host"]}
+    import time
+
+    wanted = _state_filter(args.states)
+    hosts = set(_words(args.hosts)) or None
+    counts = state.counts(row["id"])
+    now = time.time()
+    cur = state.db.cursor()
+    cur.row_factory = None  # plain tuples: 100,000 rows in well under a second
+    rows = cur.execute(
+        "SELECT name, state, host, attempts, exit_code, started, finished, reason"
+        + (", params" if args.json else "") + " FROM jobs WHERE sweep_id=? ORDER BY seq",
+        (row["id"],)).fetchall()
+    used = {r[2] for r in rows if r[2]}
+    if wanted is not None:
+        rows = [r for r in rows if r[1] in wanted]
+    if hosts is not None:
+        rows = [r for r in rows if r[2] in hosts]
+
+    def seconds(r: tuple) -> float | None:
+        if r[6] and r[5]:
+            return r[6] - r[5]
+        if r[5] and r[1] in ("RUNNING", "SUSPENDED"):
+            return now - r[5]
+        return None
+
     paused = [{"host": h["name"], "paused_by": h["paused_by"], "until": h["paused_until"],
                "seen": _fmt_time(h["updated"])}
               for h in state.hosts() if h["status"] == "paused" and h["name"] in used]
     if args.json:
+        jobs = []
+        for r in rows:
+            secs = seconds(r)
+            jobs.append({"job": r[0], "state": r[1], "host": r[2], "attempts": r[3],
+                         "exit_code": r[4], "started": _fmt_time(r[5]),
+                         "seconds": None if secs is None else round(secs, 1),
+                         "reason": r[7], "params": json.loads(r[8])})
         print(json.dumps({"sweep": f"{row['namespace']}/{row['name']}",
-                          "results": row["results_dir"], "jobs": jobs,
+                          "results": row["results_dir"], "counts": counts, "jobs": jobs,
                           "paused_hosts": paused}, indent=2))
         return EXIT_OK
-    from tabulate import tabulate
+    rows.sort(key=lambda r: _STATE_ORDER.get(r[1], 5))  # stable: job order within a state
+    import shutil
+    import textwrap
 
-    print(tabulate([[j["job"], j["state"], j["host"] or "", j["attempts"],
-                     "" if j["exit_code"] is None else j["exit_code"], j["started"],
-                     "" if j["seconds"] is None else j["seconds"], j["reason"] or ""]
-                    for j in jobs],
-                   headers=["job", "state", "host", "attempts", "exit", "started", "seconds",
-                            "note"]))
+    from .state import summary_counts
+
+    width = max(60, shutil.get_terminal_size((80, 24)).columns) - 1
+    total = sum(counts.values())
+    shown = f"; {len(rows)} shown" if len(rows) != total else ""
+    print(textwrap.fill(f"{row['namespace']}/{row['name']}: {total} jobs: "
+                        f"{summary_counts(counts)}{shown}", width, subsequent_indent="  "))
+    _print_jobs(rows, seconds, width)
     if paused:
         from .durations import format_until
 
@@ -473,6 +585,32 @@ def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
             print(f"host {p['host']} is paused by {p['paused_by']} until {until} "
                   f"(as last seen, {p['seen']})")
     return EXIT_OK
+
+
+def _print_jobs(rows: list[tuple], seconds: Any, width: int) -> None:
+    """One line per job in at most ``width`` columns: the job and host names and the
+    note are cut to fit, with a '~' where they were cut."""
+    if not rows:
+        print("no jobs match")
+        return
+    jw = min(max(3, max(len(r[0]) for r in rows)), 28)
+    hw = min(max(4, max(len(r[2] or "") for r in rows)), 12)
+    nw = max(10, width - (jw + hw + 31))
+    fmt = f"%-{jw}s %-9s %-{hw}s %3s %4s %7s %s"
+    out = [(fmt % ("job", "state", "host", "att", "exit", "time", "note")).rstrip()]
+    add = out.append
+    for r in rows:
+        name, host, note = r[0], r[2] or "", r[7] or ""
+        if len(name) > jw:
+            name = name[:jw - 1] + "~"
+        if len(host) > hw:
+            host = host[:hw - 1] + "~"
+        if len(note) > nw:
+            note = note[:nw - 1] + "~"
+        line = fmt % (name, r[1], host, r[3], "" if r[4] is None else r[4],
+                      _duration(seconds(r)), note)
+        add(line.rstrip() if not note else line)
+    sys.stdout.write("\n".join(out) + "\n")
 
 
 def _status_events(state: Any, row: Any, args: argparse.Namespace) -> int:
@@ -547,6 +685,35 @@ def cmd_cancel(args: argparse.Namespace) -> int:
           + (f"; {res['unreachable']} on unreachable hosts are left as they were"
              if res["unreachable"] else ""))
     return EXIT_OK if not res["unreachable"] else EXIT_FAILED
+
+
+# -- logs ---------------------------------------------------------------------------------------
+def cmd_logs(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .errors import ConfigError
+    from .logs import build_log, job_log, stdout_writer
+    from .model.inventory import load_inventory
+    from .state import State
+
+    if (args.job is None) == (args.build is None):
+        raise ConfigError("name a JOB, or a host with --build HOST (not both)")
+    state = State(_state_path(args), readonly=True)
+    try:
+        row = _find_sweep(state, args.sweep)
+        inventory = load_inventory(args.inventory)
+        write = stdout_writer()
+        if args.build:
+            asyncio.run(build_log(state, row, inventory, args.build, write=write,
+                                  accept_new=args.accept_new_hostkeys))
+        else:
+            asyncio.run(job_log(state, row, inventory, args.job,
+                                stream="stderr" if args.stderr else "stdout",
+                                attempt=args.attempt, follow=args.follow, write=write,
+                                accept_new=args.accept_new_hostkeys))
+    finally:
+        state.close()
+    return EXIT_OK
 
 
 # -- pull, clean --------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from typing import Any
 from .hosts.base import RemoteEntry
 from .transfer import safe_rel
 
-RESERVED = ("stdout.txt", "stderr.txt", "job.json")
+RESERVED = ("stdout.txt", "stderr.txt", "job.json", ".attempts")
+LOGS = ("stdout.txt", "stderr.txt", "job.json")
 
 
 @cache
@@ -118,6 +119,26 @@ def select(entries: list[RemoteEntry], patterns: list[str], exclude: list[str] =
         else:
             left.append(e)
     return take, left, notes
+
+
+def keep_earlier(final: Path, staging: Path, attempt: int) -> None:
+    """An earlier attempt's result in ``final`` is about to be replaced by ``staging``:
+    its logs and job.json go along under ``.attempts/<n>/`` (``dssh logs --attempt``)."""
+    if not final.is_dir():
+        return
+    try:
+        old = int(json.loads((final / "job.json").read_text())["attempts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if old >= attempt:
+        return
+    if (final / ".attempts").is_dir():
+        shutil.copytree(final / ".attempts", staging / ".attempts", dirs_exist_ok=True)
+    keep = staging / ".attempts" / str(old)
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in LOGS:
+        if (final / name).is_file():
+            shutil.copy2(final / name, keep / name)
 
 
 def place(staging: Path, final: Path) -> None:

@@ -29,7 +29,7 @@ import attrs
 
 from . import ledger, remote
 from . import state as st
-from .collect import RESERVED, place, select, write_json
+from .collect import RESERVED, keep_earlier, place, select, write_json
 from .durations import format_until
 from .errors import (
     BuildFailed,
@@ -932,6 +932,9 @@ class Head:
         conn = h.conn
         bdir = f"{h.workdir}/builds/{self.build_id}"
         ctl = f"{bdir}/.dssh"
+        with self.state.tx() as db:  # `dssh logs --build` reads it from the host meanwhile
+            db.execute("INSERT OR REPLACE INTO builds VALUES (?,?,?,?,?)",
+                       (self.sweep_id, h.spec.name, self.build_id, "BUILDING", time.time()))
         while True:
             what = await self._start_build(h, conn, bdir, ctl)
             rc = await self._wait_build(conn, bdir)
@@ -1356,11 +1359,11 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         entries = await conn.walk(f"{jdir}/outputs")
         out = self.sweep.outputs
         files, left, notes = select(entries, out.collect, out.exclude)
-        clash = [e for e in files if e.path in RESERVED]
+        clash = [e for e in files if e.path.split("/", 1)[0] in RESERVED]
         if clash:
             notes += [f"{e.path}: an output with this name would hide dssh's own file; "
                       "not collected (write it into a subdirectory)" for e in clash]
-            files = [e for e in files if e.path not in RESERVED]
+            files = [e for e in files if e not in clash]
         staging = self.results_dir / ".incoming" / f"{job.planned.name}.{job.attempts}"
         try:
             got = await self._fetch(h, conn, jdir, files, staging)
@@ -1403,7 +1406,9 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             info["sha256"] = got.digests
         try:
             write_json(staging / "job.json", info)
-            await asyncio.to_thread(place, staging, self.results_dir / job.planned.name)
+            final = self.results_dir / job.planned.name
+            await asyncio.to_thread(keep_earlier, final, staging, job.attempts)
+            await asyncio.to_thread(place, staging, final)
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
             raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e

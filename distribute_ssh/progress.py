@@ -9,22 +9,9 @@ from typing import IO, Any
 
 from .durations import format_until
 from .engine import Head, Reporter
+from .state import summary_counts
 
 _ORDER = ("COMPLETED", "RUNNING", "STARTING", "PENDING", "FAILED", "TIMEOUT", "CANCELLED")
-
-
-def summary_counts(counts: dict[str, int]) -> str:
-    done = counts.get("COMPLETED", 0)
-    running = counts.get("RUNNING", 0) + counts.get("STARTING", 0)
-    suspended = counts.get("SUSPENDED", 0)
-    queued = counts.get("PENDING", 0)
-    failed = counts.get("FAILED", 0) + counts.get("TIMEOUT", 0)
-    parts = [f"done {done}", f"running {running}", f"queued {queued}", f"failed {failed}"]
-    if suspended:
-        parts.insert(2, f"suspended {suspended}")
-    if counts.get("CANCELLED"):
-        parts.append(f"cancelled {counts['CANCELLED']}")
-    return "  ".join(parts)
 
 
 def _bytes(n: float) -> str:

@@ -38,6 +38,20 @@ ABANDONED = "ABANDONED"
 STOPPED = "STOPPED"
 ACTIVE_STATES = (STARTING, RUNNING, SUSPENDED)
 
+
+def summary_counts(counts: dict[str, int]) -> str:
+    done = counts.get("COMPLETED", 0)
+    running = counts.get("RUNNING", 0) + counts.get("STARTING", 0)
+    suspended = counts.get("SUSPENDED", 0)
+    queued = counts.get("PENDING", 0)
+    failed = counts.get("FAILED", 0) + counts.get("TIMEOUT", 0)
+    parts = [f"done {done}", f"running {running}", f"queued {queued}", f"failed {failed}"]
+    if suspended:
+        parts.insert(2, f"suspended {suspended}")
+    if counts.get("CANCELLED"):
+        parts.append(f"cancelled {counts['CANCELLED']}")
+    return "  ".join(parts)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -72,6 +86,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE (sweep_id, name)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (sweep_id, state);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (sweep_id, seq);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
     job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
