@@ -12,14 +12,16 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Sweep": "model.sweep", "Run": "model.sweep", "Build": "model.sweep", "File": "model.sweep",
-    "Job": "model.sweep", "Outputs": "model.sweep", "load_sweep": "model.sweep",
+    "Job": "model.sweep", "Outputs": "model.sweep", "Notify": "model.sweep",
+    "load_sweep": "model.sweep",
     "parse_sweep": "model.sweep", "Inventory": "model.inventory", "Host": "model.inventory",
     "load_inventory": "model.inventory", "parse_inventory": "model.inventory",
     "run": "api", "DsshError": "errors", "ConfigError": "errors",
 }
 
 __all__ = [
-    "Build", "ConfigError", "DsshError", "File", "Host", "Inventory", "Job", "Outputs", "Run",
+    "Build", "ConfigError", "DsshError", "File", "Host", "Inventory", "Job", "Notify", "Outputs",
+    "Run",
     "Sweep", "__version__", "load_inventory", "load_sweep", "parse_inventory", "parse_sweep", "run",
 ]
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from .api import run
     from .errors import ConfigError, DsshError
     from .model.inventory import Host, Inventory, load_inventory, parse_inventory
-    from .model.sweep import Build, File, Job, Outputs, Run, Sweep, load_sweep, parse_sweep
+    from .model.sweep import Build, File, Job, Notify, Outputs, Run, Sweep, load_sweep, parse_sweep
 
 
 def __getattr__(name: str) -> Any:

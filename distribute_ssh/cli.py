@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the sweep over: stop its running jobs, forget every job's "
                         "state, move its old results aside (asks first on a terminal)")
     r.add_argument("--yes", action="store_true", help="with --restart: do not ask")
+    r.add_argument("--log", metavar="FILE",
+                   help="also append one timestamped line per event to FILE (for cron)")
+    r.add_argument("--max-failures", type=int, metavar="N",
+                   help="stop starting jobs once N have failed for good (running ones "
+                        "finish); overrides the sweep's max_failures")
     r.add_argument("--verify", action="store_true",
                    help="compare SHA-256 of every collected file on both ends (sizes are "
                         "always checked)")
@@ -228,6 +233,42 @@ def _state_path(args: argparse.Namespace) -> Path:
 
 # -- run ----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from .errors import ConfigError, DsshError
+
+    log = None
+    if args.log:
+        try:
+            log = open(args.log, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        except OSError as e:
+            raise ConfigError(f"--log {args.log}: cannot write to it: {e.strerror}",
+                              key="--log") from None
+    try:
+        if log:
+            _log(log, "start", f"dssh run {args.sweep}"
+                               + (f" --name {args.name}" if args.name else "")
+                               + f" (pid {os.getpid()})")
+        return _run(args, log)
+    except DsshError as e:
+        if log:
+            _log(log, "error", f"{e} (exit {e.exit_code})".replace("\n", " "))
+        raise
+    except KeyboardInterrupt:
+        if log:
+            _log(log, "stop", "interrupted; jobs keep running on the hosts")
+        raise
+    finally:
+        if log:
+            log.close()
+
+
+def _log(log: Any, kind: str, message: str) -> None:
+    import time
+
+    log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {kind:<7} {message}\n")
+    log.flush()
+
+
+def _run(args: argparse.Namespace, log: Any) -> int:
     from .errors import ConfigError
     from .model.inventory import load_inventory
     from .model.sweep import NAME_RE, load_sweep
@@ -242,6 +283,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--hosts: give at least one host name, e.g. --hosts lab1,lab2",
                           key="--hosts")
     inventory = inventory.select(hosts)
+    if args.max_failures is not None and args.max_failures < 1:
+        raise ConfigError(f"--max-failures {args.max_failures}: give 1 or more (leave it out "
+                          "to never stop early)", key="--max-failures")
     if args.dry_run:
         return _dry_run(args, sweep, inventory)
     if args.restart:
@@ -255,29 +299,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(results=Path(args.results) if args.results else None,
                          state_path=_state_path(args), name=args.name,
                          accept_new_hostkeys=args.accept_new_hostkeys,
-                         rerun_failed=args.rerun_failed, verify=args.verify)
+                         rerun_failed=args.rerun_failed, verify=args.verify,
+                         max_failures=args.max_failures)
     live = sys.stdout.isatty() and not args.quiet and not os.environ.get("DSSH_PLAIN")
-    reporter = LiveReporter() if live else PlainReporter(quiet=args.quiet, verbose=args.verbose)
+    shown = LiveReporter() if live else PlainReporter(quiet=args.quiet, verbose=args.verbose)
+    reporter: Any = shown
+    if log:
+        from .progress import TeeReporter
+
+        reporter = TeeReporter(shown, PlainReporter(log))
     head = Head(sweep, inventory, options, reporter, sweep_file=args.sweep)
     try:
         result = asyncio.run(head.run())
     except KeyboardInterrupt:
         _interrupted(head)
+        if log:
+            _log(log, "stop", "interrupted; jobs keep running on the hosts")
         return EXIT_INTERRUPTED
     finally:
-        if isinstance(reporter, LiveReporter):
-            reporter.close()
+        if isinstance(shown, LiveReporter):
+            shown.close()
         head.close()
     counts: dict[str, int] = {}
     for j in result.jobs:
         counts[j.status] = counts.get(j.status, 0) + 1
     text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     prefix = "already complete: " if result.message == "already complete" else ""
-    print(f"{result.sweep}: {prefix}{len(result.jobs)} jobs: {text}; results in "
-          f"{_rel(result.results_dir)}")
+    line = (f"{result.sweep}: {prefix}{len(result.jobs)} jobs: {text}; results in "
+            f"{_rel(result.results_dir)}")
+    print(line)
+    if log:
+        _log(log, "end", f"{line} (exit {result.exit_code})")
     failed = [j for j in result.jobs if j.status != "COMPLETED"]
     if failed and not args.quiet:
         for j in failed[:10]:
+            if j.status == "PENDING":
+                print(f"  {j.name}: not started (too many failures; run again to start it)")
+                continue
             print(f"  {j.name}: {j.status}" + (f" (exit {j.exit_code})" if j.exit_code else "")
                   + f", see {_rel(j.results_dir)}/stderr.txt")
         if len(failed) > 10:

@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from . import ledger, remote
+from . import ledger, notify, remote
 from . import state as st
 from .collect import RESERVED, keep_earlier, place, select, write_json
 from .durations import format_until
@@ -76,6 +76,7 @@ class RunOptions:
     host_grace: float | None = None  # overrides every host's host_grace (tests)
     rerun_failed: bool = False  # queue FAILED, TIMEOUT and CANCELLED jobs again
     verify: bool = False  # compare SHA-256 of every collected file on both ends
+    max_failures: int | None = None  # overrides the sweep's max_failures
 
 
 @attrs.define
@@ -124,6 +125,8 @@ class JobRt:
     busy: bool = False  # a dispatch or collection is in flight
     dispatched: float = 0.0  # monotonic time its current attempt was started
     judged: bool = False  # its current attempt counted towards its host's fail streak
+    failure_counted: int = 0  # the attempt already counted towards max_failures
+    finished_here: float = 0.0  # when this run collected its final attempt (for the ETA)
     cancel: bool = False  # `dssh cancel` asked for it while its start was in flight
     held: bool = False  # its cpus, gpus and slot are counted against its host
     retry_base: int = 0  # attempts made before its retries were last renewed
@@ -246,6 +249,11 @@ class Head:
         self.fatal: DsshError | None = None
         self.started = time.time()
         self.sweep_id = 0
+        self.failures = 0  # jobs failed for good in this run
+        self.max_failures = self.options.max_failures or sweep.max_failures
+        self.halted = False  # max_failures reached: no new starts
+        self.first_failure: int | None = None  # the job that failed first in this run
+        self.first_start = 0.0  # when this run started its first job (for the ETA)
         # Who this head is, in the mark a collected run leaves on its host and in its
         # claims in the hosts' ledgers.
         self.machine = socket.gethostname()
@@ -668,6 +676,9 @@ class Head:
         if rc.lstrip("-").isdigit():
             # Judge the host before its slot is handed out again (see _judge_host).
             self._judge_host(h, j, int(rc) == 0, time.monotonic() - j.dispatched)
+            if int(rc) != 0 and j.attempts - j.retry_base > self.sweep.run.retries:
+                # Failed for good: counted now, before the slot takes another job.
+                self._count_failure(j)
         self._release(h, j)  # its processes are gone: the next job may start now
         if j.state in (st.RUNNING, st.SUSPENDED) and not j.busy:
             j.busy = True
@@ -1240,6 +1251,7 @@ rm -rf "$b" && mkdir "$b" && claim
                 await conn.run(f"rm -rf {q(jdir)}; rm -f {q(claim)}\n", timeout=60)
             return
         job.dispatched, job.judged = time.monotonic(), False
+        self.first_start = self.first_start or time.time()
         self._set(job, "running", state=st.RUNNING, pid=pid, started=time.time())
         if job.cancel:  # cancelled while it was being started
             self._spawn(self._kill(job))
@@ -1431,11 +1443,15 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                   if vanished else None)
         if retry:
             job.avoid.add(h.spec.name)
+        else:
+            job.finished_here = time.time()
         if not job.judged:  # ended unseen by the watcher (found by looking)
             self._judge_host(h, job, status == st.COMPLETED,
                              (finished - started) if started and finished else QUICK_FAIL)
         if h.quarantined and job.id in h.fail_streak and status in (st.FAILED, st.TIMEOUT):
             self._give_attempt_back(h, job)
+        if status in (st.FAILED, st.TIMEOUT) and not retry:
+            self._failed_for_good(h, job, status, exit_code)
         verb = {st.COMPLETED: "done", st.FAILED: f"FAILED (exit {exit_code})",
                 st.TIMEOUT: "TIMEOUT", st.CANCELLED: "CANCELLED"}[status]
         self.reporter.event("job", f"{job.planned.name}: {verb} on {h.spec.name}"
@@ -1602,6 +1618,8 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         for j in self.in_order:
             if j.cancel and j.state == st.PENDING and not j.busy:
                 self._set(j, "cancelled", state=st.CANCELLED, reason="cancelled")
+        if self.halted:
+            return
         queue = [(j.id, need) for j in self.in_order if j.state == st.PENDING and not j.busy]
         avoid = {j.id: j.avoid for j in self.jobs.values() if j.avoid}
         placed = place_jobs(queue, [h.slots for h in ready if h.slots], avoid) if queue else []
@@ -1707,12 +1725,18 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             if self._finished():
                 await self._stop_leftovers()
                 return self.finish(resumed=True)
+            nt = self.sweep.notify
+            if nt is not None and nt.matrix and notify.command_for(nt) is None:
+                self.reporter.event("warning", f"meta.matrix asks to notify {nt.matrix}: dssh "
+                                               "sends it with the command in "
+                                               "$DSSH_NOTIFY_MATRIX (docs/notify.md), which is "
+                                               "not set; no message will be sent")
             for host in capable:
                 self.hosts[host.name] = HostRt(host)
             for h in self.hosts.values():
                 self._spawn(self.host_main(h))
             self.reporter.update(self)
-            while not self._finished():
+            while not self._finished() and not self._halted_and_idle():
                 if self.fatal is not None:
                     raise self.fatal
                 self._take_requests()
@@ -1737,7 +1761,12 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             # Old marks go last, off the path of the first starts.
             await asyncio.gather(*(self._tidy(h) for h in self.hosts.values()))
             self._report_inputs()
-            return self.finish()
+            result = self.finish()
+            await self._notify_end(result)
+            return result
+        except DsshError as e:
+            await self._notify_end(None, error=e)
+            raise
         finally:
             for t in list(self.tasks):
                 t.cancel()
@@ -1745,6 +1774,83 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             await asyncio.gather(*(h.conn.close() for h in self.hosts.values() if h.conn),
                                  return_exceptions=True)
             self.lock.release()
+
+    # -- failing fast and telling people ------------------------------------------------------
+    def _count_failure(self, job: JobRt) -> None:
+        if job.failure_counted == job.attempts:
+            return
+        job.failure_counted = job.attempts
+        self.failures += 1
+        if self.failures == 1:
+            self.first_failure = job.id
+        if self.max_failures and self.failures >= self.max_failures and not self.halted:
+            self.halted = True
+            running = sum(1 for j in self.jobs.values()
+                          if j.state in st.ACTIVE_STATES and j is not job)
+            queued = sum(1 for j in self.jobs.values() if j.state == st.PENDING)
+            self.reporter.event(
+                "warning", f"{self.failures} job(s) failed (max_failures {self.max_failures}): "
+                           f"no new job starts; {running} running finish, {queued} queued "
+                           f"stay queued (`{self.resume_command()}` starts them)")
+
+    def _failed_for_good(self, h: HostRt, job: JobRt, status: str, exit_code: int | None) -> None:
+        self._count_failure(job)
+        first = self.first_failure == job.id
+        if notify.wants(self.sweep.notify, "failure", first):
+            stderr = self.results_dir / job.planned.name / "stderr.txt"
+            sending = asyncio.ensure_future(self._notify({
+                "event": "failure", "sweep": self.sweep.key, "job": job.planned.name,
+                "status": status, "exit_code": exit_code, "host": h.spec.name,
+                "attempts": job.attempts, "results": str(self.results_dir / job.planned.name),
+                "summary": f"{self.sweep.key}: {job.planned.name} {status} on {h.spec.name}"
+                           + (f" (exit {exit_code})" if exit_code is not None else ""),
+                "stderr_tail": notify.tail(stderr)}))
+            self.cleanups.add(sending)  # the run waits for it before it ends
+            sending.add_done_callback(self.cleanups.discard)
+
+    def _halted_and_idle(self) -> bool:
+        return self.halted and not self.starting and not any(
+            j.state in st.ACTIVE_STATES or j.busy for j in self.jobs.values())
+
+    async def _notify(self, payload: dict[str, Any]) -> None:
+        assert self.sweep.notify is not None
+
+        def report(kind: str, message: str) -> None:
+            self.reporter.event(kind, message)
+            with contextlib.suppress(Exception), self.state.tx() as db:
+                self.state.event(db, self.sweep_id, None, "notify", None,
+                                 {"event": payload["event"], "result": message})
+
+        await notify.send(self.sweep.notify, payload, report)
+
+    async def _notify_end(self, result: RunResult | None, error: DsshError | None = None
+                          ) -> None:
+        if not notify.wants(self.sweep.notify, "end", False):
+            return
+        rows = self.state.jobs(self.sweep_id) if self.sweep_id else []
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+        failed = [r for r in rows if r["state"] in (st.FAILED, st.TIMEOUT)]
+        status = "error" if error is not None else "ok" if result and result.exit_code == 0 \
+            else "failed"
+        text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        summary = (f"{self.sweep.key}: {len(rows)} jobs: {text}"
+                   + (f"; stopped: {str(error).splitlines()[0]}" if error else "")
+                   + (f"; stopped after {self.failures} failures" if self.halted else ""))
+        now = time.time()
+        await self._notify({
+            "event": "end", "sweep": self.sweep.key, "status": status,
+            "exit_code": error.exit_code if error else result.exit_code if result else 1,
+            "jobs": len(rows), "counts": counts, "summary": summary,
+            "results": str(self.results_dir), "started": _iso(self.started),
+            "finished": _iso(now), "seconds": round(now - self.started, 1),
+            "error": str(error) if error else None, "halted": self.halted,
+            "failed_jobs": [{"job": r["name"], "status": r["state"], "exit_code": r["exit_code"],
+                             "host": r["host"],
+                             "stderr_tail": notify.tail(self.results_dir / r["name"]
+                                                        / "stderr.txt")}
+                            for r in failed[:20]]})
 
     def _report_inputs(self) -> None:
         """Per host: how much input crossed the network, and how much the store had."""

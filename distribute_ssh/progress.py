@@ -22,6 +22,24 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def _is_failure(kind: str, info: dict[str, Any]) -> bool:
+    return kind == "job" and info.get("status") in ("FAILED", "TIMEOUT")
+
+
+def _eta(head: Head, finished: int, total: int, now: float) -> str:
+    """Time left at the pace of the jobs finished so far in this run (blank until one has)."""
+    done = [j for j in head.jobs.values() if j.finished_here]
+    if not done or finished >= total:
+        return ""
+    pace = (now - head.first_start) / len(done) if head.first_start else 0
+    if pace <= 0:
+        return ""
+    left = int(pace * (total - finished))
+    h, rest = divmod(left, 3600)
+    return f"  ETA {h}:{rest // 60:02d}:{rest % 60:02d}" if h else \
+        f"  ETA {rest // 60}:{rest % 60:02d}"
+
+
 class PlainReporter(Reporter):
     """One timestamped line per event, nothing that redraws: for cron, CI and pipes."""
 
@@ -33,11 +51,36 @@ class PlainReporter(Reporter):
         self._last_counts: str = ""
 
     def event(self, kind: str, message: str, **info: Any) -> None:
-        if self.quiet and kind not in ("error",):
+        if self.quiet and kind != "error" and not _is_failure(kind, info):
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.out.write(f"{stamp} {kind:<7} {message}\n")
         self.out.flush()
+
+
+def _short(p: Any) -> str:
+    import os
+
+    try:
+        rel = os.path.relpath(p)
+    except ValueError:
+        return str(p)
+    return rel if not rel.startswith("../..") else str(p)
+
+
+class TeeReporter(Reporter):
+    """Several reporters at once: the terminal or plain lines, and a --log file."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = reporters
+
+    def event(self, kind: str, message: str, **info: Any) -> None:
+        for r in self.reporters:
+            r.event(kind, message, **info)
+
+    def update(self, head: Head) -> None:
+        for r in self.reporters:
+            r.update(head)
 
 
 class LiveReporter(Reporter):
@@ -69,6 +112,7 @@ class LiveReporter(Reporter):
         moved = sum(h.meter.total for h in head.hosts.values())
         lines = [f"[{'#' * fill}{'-' * (barw - fill)}] {finished}/{total}  "
                  f"{summary_counts(counts)}  {el // 60}:{el % 60:02d}"
+                 + _eta(head, finished, total, time.time())
                  + (f"  moved {_bytes(moved)}" if moved else "")]
         running: dict[str, list[str]] = {}
         for j in head.jobs.values():
@@ -93,6 +137,13 @@ class LiveReporter(Reporter):
         self.out.flush()
 
     def event(self, kind: str, message: str, **info: Any) -> None:
+        """Above the bars: what needs a look (failures with their log, warnings, hosts
+        lost or back); starts and successes only move the bars."""
+        if kind == "job" and not _is_failure(kind, info):
+            return
+        if _is_failure(kind, info) and self._head is not None and info.get("job"):
+            log = self._head.results_dir / info["job"] / "stderr.txt"
+            message += f"; log: {_short(log)}"
         self._clear()
         stamp = time.strftime("%H:%M:%S")
         self.out.write(f"{stamp} {message}\n")

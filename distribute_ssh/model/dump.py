@@ -56,6 +56,10 @@ def sweep_to_dict(sweep: Sweep) -> dict[str, Any]:
         d["jobs"] = [{"name": j.pop("name"), **j} for j in d["jobs"]]
     if sweep.outputs != Outputs():
         d["outputs"] = _non_default(sweep.outputs)
+    if sweep.notify is not None:
+        d["notify"] = _non_default(sweep.notify)
+    if sweep.max_failures is not None:
+        d["max_failures"] = sweep.max_failures
     if sweep.slurm:
         d["slurm"] = dict(sweep.slurm)
     return d

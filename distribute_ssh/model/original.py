@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigError
-from .sweep import Build, File, JobSpec, Run, Sweep, _name
+from .sweep import Build, File, JobSpec, Notify, Run, Sweep, _name
 from .yamlload import NAME_RE, FieldValueError, Source, dotted, structure, yaml_key
 
 SAVE = "distribute_save"
@@ -55,7 +55,7 @@ class Meta:
     batch_name: str = attrs.field(validator=_name)
     namespace: str = attrs.field(validator=_namespace)
     capabilities: list[str] = attrs.Factory(list)
-    matrix: str | None = None  # a Matrix user to notify: dssh has no notifications (ignored)
+    matrix: str | None = None  # a Matrix user to notify: becomes notify.matrix
 
 
 @attrs.frozen
@@ -232,7 +232,8 @@ def to_sweep(orig: OriginalFile, source: Source | None = None) -> Sweep:
         if "apptainer" not in requires:
             requires.append("apptainer")
     return Sweep(name=meta.batch_name, namespace=meta.namespace, requires=requires,
-                 build=build, run=run, jobs=jobs, slurm=orig.slurm)
+                 build=build, run=run, jobs=jobs, slurm=orig.slurm,
+                 notify=Notify(matrix=meta.matrix) if meta.matrix else None)
 
 
 def _check_paths(orig: OriginalFile, source: Source, base: str) -> None:

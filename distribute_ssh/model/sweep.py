@@ -31,6 +31,7 @@ _DEFAULTS = {
     "cpus": "remove the line to give each job all of the host's cpus",
     "gpus": "use 0 (the default) for none",
     "retries": "use 0 (the default) for no retries",
+    "max_failures": "remove the line to never stop early",
 }
 
 
@@ -172,6 +173,29 @@ class Outputs:
     exclude: list[str] = attrs.Factory(list)  # taken out of what collect matched
 
 
+NOTIFY_ON = ("end", "failure", "first-failure")
+
+
+def _notify_on(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    for w in v:
+        if w not in NOTIFY_ON:
+            raise FieldValueError(yaml_key(a), f"{w!r} is not an event: use end (the sweep "
+                                               "ended), failure (each job that failed for "
+                                               "good) or first-failure")
+
+
+@attrs.frozen
+class Notify:
+    """A command run on the head when the sweep ends, or a job fails (``when``), with the
+    summary as JSON on stdin and in DSSH_NOTIFY_* variables (docs/notify.md). The key
+    is ``when``: YAML 1.1 reads ``on`` as true."""
+
+    command: str | None = None
+    when: list[str] = attrs.field(factory=lambda: ["end"], validator=_notify_on)
+    # The original tool's meta.matrix: a Matrix user; sent through $DSSH_NOTIFY_MATRIX.
+    matrix: str | None = None
+
+
 @attrs.frozen
 class Sweep:
     """One batch of jobs, as a sweep file describes it."""
@@ -190,6 +214,9 @@ class Sweep:
     job_name: str | None = None
     jobs: list[JobSpec] = attrs.Factory(list)
     outputs: Outputs = attrs.Factory(Outputs)
+    notify: Notify | None = None
+    # Stop starting jobs once this many have failed for good in a run (running ones finish).
+    max_failures: int | None = attrs.field(default=None, validator=_positive)
     # Where relative paths are resolved; not part of the file itself.
     base_dir: str = attrs.field(default=".", metadata={"internal": True}, eq=False)
 

@@ -645,15 +645,19 @@ def structure(data: Any, cls: type, source: Source, what: str) -> Any:
                         misspelt.add(path + (close,))
         for path, leaf in errors:
             if isinstance(leaf, ForbiddenExtraKeysError):
-                for extra in sorted(leaf.extra_fields):
-                    node = source.key_node(path, extra)
+                for extra in sorted(leaf.extra_fields, key=str):
+                    node = source.key_node(path, extra if str(extra) not in ("True", "False")
+                                           else str(extra) == "True")
                     ln = node.start_mark.line + 1 if node is not None else 1
                     known = _known_keys(cls, path)
                     place = dotted(path) if path else what
                     hint = f"keys allowed in {place}: {', '.join(known)}"
-                    close = _closest(extra, known)
+                    close = _closest(extra, known) if isinstance(extra, str) else None
                     fix = f"did you mean {close!r}? ({hint})" if close else \
                         f"remove it or fix its spelling ({hint})"
+                    if str(extra) in ("True", "False"):  # on/off/yes/no: YAML 1.1 booleans
+                        fix = (f"YAML reads on, off, yes and no as true or false, also as keys"
+                               f" ({hint}){'; write when:' if 'when' in known else ''}")
                     key = dotted(path + (extra,))
                     found.append((ln, _RANK["unknown"], key, f"unknown key {key}: {fix}"))
             elif isinstance(leaf, KeyError):

@@ -1,0 +1,59 @@
+"""The live progress in a real terminal: dssh runs inside tmux, and the test reads the
+screen as a person would (tmux capture-pane), again and again while the sweep runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import write_yaml
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
+                                reason="tmux is not installed (CI installs it)")
+
+
+def test_live_progress_in_tmux(tmp_path: Path) -> None:
+    write_yaml(tmp_path / "live.yaml", {
+        "name": "live", "run": {"command": "sleep 1.5; [ {i} != 3 ]", "cpus": 1},
+        "params": {"i": list(range(1, 9))}})
+    session = f"dssh-live-{os.getpid()}"
+    env = (f"env -i HOME={tmp_path} PATH={os.environ['PATH']} TERM=xterm-256color "
+           f"DSSH_STATE={tmp_path / 'state.db'}")
+    cmd = f"cd {tmp_path} && {env} {sys.executable} -m distribute_ssh run live.yaml; " \
+          "echo DSSH-EXIT=$?; sleep 60"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd],
+                   check=True)
+    screens: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True).stdout
+            screens.append(screen)
+            if "DSSH-EXIT=" in screen:
+                break
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    final = screens[-1]
+    assert "DSSH-EXIT=1" in final, final
+    # the bar and its counts, redrawn in place while jobs ran
+    during = [s for s in screens if "running" in s and "/8" in s and "DSSH-EXIT" not in s]
+    assert during, screens[-3:]
+    assert any("ETA " in s for s in during)  # once the first jobs finished
+    # one line per host: what runs there
+    assert any(line.startswith("  localhost") and " running " in line and "i-" in line
+               for s in during for line in s.splitlines())
+    # a failure is printed above the bars with where its log is; starts are not
+    assert "i-3: FAILED (exit 1) on localhost; log: results/default/live/i-3/stderr.txt" \
+        in final
+    assert "started on" not in final
+    assert "[########################] 8/8" in final
+    assert "default/live: 8 jobs: 7 COMPLETED, 1 FAILED" in final
+    for s in screens:  # never more than one copy of the bar on screen: redrawn, not appended
+        assert s.count("] ") <= 1 or "DSSH-EXIT" in s
