@@ -119,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("jobs", nargs="*", metavar="JOB", help="only these jobs (default: all)")
     _common(c, results=False)
 
+    wy = sub.add_parser("why", help="why queued jobs are not running, host by host",
+                        description="For each host of the inventory: whether it could take a "
+                        "queued job of SWEEP now, or why not (a capability missing, too few "
+                        "cpus or GPUs, unreachable, paused by whom and until when, busy with "
+                        "whose jobs, its build failed, quarantined, the job failed there).")
+    wy.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
+    wy.add_argument("job", nargs="?", metavar="JOB", help="about this job")
+    wy.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(wy, results=False)
+
     lg = sub.add_parser("logs", help="a job's stdout or stderr, or a host's build log",
                         description="Print a job's stdout (or --stderr): from the results "
                         "once the attempt is collected, from its host while it runs; "
@@ -184,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "file. Paths stay relative to the job file's directory: save the "
                         "output next to it.")
     cv.add_argument("file", metavar="FILE")
+    co = sub.add_parser("completion", help="print a shell completion script",
+                        description="Print the completion script for bash or zsh: add "
+                        "'eval \"$(dssh completion bash)\"' to ~/.bashrc (or zsh and "
+                        "~/.zshrc). It completes commands, options, sweep files and names, "
+                        "job names and host names.")
+    co.add_argument("shell", choices=["bash", "zsh"])
+    cx = sub.add_parser("_complete", help=argparse.SUPPRESS)
+    cx.add_argument("what", choices=["commands", "options", "hosts", "sweeps", "jobs"])
+    cx.add_argument("arg", nargs="?")
+    cx.add_argument("-i", "--inventory")
+    cx.add_argument("--state")
     t = sub.add_parser("template", help="print a commented example sweep file")
     t.add_argument("kind", nargs="?", default="native",
                    choices=["native", "python", "apptainer"],
@@ -200,9 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     verbose = getattr(args, "verbose", False)
     from .errors import DsshError
 
+    if args.command in ("completion", "_complete"):
+        from . import completion
+
+        if args.command == "completion":
+            print(completion.script(args.shell), end="")
+            return EXIT_OK
+        return completion.main(parser, args)
     try:
         return {"run": cmd_run, "status": cmd_status, "hosts": cmd_hosts,
-                "cancel": cmd_cancel, "logs": cmd_logs, "pull": cmd_pull, "clean": cmd_clean, "pause": cmd_pause, "resume": cmd_resume,
+                "cancel": cmd_cancel, "logs": cmd_logs, "why": cmd_why, "pull": cmd_pull, "clean": cmd_clean, "pause": cmd_pause, "resume": cmd_resume,
                 "template": cmd_template, "convert": cmd_convert}[args.command](args)
     except DsshError as e:
         if verbose:
@@ -743,6 +771,26 @@ def cmd_cancel(args: argparse.Namespace) -> int:
           + (f"; {res['unreachable']} on unreachable hosts are left as they were"
              if res["unreachable"] else ""))
     return EXIT_OK if not res["unreachable"] else EXIT_FAILED
+
+
+# -- why ----------------------------------------------------------------------------------------
+def cmd_why(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .model.inventory import load_inventory
+    from .state import State
+    from .why import explain, text
+
+    state = State(_state_path(args), readonly=True)
+    try:
+        row = _find_sweep(state, args.sweep)
+        inventory = load_inventory(args.inventory)
+        report = asyncio.run(explain(state, row, inventory, args.job,
+                                     args.accept_new_hostkeys))
+    finally:
+        state.close()
+    print(json.dumps(report, indent=2) if args.json else text(report))
+    return EXIT_OK
 
 
 # -- logs ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Durations as people write them: ``45m``, ``2h``, ``1h30m``, ``90s``, ``1d``, or a number of seconds."""
+"""Durations as people write them (``45m``, ``2h``, ``1h30m``, ``90s``, ``1d``, or seconds), and
+paths as people read them."""
 
 from __future__ import annotations
 
@@ -59,3 +60,14 @@ def format_until(epoch: float, now: float | None = None) -> str:
     lt = time.localtime(epoch)
     same_day = time.localtime(now)[:3] == lt[:3]
     return time.strftime("%H:%M" if same_day else "%m-%d %H:%M", lt)
+
+
+def short_path(p: object) -> str:
+    """A path as a person would type it from here: relative when that is shorter."""
+    import os
+
+    try:
+        rel = os.path.relpath(str(p))
+    except ValueError:
+        return str(p)
+    return rel if not rel.startswith("../..") else str(p)

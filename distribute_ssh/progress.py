@@ -7,7 +7,7 @@ import sys
 import time
 from typing import IO, Any
 
-from .durations import format_until
+from .durations import format_until, short_path
 from .engine import Head, Reporter
 from .state import summary_counts
 
@@ -56,16 +56,6 @@ class PlainReporter(Reporter):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.out.write(f"{stamp} {kind:<7} {message}\n")
         self.out.flush()
-
-
-def _short(p: Any) -> str:
-    import os
-
-    try:
-        rel = os.path.relpath(p)
-    except ValueError:
-        return str(p)
-    return rel if not rel.startswith("../..") else str(p)
 
 
 class TeeReporter(Reporter):
@@ -143,7 +133,7 @@ class LiveReporter(Reporter):
             return
         if _is_failure(kind, info) and self._head is not None and info.get("job"):
             log = self._head.results_dir / info["job"] / "stderr.txt"
-            message += f"; log: {_short(log)}"
+            message += f"; log: {short_path(log)}"
         self._clear()
         stamp = time.strftime("%H:%M:%S")
         self.out.write(f"{stamp} {message}\n")
