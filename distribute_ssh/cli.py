@@ -129,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     wy.add_argument("--json", action="store_true", help="machine-readable output")
     _common(wy, results=False)
 
+    rp = sub.add_parser("report", help="write a self-contained HTML report of a sweep",
+                        description="Write report.html into the sweep's results (or -o "
+                        "FILE): a timeline with one lane per host slot (pauses hatched), "
+                        "utilisation per host, a histogram of job durations, the failures "
+                        "with the end of their stderr, and every job with its parameters. "
+                        "From the local state and results only; no network, no scripts.")
+    rp.add_argument("sweep", metavar="SWEEP", help="sweep file, namespace/name or name")
+    rp.add_argument("-o", "--output", metavar="FILE", help="where to write it")
+    _common(rp, results=False, connects=False)
+
     lg = sub.add_parser("logs", help="a job's stdout or stderr, or a host's build log",
                         description="Print a job's stdout (or --stderr): from the results "
                         "once the attempt is collected, from its host while it runs; "
@@ -200,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.zshrc). It completes commands, options, sweep files and names, "
                         "job names and host names.")
     co.add_argument("shell", choices=["bash", "zsh"])
-    cx = sub.add_parser("_complete", help=argparse.SUPPRESS)
+    cx = sub.add_parser("_complete")  # no help: not listed (the completion script uses it)
     cx.add_argument("what", choices=["commands", "options", "hosts", "sweeps", "jobs"])
     cx.add_argument("arg", nargs="?")
     cx.add_argument("-i", "--inventory")
@@ -230,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return completion.main(parser, args)
     try:
         return {"run": cmd_run, "status": cmd_status, "hosts": cmd_hosts,
-                "cancel": cmd_cancel, "logs": cmd_logs, "why": cmd_why, "pull": cmd_pull, "clean": cmd_clean, "pause": cmd_pause, "resume": cmd_resume,
+                "cancel": cmd_cancel, "logs": cmd_logs, "why": cmd_why, "report": cmd_report, "pull": cmd_pull, "clean": cmd_clean, "pause": cmd_pause, "resume": cmd_resume,
                 "template": cmd_template, "convert": cmd_convert}[args.command](args)
     except DsshError as e:
         if verbose:
@@ -771,6 +781,26 @@ def cmd_cancel(args: argparse.Namespace) -> int:
           + (f"; {res['unreachable']} on unreachable hosts are left as they were"
              if res["unreachable"] else ""))
     return EXIT_OK if not res["unreachable"] else EXIT_FAILED
+
+
+# -- report -------------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write
+    from .state import State
+
+    state = State(_state_path(args), readonly=True)
+    try:
+        row = _find_sweep(state, args.sweep)
+        try:
+            out = write(state, row, Path(args.output) if args.output else None)
+        except OSError as e:
+            from .errors import DsshError
+
+            raise DsshError(f"cannot write the report: {e}") from None
+    finally:
+        state.close()
+    print(f"wrote {_rel(out.resolve())}")
+    return EXIT_OK
 
 
 # -- why ----------------------------------------------------------------------------------------
