@@ -611,13 +611,9 @@ def _state_filter(values: list[str]) -> set[str] | None:
 
 
 def _duration(secs: float | None) -> str:
-    if secs is None:
-        return ""
-    if secs < 60:
-        return f"{secs:.1f}s"
-    m, s_ = divmod(int(secs), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s_:02d}s"
+    from .durations import format_seconds
+
+    return format_seconds(secs, compact=True)
 
 
 def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:

@@ -71,3 +71,18 @@ def short_path(p: object) -> str:
     except ValueError:
         return str(p)
     return rel if not rel.startswith("../..") else str(p)
+
+
+def format_seconds(secs: float | None, compact: bool = False) -> str:
+    """A duration for people: ``4.1 s``, ``3 min 05 s``, ``1 h 02 min`` (``compact``:
+    ``4.1s``, ``3m05s``, ``1h02m``, for narrow columns); '' for None."""
+    if secs is None:
+        return ""
+    sp = "" if compact else " "
+    if secs < 60:
+        return f"{secs:.1f}{sp}s"
+    m, s = divmod(int(secs), 60)
+    h, m = divmod(m, 60)
+    if compact:
+        return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"

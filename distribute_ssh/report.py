@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import state as st
+from .durations import format_seconds
 
 COLOURS = {"COMPLETED": "#3a9a4a", "FAILED": "#d43c3c", "TIMEOUT": "#e08a1e",
            "CANCELLED": "#9a9a9a", "RUNNING": "#3c78d8", "STARTING": "#3c78d8",
@@ -32,13 +33,7 @@ def _e(x: Any) -> str:
 
 
 def _dur(s: float | None) -> str:
-    if s is None:
-        return ""
-    if s < 60:
-        return f"{s:.1f} s"
-    m, sec = divmod(int(s), 60)
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s"
+    return format_seconds(s)
 
 
 def _tail(path: Path, n: int = TAIL) -> str:
