@@ -40,6 +40,34 @@ def _eta(head: Head, finished: int, total: int, now: float) -> str:
         f"  ETA {rest // 60}:{rest % 60:02d}"
 
 
+def _stalled(head: Head, counts: dict[str, int]) -> str:
+    """Why nothing runs while jobs are queued, host by host, in a few words ('' when
+    something runs, or nothing waits). ``dssh why`` says it at length."""
+    if not counts.get("PENDING") or any(counts.get(s) for s in ("RUNNING", "STARTING",
+                                                                 "SUSPENDED")):
+        return ""
+    from .schedule import JobNeed
+
+    need = JobNeed(head.sweep.run.cpus, head.sweep.run.gpus, frozenset(head.sweep.needs))
+    parts = []
+    for name, h in head.hosts.items():
+        s = h.slots
+        if h.status == "paused":
+            parts.append(f"{name} paused by {h.paused_by or 'its owner'}")
+        elif h.status in ("unreachable", "lost"):
+            parts.append(f"{name} {h.status}")
+        elif h.status == "failed":
+            parts.append(f"{name} {h.detail.split(':')[0] if h.detail else 'failed'}")
+        elif h.status in ("connecting", "building"):
+            parts.append(f"{name} {h.status}")
+        elif s is not None and not s.can_ever_run(need):
+            parts.append(f"{name} too small ({s.limit_cpus} cpus)")
+        elif s is not None and not s.fits_now(need):
+            parts.append(f"{name} busy ({max(0, s.free_cpus)} of {s.limit_cpus} cpus free"
+                         + (", held by other heads" if s.foreign_cpus else "") + ")")
+    return "; ".join(parts) + ("  (dssh why)" if parts else "")
+
+
 class PlainReporter(Reporter):
     """One timestamped line per event, nothing that redraws: for cron, CI and pipes."""
 
@@ -104,6 +132,9 @@ class LiveReporter(Reporter):
                  f"{summary_counts(counts)}  {el // 60}:{el % 60:02d}"
                  + _eta(head, finished, total, time.time())
                  + (f"  moved {_bytes(moved)}" if moved else "")]
+        stalled = _stalled(head, counts)
+        if stalled:
+            lines.append(f"  waiting: {stalled}"[: width - 1])
         running: dict[str, list[str]] = {}
         for j in head.jobs.values():
             if j.state in ("RUNNING", "STARTING", "SUSPENDED") and j.host:

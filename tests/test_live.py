@@ -13,6 +13,13 @@ from pathlib import Path
 import pytest
 from helpers import write_yaml
 
+
+def _pythonpath() -> str:
+    """The dssh under test, wherever this test run imports it from."""
+    pp = os.environ.get("PYTHONPATH")
+    return f" PYTHONPATH={pp}" if pp else ""
+
+
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="tmux is not installed (CI installs it)")
 
@@ -23,7 +30,7 @@ def test_live_progress_in_tmux(tmp_path: Path) -> None:
         "params": {"i": list(range(1, 9))}})
     session = f"dssh-live-{os.getpid()}"
     env = (f"env -i HOME={tmp_path} PATH={os.environ['PATH']} TERM=xterm-256color "
-           f"DSSH_STATE={tmp_path / 'state.db'}")
+           f"DSSH_STATE={tmp_path / 'state.db'}{_pythonpath()}")
     cmd = f"cd {tmp_path} && {env} {sys.executable} -m distribute_ssh run live.yaml; " \
           "echo DSSH-EXIT=$?; sleep 60"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd],
@@ -57,3 +64,36 @@ def test_live_progress_in_tmux(tmp_path: Path) -> None:
     assert "default/live: 8 jobs: 7 COMPLETED, 1 FAILED" in final
     for s in screens:  # never more than one copy of the bar on screen: redrawn, not appended
         assert s.count("] ") <= 1 or "DSSH-EXIT" in s
+
+
+def test_a_stalled_sweep_says_why_in_the_live_display(tmp_path: Path) -> None:
+    """Every host paused by its owner: the display says so instead of sitting still."""
+    write_yaml(tmp_path / "stall.yaml", {
+        "name": "stall", "run": {"command": "true", "cpus": 1}, "params": {"i": [1, 2]}})
+    pause = tmp_path / ".distribute-pause"
+    pause.write_text("")
+    session = f"dssh-stall-{os.getpid()}"
+    env = (f"env -i HOME={tmp_path} PATH={os.environ['PATH']} TERM=xterm-256color "
+           f"DSSH_STATE={tmp_path / 'state.db'}{_pythonpath()}")
+    cmd = f"cd {tmp_path} && {env} {sys.executable} -m distribute_ssh run stall.yaml; " \
+          "echo DSSH-EXIT=$?; sleep 60"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "220", "-y", "30", cmd],
+                   check=True)
+    screens: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True).stdout
+            screens.append(screen)
+            if f"waiting: localhost paused by {pause}" in screen and pause.exists():
+                pause.unlink()  # the owner is done: the jobs go on
+            if "DSSH-EXIT=" in screen:
+                break
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        pause.unlink(missing_ok=True)
+    assert any(f"waiting: localhost paused by {pause}  (dssh why)" in s for s in screens)
+    assert "DSSH-EXIT=0" in screens[-1], screens[-1]
+    assert "waiting:" not in screens[-1]
