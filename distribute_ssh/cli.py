@@ -369,15 +369,18 @@ def _run(args: argparse.Namespace, log: Any) -> int:
     if log:
         _log(log, "end", f"{line} (exit {result.exit_code})")
     failed = [j for j in result.jobs if j.status != "COMPLETED"]
-    if failed and not args.quiet:
-        for j in failed[:10]:
-            if j.status == "PENDING":
-                print(f"  {j.name}: not started (too many failures; run again to start it)")
-                continue
-            print(f"  {j.name}: {j.status}" + (f" (exit {j.exit_code})" if j.exit_code else "")
-                  + f", see {_rel(j.results_dir)}/stderr.txt")
-        if len(failed) > 10:
-            print(f"  ... and {len(failed) - 10} more (dssh status {result.sweep})")
+    if failed:  # with -q too: failures are what a quiet run is for
+        rows = [(j.name, j.status, "" if j.exit_code is None else str(j.exit_code),
+                 j.host or "", "not started (too many failures; run again to start it)"
+                 if j.status == "PENDING" else f"{_rel(j.results_dir)}/stderr.txt")
+                for j in failed[:20]]
+        head = ("job", "status", "exit", "host", "see")
+        w = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+        for r in [head, *rows]:
+            print(f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}}  {r[3]:<{w[3]}}  {r[4]}")
+        if len(failed) > 20:
+            print(f"  ... and {len(failed) - 20} more (dssh status {result.sweep} --state "
+                  "failed)")
     return result.exit_code
 
 

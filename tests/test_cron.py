@@ -93,6 +93,12 @@ def test_a_failing_night_exits_1_and_bad_input_exits_2_with_the_reason_logged(
     p = _cron(home, "run", "sweeps/bad.yaml", "-q", "--log", str(log))
     out, err = p.communicate()
     assert p.returncode == 1, out + err
+    # -q: the failure as it happened, the summary line and the table of what failed
+    lines = out.splitlines()
+    assert " job     bad: FAILED (exit 5) on ws" in lines[0]
+    assert lines[1].startswith("default/bad: 1 jobs: 1 FAILED")
+    assert lines[2].split() == ["job", "status", "exit", "host", "see"]
+    assert lines[3].split()[:3] == ["bad", "FAILED", "5"] and len(lines) == 4
     assert "FAILED (exit 5)" in log.read_text() and log.read_text().rstrip().endswith("(exit 1)")
     (home / "sweeps/typo.yaml").write_text("name: typo\nrun: {comand: 'true'}\n")
     p = _cron(home, "run", "sweeps/typo.yaml", "-q", "--log", str(log))

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,17 +25,17 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="tmux is not installed (CI installs it)")
 
 
-def test_live_progress_in_tmux(tmp_path: Path) -> None:
-    write_yaml(tmp_path / "live.yaml", {
-        "name": "live", "run": {"command": "sleep 1.5; [ {i} != 3 ]", "cpus": 1},
-        "params": {"i": list(range(1, 9))}})
-    session = f"dssh-live-{os.getpid()}"
-    env = (f"env -i HOME={tmp_path} PATH={os.environ['PATH']} TERM=xterm-256color "
-           f"DSSH_STATE={tmp_path / 'state.db'}{_pythonpath()}")
-    cmd = f"cd {tmp_path} && {env} {sys.executable} -m distribute_ssh run live.yaml; " \
+def _watch_in_tmux(d: Path, sweep: str, width: int,
+                   on_screen: Callable[[str], None] | None = None) -> list[str]:
+    """Run `dssh run SWEEP` in a tmux window of ``width`` columns with only HOME, PATH and
+    TERM set; return the screens read every 0.2 s until it exits."""
+    session = f"dssh-{d.name[:20]}-{os.getpid()}"
+    env = (f"env -i HOME={d} PATH={os.environ['PATH']} TERM=xterm-256color "
+           f"DSSH_STATE={d / 'state.db'}{_pythonpath()}")
+    cmd = f"cd {d} && {env} {sys.executable} -m distribute_ssh run {sweep}; " \
           "echo DSSH-EXIT=$?; sleep 60"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd],
-                   check=True)
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", "30",
+                    cmd], check=True)
     screens: list[str] = []
     try:
         deadline = time.monotonic() + 90
@@ -42,11 +43,21 @@ def test_live_progress_in_tmux(tmp_path: Path) -> None:
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
                                     capture_output=True, text=True).stdout
             screens.append(screen)
+            if on_screen is not None:
+                on_screen(screen)
             if "DSSH-EXIT=" in screen:
                 break
             time.sleep(0.2)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    return screens
+
+
+def test_live_progress_in_tmux(tmp_path: Path) -> None:
+    write_yaml(tmp_path / "live.yaml", {
+        "name": "live", "run": {"command": "sleep 1.5; [ {i} != 3 ]", "cpus": 1},
+        "params": {"i": list(range(1, 9))}})
+    screens = _watch_in_tmux(tmp_path, "live.yaml", 100)
     final = screens[-1]
     assert "DSSH-EXIT=1" in final, final
     # the bar and its counts, redrawn in place while jobs ran
@@ -72,27 +83,14 @@ def test_a_stalled_sweep_says_why_in_the_live_display(tmp_path: Path) -> None:
         "name": "stall", "run": {"command": "true", "cpus": 1}, "params": {"i": [1, 2]}})
     pause = tmp_path / ".distribute-pause"
     pause.write_text("")
-    session = f"dssh-stall-{os.getpid()}"
-    env = (f"env -i HOME={tmp_path} PATH={os.environ['PATH']} TERM=xterm-256color "
-           f"DSSH_STATE={tmp_path / 'state.db'}{_pythonpath()}")
-    cmd = f"cd {tmp_path} && {env} {sys.executable} -m distribute_ssh run stall.yaml; " \
-          "echo DSSH-EXIT=$?; sleep 60"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "220", "-y", "30", cmd],
-                   check=True)
-    screens: list[str] = []
+
+    def owner_done(screen: str) -> None:
+        if f"waiting: localhost paused by {pause}" in screen and pause.exists():
+            pause.unlink()  # the owner is done: the jobs go on
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                                    capture_output=True, text=True).stdout
-            screens.append(screen)
-            if f"waiting: localhost paused by {pause}" in screen and pause.exists():
-                pause.unlink()  # the owner is done: the jobs go on
-            if "DSSH-EXIT=" in screen:
-                break
-            time.sleep(0.2)
+        screens = _watch_in_tmux(tmp_path, "stall.yaml", 220, owner_done)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
         pause.unlink(missing_ok=True)
     assert any(f"waiting: localhost paused by {pause}  (dssh why)" in s for s in screens)
     assert "DSSH-EXIT=0" in screens[-1], screens[-1]

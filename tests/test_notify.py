@@ -107,7 +107,13 @@ def test_max_failures_stops_new_starts_and_a_later_run_goes_on(tmp_path: Path) -
     assert [rows[f"i-{i}"] for i in (1, 2)] == ["FAILED", "FAILED"]
     assert all(rows[f"i-{i}"] == "PENDING" for i in range(3, 11))
     assert "2 job(s) failed (max_failures 2): no new job starts" in proc.stdout
-    assert "i-3: not started (too many failures; run again to start it)" in proc.stdout
+    table = proc.stdout.splitlines()
+    head = next(i for i, line in enumerate(table) if line.split()[:5] == [
+        "job", "status", "exit", "host", "see"])
+    assert table[head + 1].split()[:4] == ["i-1", "FAILED", "2", "localhost"]
+    assert table[head + 1].endswith("results/default/ff/i-1/stderr.txt")
+    assert table[head + 3].split()[:2] == ["i-3", "PENDING"]
+    assert table[head + 3].endswith("not started (too many failures; run again to start it)")
     calls = _calls(out)
     assert [c[0]["event"] for c in calls] == ["failure", "end"]  # the first failure only
     assert calls[0][0]["job"] == "i-1" and calls[1][0]["halted"] is True
