@@ -516,3 +516,43 @@ def test_bytes_moved_in_the_live_display_and_a_progress_bar_for_pull(tmp_path: P
     assert "pulled 2 file(s), 57.2 MiB" in text
     for i in (1, 2):
         assert (tmp_path / f"results/default/bar/i-{i}/field.bin").stat().st_size == 30000000
+
+
+def test_clean_removes_builds_nothing_else_uses_and_pull_names_a_missing_host(
+        lab: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    inv = lab / "inventory.yaml"
+    write(lab / "build.sh", "echo built > built.txt\n")
+    doc = {"build": {"files": ["build.sh"], "command": "sh build.sh"},
+           "run": {"command": "cat {build}/built.txt > {output}/b.txt; echo x > {output}/x.dat",
+                   "cpus": 1},
+           "outputs": {"collect": ["*.txt"]}}
+    for name in ("one", "two"):  # the same build: one build dir per host, shared
+        proc = dssh("run", write_yaml(lab / f"{name}.yaml", {"name": name, **doc}), "-i", inv,
+                    "--hosts", "ws1", cwd=lab)
+        assert proc.returncode == 0, explain(proc)
+    builds = ws["ws1"].workdir / "builds"
+    assert len(list(builds.iterdir())) == 1
+    cl = dssh("clean", "one", "-i", inv, cwd=lab)
+    assert cl.returncode == 0, explain(cl)
+    assert "removed 1 job dir(s) and 0 build(s)" in cl.stdout  # "two" still uses it
+    assert len(list(builds.iterdir())) == 1
+    # a sweep of its own build, alone: its build goes with it
+    solo = dssh("run", write_yaml(lab / "solo.yaml", {
+        "name": "solo", **doc, "build": {"files": ["build.sh"], "command": "sh build.sh; :"}}),
+        "-i", inv, "--hosts", "ws1", cwd=lab)
+    assert solo.returncode == 0, explain(solo)
+    assert len(list(builds.iterdir())) == 2
+    cl = dssh("clean", "solo", "-i", inv, cwd=lab)
+    assert cl.returncode == 0 and "removed 1 job dir(s) and 1 build(s)" in cl.stdout, explain(cl)
+    assert len(list(builds.iterdir())) == 1
+    # the jobs of "two" ran on ws1: an inventory without it cannot reach what they left
+    import yaml
+
+    data = yaml.safe_load(inv.read_text())
+    del data["hosts"]["ws1"]
+    other = lab / "other.yaml"
+    other.write_text(yaml.safe_dump(data))
+    bad = dssh("pull", "two", "--list", "-i", other, cwd=lab)
+    assert bad.returncode == 2, explain(bad)
+    assert "jobs ran on ws1, which is not in the inventory" in bad.stderr
