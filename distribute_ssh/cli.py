@@ -613,12 +613,6 @@ def _state_filter(values: list[str]) -> set[str] | None:
     return out
 
 
-def _duration(secs: float | None) -> str:
-    from .durations import format_seconds
-
-    return format_seconds(secs, compact=True)
-
-
 def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
     import time
 
@@ -685,6 +679,8 @@ def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
 def _print_jobs(rows: list[tuple], seconds: Any, width: int) -> None:
     """One line per job in at most ``width`` columns: the job and host names and the
     note are cut to fit, with a '~' where they were cut."""
+    from .durations import format_seconds  # once, not per row
+
     if not rows:
         print("no jobs match")
         return
@@ -703,7 +699,7 @@ def _print_jobs(rows: list[tuple], seconds: Any, width: int) -> None:
         if len(note) > nw:
             note = note[:nw - 1] + "~"
         line = fmt % (name, r[1], host, r[3], "" if r[4] is None else r[4],
-                      _duration(seconds(r)), note)
+                      format_seconds(seconds(r), compact=True), note)
         add(line.rstrip() if not note else line)
     sys.stdout.write("\n".join(out) + "\n")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import state as st
 from .errors import ConfigError, DsshError
-from .hosts.base import HostConnection, make_connection
+from .hosts.base import connect_named
 from .model.inventory import Inventory
 
 
@@ -70,7 +70,7 @@ async def job_log(state: st.State, sweep: Any, inventory: Inventory, job: str, *
     a = attempts.get(n)
     if a is None:
         raise DsshError(f"no record of attempt {n} of {job}")
-    conn = await _connect(inventory, a["host"], accept_new)
+    conn = await connect_named(inventory, a["host"], accept_new)
     try:
         f = f"{a['remote_dir']}/.dssh/{stream}.txt"
         if follow and running:
@@ -128,13 +128,9 @@ async def build_log(state: st.State, sweep: Any, inventory: Inventory, host: str
     if b["state"] != "BUILDING" and local.is_file():
         write(local.read_bytes())
         return
-    spec = inventory.hosts.get(host)
-    if spec is None:
-        raise ConfigError(f"{host} is not in the inventory {inventory.source}: give the "
-                          "inventory the sweep ran with (-i)")
-    conn = await _connect(inventory, host, accept_new)
+    conn = await connect_named(inventory, host, accept_new)
     try:
-        bdir = f"{conn.expand(spec.workdir).rstrip('/')}/builds/{b['build_id']}"
+        bdir = f"{conn.expand(conn.host.workdir).rstrip('/')}/builds/{b['build_id']}"
         try:
             write(await conn.read_file(f"{bdir}/.dssh/stdout.txt"))
         except FileNotFoundError:
@@ -142,15 +138,6 @@ async def build_log(state: st.State, sweep: Any, inventory: Inventory, host: str
     finally:
         await conn.close()
 
-
-async def _connect(inventory: Inventory, host: str, accept_new: bool) -> HostConnection:
-    spec = inventory.hosts.get(host)
-    if spec is None:
-        raise ConfigError(f"the job ran on {host}, which is not in the inventory "
-                          f"{inventory.source}: give the inventory it ran with (-i)")
-    conn = make_connection(spec, accept_new_hostkeys=accept_new)
-    await conn.connect()
-    return conn
 
 
 def stdout_writer() -> Callable[[bytes], None]:

@@ -25,7 +25,7 @@ from . import remote
 from . import state as st
 from .collect import matches
 from .errors import ConfigError, DsshError, HostError
-from .hosts.base import HostConnection, RemoteEntry, make_connection
+from .hosts.base import HostConnection, RemoteEntry, connect_named
 from .model.inventory import Inventory
 from .transfer import Meter, fetch
 
@@ -69,15 +69,6 @@ def pick_jobs(state: st.State, sweep: Any, names: list[str] | None) -> tuple[lis
     return take, notes
 
 
-async def _connect(inventory: Inventory, host: str, accept_new: bool) -> HostConnection:
-    spec = inventory.hosts.get(host)
-    if spec is None:
-        raise ConfigError(f"jobs ran on {host}, which is not in the inventory "
-                          f"{inventory.source}: give the inventory they ran with (-i)")
-    conn = make_connection(spec, accept_new_hostkeys=accept_new)
-    await conn.connect()
-    return conn
-
 
 def _wanted(path: str, include: list[str], exclude: list[str]) -> bool:
     return (not include or matches(path, include)) and not matches(path, exclude)
@@ -97,7 +88,7 @@ async def survey(inventory: Inventory, rows: list[Any], include: list[str], excl
         jobs = [JobFiles(r["name"], host, r["remote_dir"]) for r in rs]
         out.extend(jobs)
         try:
-            conn = await _connect(inventory, host, accept_new)
+            conn = await connect_named(inventory, host, accept_new)
         except HostError as e:
             for j in jobs:
                 j.error = str(e)
@@ -124,8 +115,8 @@ def check_space(dest: Path, need: int) -> None:
         d = d.parent
     free = shutil.disk_usage(d).free
     if need + MARGIN > free:
-        raise DsshError(f"{dest}: the files need {_size(need)} and only {_size(free)} are "
-                        f"free there (dssh keeps {_size(MARGIN)} spare): free some space, "
+        raise DsshError(f"{dest}: the files need {size_text(need)} and only {size_text(free)} are "
+                        f"free there (dssh keeps {size_text(MARGIN)} spare): free some space, "
                         "pull fewer files (--include/--exclude, or name jobs), or pull "
                         "elsewhere (--to DIR)")
 
@@ -203,7 +194,7 @@ async def clean(state: st.State, sweep: Any, inventory: Inventory, names: list[s
 
     async def on_host(host: str) -> None:
         try:
-            conn = await _connect(inventory, host, accept_new)
+            conn = await connect_named(inventory, host, accept_new)
         except HostError as e:
             out["unreachable"].append(str(e))
             return
@@ -242,7 +233,7 @@ def _build_removal(conn: HostConnection, ledger_dir: str, bdir: str, sweep: Any)
             f"else rm -rf {lq(bdir)} && echo build-removed; fi\n")
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -250,4 +241,3 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-size_text = _size

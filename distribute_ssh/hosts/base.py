@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import errno
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import attrs
 
@@ -119,3 +120,17 @@ def make_connection(host: Host, *, accept_new_hostkeys: bool = False) -> HostCon
     from .ssh import SSHConnection
 
     return SSHConnection(host, accept_new_hostkeys=accept_new_hostkeys)
+
+
+async def connect_named(inventory: Any, name: str, accept_new: bool = False) -> HostConnection:
+    """Connect to the inventory's host ``name``, where a sweep's jobs ran (commands that
+    reach back to them: logs, pull, clean, why); ConfigError if it left the inventory."""
+    from ..errors import ConfigError
+
+    spec = inventory.hosts.get(name)
+    if spec is None:
+        raise ConfigError(f"jobs ran on {name}, which is not in the inventory "
+                          f"{inventory.source}: give the inventory they ran with (-i)")
+    conn = make_connection(spec, accept_new_hostkeys=accept_new)
+    await conn.connect()
+    return conn
