@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +83,49 @@ def stand_in_inventory(ws: Any, path: Path, script: str, name: str = "apptainer"
         inv[w.name] = {"cpus": 2, "capabilities": [name],
                        "env": {"PATH": f"{w.home}/stand-in:/usr/local/bin:/usr/bin:/bin"}}
     return ws.write_inventory(path, overrides=inv)
+
+
+def on_terminal(cwd: Path, args: list[str], answer: bytes | None = None,
+                timeout: float = 120) -> tuple[int, str]:
+    """Run ``dssh ARGS`` on a pseudo-terminal of 100x30 as ``dssh()`` runs it (its own
+    HOME, the state file in ``cwd``); type ``answer`` once it asks a question. Returns
+    the exit code and all it wrote."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")
+           or k.startswith("DSSH_TEST_")}
+    env.update(HOME=str(cwd / "home"), DSSH_STATE=str(cwd / "state.db"), COLUMNS="100",
+               LINES="30")
+    (cwd / "home").mkdir(exist_ok=True)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: dssh, on a terminal
+        os.chdir(cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "distribute_ssh", *args], env)
+    out, asked = b"", False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if answer is not None and not asked and b"[y/N]" in out:
+                os.write(fd, answer)
+                asked = True
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def wait_until_running(cwd: Path, sweep: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """Ask ``dssh status SWEEP --json`` until one of its jobs runs; its jobs then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = dssh("status", sweep, "--json", cwd=cwd)
+        if st.returncode == 0:
+            jobs = json.loads(st.stdout)["jobs"]
+            if any(j["state"] == "RUNNING" for j in jobs):
+                return jobs
+        time.sleep(0.2)
+    raise AssertionError(f"no job of {sweep} ran within {timeout:.0f} s")

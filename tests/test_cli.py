@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import shutil
 import socket
 import subprocess
@@ -15,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, start_head, summary, write_yaml
+from helpers import dssh, explain, on_terminal, start_head, summary, wait_until_running, write_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,12 +111,7 @@ def test_second_head_exits_3_and_names_the_first(tmp_path: Path) -> None:
                                              "run": {"command": "sleep 2", "cpus": 1}})
     first = start_head(tmp_path, "run", sweep)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            st = dssh("status", "locked", "--json", cwd=tmp_path)
-            if st.returncode == 0 and json.loads(st.stdout)["jobs"][0]["state"] == "RUNNING":
-                break
-            time.sleep(0.1)
+        wait_until_running(tmp_path, "locked", timeout=20)
         second = dssh("run", sweep, cwd=tmp_path)
         assert second.returncode == 3, explain(second)
         assert f"pid {first.pid}" in second.stderr and socket.gethostname() in second.stderr
@@ -161,30 +154,8 @@ def test_results_option_and_plain_progress_lines(tmp_path: Path) -> None:
 def test_live_progress_on_a_terminal(tmp_path: Path) -> None:
     sweep = write_yaml(tmp_path / "s.yaml", {"name": "tty", "run": {
         "command": "sleep 0.5", "cpus": 1}, "params": {"i": [1, 2, 3, 4]}})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-    env.update(HOME=str(tmp_path / "home"), DSSH_STATE=str(tmp_path / "state.db"),
-               COLUMNS="100", LINES="30")
-    (tmp_path / "home").mkdir()
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the head, on a terminal
-        os.chdir(tmp_path)
-        os.execve(sys.executable, [sys.executable, "-m", "distribute_ssh", "run", str(sweep)],
-                  env)
-    out = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.5)
-        if r:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    _, status = os.waitpid(pid, 0)
-    text = out.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    code, text = on_terminal(tmp_path, ["run", str(sweep)], timeout=60)
+    assert code == 0, text
     assert "\x1b[" in text  # the block is redrawn in place
     assert "[########################] 4/4" in text
     assert "done 4" in text and "localhost" in text
@@ -210,44 +181,16 @@ def test_many_instant_jobs_finish(tmp_path: Path) -> None:
     assert len(summary(tmp_path / "results/default/instant")) == 40
 
 
-def _on_terminal(tmp_path: Path, args: list[str], answer: bytes) -> tuple[int, str]:
-    """Run dssh ARGS on a pseudo-terminal; type ``answer`` once it asks a question."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-    env.update(HOME=str(tmp_path / "home"), DSSH_STATE=str(tmp_path / "state.db"))
-    (tmp_path / "home").mkdir(exist_ok=True)
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(tmp_path)
-        os.execve(sys.executable, [sys.executable, "-m", "distribute_ssh", *args], env)
-    out, asked = b"", False
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.5)
-        if r:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if not asked and b"[y/N]" in out:
-                os.write(fd, answer)
-                asked = True
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
-
-
 def test_restart_asks_on_a_terminal(tmp_path: Path) -> None:
     sweep = write_yaml(tmp_path / "s.yaml", {"name": "ask", "run": {
         "command": "echo {i} > {output}/o.txt", "cpus": 1}, "params": {"i": [1, 2]}})
     assert dssh("run", sweep, cwd=tmp_path).returncode == 0
-    code, text = _on_terminal(tmp_path, ["run", str(sweep), "--restart"], b"n\n")
+    code, text = on_terminal(tmp_path, ["run", str(sweep), "--restart"], b"n\n")
     assert code == 2, text
     assert "forget 2 job(s)' state" in text and "Go ahead? [y/N]" in text
     assert "not confirmed; nothing was changed" in text
     assert not [p for p in (tmp_path / "results/default").iterdir() if ".replaced-" in p.name]
-    code, text = _on_terminal(tmp_path, ["run", str(sweep), "--restart"], b"y\n")
+    code, text = on_terminal(tmp_path, ["run", str(sweep), "--restart"], b"y\n")
     assert code == 0, text
     assert "old results" in text
     assert [p for p in (tmp_path / "results/default").iterdir() if ".replaced-" in p.name]

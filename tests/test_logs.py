@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, start_head, write_yaml
+from helpers import dssh, explain, start_head, wait_until_running, write_yaml
 
 pytestmark = pytest.mark.sshd
 
@@ -62,14 +62,7 @@ def test_logs_of_a_running_job_and_follow_until_it_ends(lab: Path) -> None:
                                 "cpus": 1}})
     head = start_head(lab, "run", sweep, "-i", inv, "--hosts", "ws2")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            st = dssh("status", "slow", "--json", cwd=lab)
-            if st.returncode == 0 and json.loads(st.stdout)["jobs"][0]["state"] == "RUNNING":
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the job never ran")
+        wait_until_running(lab, "slow")
         time.sleep(0.8)
         now = dssh("logs", "slow", "slow", "-i", inv, cwd=lab)
         assert now.returncode == 0 and now.stdout.startswith("line 1\n"), explain(now)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, start_head, summary, write_yaml
+from helpers import dssh, explain, start_head, summary, wait_until_running, write_yaml
 
 
 def _chromium() -> str | None:
@@ -30,12 +30,7 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     head = start_head(d, "run", sweep)
     pause = d / "home/.distribute-pause"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # until the first jobs run
-            st = dssh("status", "rep", "--json", cwd=d)
-            if st.returncode == 0 and '"RUNNING"' in st.stdout:
-                break
-            time.sleep(0.2)
+        wait_until_running(d, "rep")
         time.sleep(0.5)
         pause.write_text("")  # the workstation's owner wants it for a moment
         time.sleep(3)

@@ -11,16 +11,13 @@ import contextlib
 import hashlib
 import json
 import os
-import pty
-import select
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, job_json, start_head, summary, write, write_yaml
+from helpers import dssh, explain, job_json, on_terminal, start_head, summary, write, write_yaml
 
 from distribute_ssh.errors import HostError
 from distribute_ssh.hosts.ssh import SSHConnection
@@ -474,32 +471,6 @@ def test_a_damaged_store_entry_is_sent_again(lab: Path, fresh_workdirs) -> None:
 
 
 # -- progress ---------------------------------------------------------------------------------
-def _on_terminal(cwd: Path, args: list[str]) -> tuple[int, str]:
-    """Run dssh ARGS on a pseudo-terminal, as a person at a terminal would."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
-    env.update(HOME=str(cwd / "home"), DSSH_STATE=str(cwd / "state.db"), COLUMNS="100",
-               LINES="30")
-    (cwd / "home").mkdir(exist_ok=True)
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(cwd)
-        os.execve(sys.executable, [sys.executable, "-m", "distribute_ssh", *args], env)
-    out = b""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.5)
-        if r:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
-
-
 def test_bytes_moved_in_the_live_display_and_a_progress_bar_for_pull(tmp_path: Path) -> None:
     """On this machine as its own host (no inventory): the live display counts the bytes
     that came home; `dssh pull` on a terminal draws a bar with bytes and rate."""
@@ -507,10 +478,10 @@ def test_bytes_moved_in_the_live_display_and_a_progress_bar_for_pull(tmp_path: P
         "name": "bar", "run": {"command": "head -c 30000000 /dev/urandom > {output}/field.bin; "
                                           "echo 1 > {output}/r.csv", "cpus": 1},
         "params": {"i": [1, 2]}, "outputs": {"collect": ["*.csv"], "exclude": []}})
-    rc, text = _on_terminal(tmp_path, ["run", str(sweep)])
+    rc, text = on_terminal(tmp_path, ["run", str(sweep)])
     assert rc == 0, text
     assert "moved " in text and " B" in text  # r.csv files: a few bytes
-    rc, text = _on_terminal(tmp_path, ["pull", str(sweep)])
+    rc, text = on_terminal(tmp_path, ["pull", str(sweep)])
     assert rc == 0, text
     assert "pull: 100%" in text and "57.2M/57.2M" in text, text
     assert "pulled 2 file(s), 57.2 MiB" in text

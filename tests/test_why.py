@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import dssh, explain, start_head, write_yaml
+from helpers import dssh, explain, start_head, wait_until_running, write_yaml
 
 pytestmark = pytest.mark.sshd
 
@@ -41,13 +40,7 @@ def test_why_queued_jobs_wait(tmp_path: Path, fresh_workdirs) -> None:
         "run": {"command": "sleep 20", "cpus": 2}, "params": {"i": [1, 2, 3]}})
     head = start_head(tmp_path, "run", sweep, "-i", inv)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            st = dssh("status", "waits", "--json", cwd=tmp_path)
-            if st.returncode == 0 and any(j["state"] == "RUNNING"
-                                          for j in json.loads(st.stdout)["jobs"]):
-                break
-            time.sleep(0.3)
+        wait_until_running(tmp_path, "waits")
         pause.write_text("")
         if os.geteuid() == 0:  # the workstation user's own pause file
             os.chown(pause, ws["ws2"].home.stat().st_uid, -1)
