@@ -4,11 +4,15 @@
 - ``workstations4``: 4 more, started on first use (users dssh-wx1..4 as root).
 - ``fresh_workdirs``: empties every ``home/.dssh`` (and kills leftover jobs) before the test.
 - ``isolated_home``: HOME / XDG_* in a tmp dir, no ssh-agent, no DSSH_* settings.
+- ``slurm_cluster``: a real single-node Slurm cluster (tests/slurmcluster.py) for the whole
+  session, as root; SLURM_CONF is set and /etc/slurm/slurm.conf installed while it runs.
 
-Tests using the workstation fixtures are marked ``sshd`` automatically (``-m "not sshd"``).
+Tests using the workstation fixtures are marked ``sshd`` automatically (``-m "not sshd"``),
+tests using ``slurm_cluster`` ``slurm``.
 Env: ``DSSH_TEST_REQUIRE_SSHD=1`` (never fall back to the asyncssh server),
 ``DSSH_TEST_SSHD_BACKEND=openssh|asyncssh``, ``DSSH_TEST_KEEP_WORKSTATIONS=1`` (keep the
-files, e.g. sshd logs, under /tmp/dssh-ws-*).
+files, e.g. sshd logs, under /tmp/dssh-ws-*), ``DSSH_TEST_REQUIRE_SLURM=1`` (fail, never skip,
+when the Slurm cluster cannot run), ``DSSH_TEST_KEEP_SLURM=1`` (keep /tmp/dssh-slurm-*).
 """
 
 from __future__ import annotations
@@ -23,15 +27,20 @@ import pytest
 if os.path.dirname(__file__) not in sys.path:  # pytest's rootdir-less import mode does it too
     sys.path.insert(0, os.path.dirname(__file__))
 
+from slurmcluster import SlurmCluster, slurm_missing_reason, slurm_session  # noqa: E402
 from workstations import Workstations, workstation_set  # noqa: E402
 
 _WORKSTATION_FIXTURES = {"workstations", "workstations4", "fresh_workdirs"}
+_SLURM_FIXTURES = {"slurm_cluster"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if _WORKSTATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if _WORKSTATION_FIXTURES & fixtures:
             item.add_marker(pytest.mark.sshd)
+        if _SLURM_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.slurm)
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +53,20 @@ def workstations() -> Iterator[Workstations]:
 def workstations4() -> Iterator[Workstations]:
     """4 started workstations (ws1..ws4, users dssh-wx1..4 as root), created on first use."""
     yield from workstation_set(4, "dssh-wx")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A started single-node Slurm cluster, stopped at the end of the session (no jobs left,
+    /etc/slurm/slurm.conf restored). Not reset between tests: ``cancel_all()`` if needed.
+    Skipped where it cannot run (not root, Slurm not installed), failed instead with
+    ``DSSH_TEST_REQUIRE_SLURM=1``."""
+    reason = slurm_missing_reason()
+    if reason is not None:
+        if os.environ.get("DSSH_TEST_REQUIRE_SLURM", "") not in ("", "0"):
+            pytest.fail(f"DSSH_TEST_REQUIRE_SLURM=1, but {reason}", pytrace=False)
+        pytest.skip(reason)
+    yield from slurm_session()
 
 
 @pytest.fixture
