@@ -92,7 +92,12 @@ async def cancel(state: st.State, sweep_id: int, namespace: str, name: str,
             conn = make_connection(spec, accept_new_hostkeys=accept_new_hostkeys)
             try:
                 await conn.connect()
-                await conn.run(kill_script([r["remote_dir"] for r in rs]), timeout=120)
+                if spec.kind == "slurm":
+                    from .slurm_run import cancel_script
+
+                    await conn.run(cancel_script([r["remote_dir"] for r in rs]), timeout=120)
+                else:
+                    await conn.run(kill_script([r["remote_dir"] for r in rs]), timeout=120)
             except DsshError:
                 unreachable += len(rs)
                 return

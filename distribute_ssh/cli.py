@@ -197,6 +197,28 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("host", metavar="HOST")
     _common(re_, results=False)
 
+    sl = sub.add_parser("slurm", help="write the sweep as Slurm job arrays, or collect "
+                                      "what they produced",
+                        description="'dssh slurm SWEEP -o DIR' writes the sweep as a "
+                        "self-contained directory of Slurm job arrays (submit with 'sh "
+                        "DIR/submit.sh' on the cluster); 'dssh slurm collect DIR' brings what "
+                        "they produced into results/<namespace>/<sweep>/, as 'dssh run' does. "
+                        "See docs/slurm.md.")
+    sl.add_argument("sweep", metavar="SWEEP|collect",
+                    help="sweep file (sweep.yaml or distribute-jobs.yaml), or 'collect'")
+    sl.add_argument("dir", metavar="DIR", nargs="?", help="with collect: the exported dir")
+    sl.add_argument("-o", "--output", metavar="DIR", help="the directory to write")
+    sl.add_argument("--max-parallel", type=int, metavar="N",
+                    help="at most N tasks of each array at once (sbatch --array=...%%N)")
+    sl.add_argument("--name", help="export the sweep under another name")
+    sl.add_argument("--force", action="store_true",
+                    help="replace an earlier export in DIR (and what its jobs produced)")
+    sl.add_argument("--results", metavar="DIR",
+                    help="with collect: results root (default: results/ next to the sweep "
+                         "file where it exists here, else DIR/results)")
+    sl.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    sl.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+
     cv = sub.add_parser("convert", help="print a job file of the original distribute as a "
                                         "dssh sweep file",
                         description="Read a distribute-jobs.yaml of the original distribute "
@@ -241,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "status": cmd_status, "hosts": cmd_hosts,
                 "cancel": cmd_cancel, "logs": cmd_logs, "why": cmd_why, "report": cmd_report, "pull": cmd_pull, "clean": cmd_clean, "pause": cmd_pause, "resume": cmd_resume,
-                "template": cmd_template, "convert": cmd_convert}[args.command](args)
+                "template": cmd_template, "convert": cmd_convert, "slurm": cmd_slurm}[args.command](args)
     except DsshError as e:
         if verbose:
             import traceback
@@ -324,7 +346,10 @@ def _run(args: argparse.Namespace, log: Any) -> int:
     if args.max_failures is not None and args.max_failures < 1:
         raise ConfigError(f"--max-failures {args.max_failures}: give 1 or more (leave it out "
                           "to never stop early)", key="--max-failures")
+    inventory, cluster = _workstations_or_cluster(inventory, hosts is not None)
     if args.dry_run:
+        if cluster:
+            return _dry_run_slurm(args, sweep, inventory)
         return _dry_run(args, sweep, inventory)
     if args.restart:
         _restart(args, sweep.namespace, args.name or sweep.name, inventory)
@@ -346,7 +371,12 @@ def _run(args: argparse.Namespace, log: Any) -> int:
         from .progress import TeeReporter
 
         reporter = TeeReporter(shown, PlainReporter(log))
-    head = Head(sweep, inventory, options, reporter, sweep_file=args.sweep)
+    if cluster:
+        from .slurm_run import SlurmHead
+
+        head = SlurmHead(sweep, inventory, options, reporter, sweep_file=args.sweep)
+    else:
+        head = Head(sweep, inventory, options, reporter, sweep_file=args.sweep)
     try:
         result = asyncio.run(head.run())
     except KeyboardInterrupt:
@@ -382,6 +412,63 @@ def _run(args: argparse.Namespace, log: Any) -> int:
             print(f"  ... and {len(failed) - 20} more (dssh status {result.sweep} --state "
                   "failed)")
     return result.exit_code
+
+
+def _workstations_or_cluster(inventory: Any, chosen: bool) -> tuple[Any, bool]:
+    """A run uses workstations, or one Slurm cluster (hosts of kind: slurm): which one.
+    Without --hosts, an inventory of both runs on its workstations."""
+    from .errors import ConfigError
+
+    clusters = [h.name for h in inventory.hosts.values() if h.kind == "slurm"]
+    if not clusters:
+        return inventory, False
+    stations = [h.name for h in inventory.hosts.values() if h.kind != "slurm"]
+    if stations and not chosen:
+        print(f"dssh: note: {', '.join(clusters)} (kind: slurm) not used: a run uses the "
+              f"workstations or one cluster; run there with --hosts {clusters[0]}",
+              file=sys.stderr)
+        return inventory.select(stations), False
+    if stations:
+        raise ConfigError(f"--hosts: {', '.join(stations)} are workstations and "
+                          f"{', '.join(clusters)} a Slurm cluster (kind: slurm): a run uses "
+                          f"the workstations or one cluster, e.g. --hosts {clusters[0]}",
+                          key="--hosts")
+    if len(clusters) > 1:
+        raise ConfigError(f"--hosts: {', '.join(clusters)} are all Slurm clusters: a run uses "
+                          f"one, e.g. --hosts {clusters[0]}", key="--hosts")
+    return inventory, True
+
+
+def _dry_run_slurm(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
+    import tempfile
+
+    import attrs
+
+    from .slurm import export
+
+    host = next(iter(inventory.hosts.values()))
+    if args.name:
+        sweep = attrs.evolve(sweep, name=args.name)
+    with tempfile.TemporaryDirectory() as td:
+        done = export(sweep, Path(td) / "x", sweep_file=args.sweep, host_env=host.env,
+                      python=host.python, cluster=host.slurm)
+        arrays = {s: (Path(td) / "x" / s).read_text() for s, _ in done.arrays}
+    if args.json:
+        print(json.dumps({"sweep": sweep.key, "cluster": host.name, "jobs": done.jobs,
+                          "arrays": [{"script": s, "tasks": n} for s, n in done.arrays],
+                          "build": done.setup, "notes": done.notes}, indent=2))
+        return EXIT_OK
+    print(f"{sweep.key}: {done.jobs} job(s) for the Slurm cluster {host.name}, as "
+          f"{len(done.arrays)} job array(s){' after a setup job (the build)' if done.setup else ''}"
+          "; nothing was submitted")
+    for s, text in arrays.items():
+        print(f"  {s}:")
+        for line in text.splitlines():
+            if line.startswith("#SBATCH"):
+                print(f"    {line}")
+    for n in done.notes:
+        print(f"note: {n}")
+    return EXIT_OK
 
 
 def _restart(args: argparse.Namespace, namespace: str, name: str, inventory: Any) -> None:
@@ -1001,6 +1088,67 @@ def cmd_resume(args: argparse.Namespace) -> int:
     inventory = load_inventory(args.inventory)
     print(asyncio.run(resume(inventory, args.host, args.accept_new_hostkeys)))
     return EXIT_OK
+
+
+# -- slurm --------------------------------------------------------------------------------------
+def cmd_slurm(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+
+    if args.sweep == "collect" and args.dir is not None:
+        return _slurm_collect(args)
+    if args.dir is not None:
+        raise ConfigError(f"dssh slurm {args.sweep} {args.dir}: give the directory with -o "
+                          f"(dssh slurm {args.sweep} -o {args.dir}), or collect one with "
+                          f"dssh slurm collect {args.dir}", key="-o")
+    if not args.output:
+        raise ConfigError(f"dssh slurm {args.sweep}: say where to write the job arrays: "
+                          f"dssh slurm {args.sweep} -o DIR", key="-o")
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise ConfigError(f"--max-parallel {args.max_parallel}: give 1 or more (leave it out "
+                          "for no limit)", key="--max-parallel")
+    import attrs
+
+    from .model.sweep import NAME_RE, load_sweep
+    from .slurm import export
+
+    sweep = load_sweep(args.sweep)
+    if args.name is not None:
+        if not NAME_RE.match(args.name) or args.name in (".", ".."):
+            raise ConfigError(f"--name {args.name!r}: use only letters, digits, '.', '_' and "
+                              "'-'", key="--name")
+        sweep = attrs.evolve(sweep, name=args.name)
+    done = export(sweep, args.output, max_parallel=args.max_parallel, force=args.force,
+                  sweep_file=args.sweep)
+    for n in done.notes:
+        print(f"dssh: note: {n}", file=sys.stderr)
+    if not args.quiet:
+        arrays = ", ".join(f"{s} ({n} task{'s' if n != 1 else ''})" for s, n in done.arrays)
+        print(f"wrote {done.out_dir}: {done.jobs} job(s) in {arrays}"
+              + (", after setup.sbatch (the build)" if done.setup else ""))
+        print(f"next: copy it to the cluster (rsync -aH {done.out_dir} CLUSTER:PATH/), run "
+              f"'sh {done.out_dir.name}/submit.sh' there, then 'dssh slurm collect "
+              f"{done.out_dir}' with the directory back here")
+    return EXIT_OK
+
+
+def _slurm_collect(args: argparse.Namespace) -> int:
+    from .slurm import collect
+
+    got = collect(args.dir, args.results)
+    for n in got.notes:
+        print(f"dssh: warning: {n}", file=sys.stderr)
+    counts: dict[str, int] = {}
+    for r in got.rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    if not args.quiet:
+        failed = [r for r in got.rows if r["status"] in ("FAILED", "TIMEOUT", "CANCELLED")]
+        for r in failed:
+            code = "" if r["exit_code"] is None else f" (exit {r['exit_code']})"
+            print(f"{r['job']}: {r['status']}{code}: {got.results_dir / r['job'] / 'stderr.txt'}")
+    print(f"{got.results_dir}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(
+        counts.items())) + (f"; {got.unfinished} not ended yet: collect again later"
+                            if got.unfinished else ""))
+    return got.exit_code
 
 
 # -- convert ------------------------------------------------------------------------------------

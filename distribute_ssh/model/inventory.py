@@ -17,6 +17,7 @@ from .yamlload import (
     Duration,
     EnvText,
     FieldValueError,
+    Scalar,
     Source,
     dotted,
     parse_yaml,
@@ -112,6 +113,11 @@ class HostSettings:
     port: int | None = attrs.field(default=None, validator=_port)
     user: str | None = None
     connection: str | None = attrs.field(default=None, validator=_one_of("ssh", "local"))
+    # A workstation runs jobs itself; a Slurm cluster's login node submits them (SPEC §10).
+    kind: str | None = attrs.field(default=None, validator=_one_of("workstation", "slurm"))
+    # With kind: slurm, sbatch options of this cluster (account, partition), under the
+    # sweep's own.
+    slurm: dict[str, Scalar] | None = None
     cpus: int | None = attrs.field(default=None, validator=_positive)
     slots: int | None = attrs.field(default=None, validator=_positive)
     gpus: list[int] | None = attrs.field(default=None, validator=_gpu_ids)
@@ -144,6 +150,8 @@ class Host:
 
     name: str
     connection: str = "ssh"
+    kind: str = "workstation"
+    slurm: dict[str, Any] = attrs.Factory(dict)
     address: str | None = None
     port: int | None = None
     user: str | None = None
@@ -216,6 +224,8 @@ def _resolve(name: str, mine: HostSettings | None, defaults: HostSettings | None
             v = parse_duration(v)
         elif f.name == "env":
             v = {**(defaults.env or {}), **(mine.env or {})}
+        elif f.name == "slurm":
+            v = {**(defaults.slurm or {}), **(mine.slurm or {})}
         kw[f.name] = v
     return Host(name=name, **kw)
 
@@ -285,6 +295,14 @@ def _validate(inv: InventoryFile, source: Source) -> Inventory:
                                  "'address:')")
             continue
         host = _resolve(str(name), settings, inv.defaults)
+        from ..slurm_options import option_problem
+
+        for k, v in host.slurm.items():
+            problem = option_problem(k, v)
+            if problem:
+                at = ("hosts", name, "slurm", k) if settings and settings.slurm and \
+                    k in settings.slurm else ("defaults", "slurm", k)
+                add(at, problem)
         for key in ("identity_file", "known_hosts"):
             p = getattr(host, key)
             if p is None:

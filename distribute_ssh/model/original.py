@@ -208,7 +208,8 @@ def to_sweep(orig: OriginalFile, source: Source | None = None) -> Sweep:
         for j in py.jobs:
             script = Path(j.file.path).name
             jobs.append(JobSpec(name=j.name, params={"script": script},
-                                files=[*_files(j.required_files), File(j.file.path)]))
+                                files=[*_files(j.required_files), File(j.file.path)],
+                                slurm=j.slurm))
         run = Run(command=command, files=_files(init.required_files))
         requires = list(meta.capabilities)
     else:
@@ -226,7 +227,8 @@ def to_sweep(orig: OriginalFile, source: Source | None = None) -> Sweep:
         command = ("set -e\n" + "".join(lines)
                    + 'exec apptainer run --app distribute --bind "$binds" '
                      f'"$DSSH_BUILD"/{shlex.quote(image)} "$DSSH_CPUS"\n')
-        jobs = [JobSpec(name=j.name, files=_files(j.required_files)) for j in ap.jobs]
+        jobs = [JobSpec(name=j.name, files=_files(j.required_files), slurm=j.slurm)
+                for j in ap.jobs]
         run = Run(command=command, files=_files(init.required_files))
         requires = list(meta.capabilities)
         if "apptainer" not in requires:
@@ -305,4 +307,26 @@ def parse_original(data: dict, source: Source, base: str) -> Sweep:
         print(f"dssh: warning: {n}", file=sys.stderr)
     orig = structure(_normalise(data), OriginalFile, source, "the job file")
     _check_paths(orig, source, base)
+    _check_slurm(orig, source)
     return to_sweep(orig, source)
+
+
+def _check_slurm(orig: OriginalFile, source: Source) -> None:
+    """The sbatch options of the top-level and per-job ``slurm`` blocks (SPEC §10)."""
+    from ..slurm_options import option_problem
+
+    blocks: list[tuple[tuple, dict | None]] = [(("slurm",), orig.slurm)]
+    for mode in ("python", "apptainer"):
+        sec = getattr(orig, mode)
+        if sec is not None:
+            blocks += [((mode, "jobs", j, "slurm"), job.slurm) for j, job in enumerate(sec.jobs)]
+    msgs, keys = [], []
+    for where, block in blocks:
+        for k, v in (block or {}).items():
+            problem = option_problem(k, v)
+            if problem:
+                msgs.append(f"{source.where(where + (k,))}: {dotted(where + (k,))}: {problem}")
+                keys.append(where + (k,))
+    if msgs:
+        raise ConfigError(msgs, path=source.filename, line=source.line(keys[0]),
+                          key=dotted(keys[0]))

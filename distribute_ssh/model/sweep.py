@@ -162,6 +162,8 @@ class JobSpec:
     name: str = attrs.field(validator=_name)
     params: dict[str, Scalar] = attrs.Factory(dict)
     files: list[File] = attrs.Factory(list)
+    # sbatch options for this job on a Slurm cluster, over the sweep's (SPEC §10).
+    slurm: dict[str, Scalar] | None = None
 
 
 @attrs.frozen
@@ -460,6 +462,14 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
         if not entry:
             add(("exclude", i), "an empty exclude entry would drop every job: name the "
                                 "values to leave out, e.g. {mesh: fine}")
+    from ..slurm_options import option_problem
+
+    for where, block in [(("slurm",), sweep.slurm)] + [
+            (("jobs", j, "slurm"), job.slurm) for j, job in enumerate(sweep.jobs)]:
+        for k, v in (block or {}).items():
+            problem = option_problem(k, v)
+            if problem:
+                add(where + (k,), problem)
     if msgs:
         order = sorted(range(len(msgs)), key=lambda i: msgs[i][0])
         raise ConfigError([msgs[i][1] for i in order], path=fname,

@@ -243,12 +243,13 @@ def in_container(runtime: str, image: str, command: str, mounts: list[str],
     def dq(text: str) -> str:  # literal inside double quotes
         return "".join("\\" + c if c in '"$`\\' else c for c in text)
 
-    binds = ['$PWD/input:/input', '$PWD/outputs:/outputs']
+    # One word: the build's path is a quoted word of its own between the double-quoted
+    # parts, so it may be any shell word (dssh slurm gives "$DSSH_BUILD").
+    binds = '"$PWD/input:/input,$PWD/outputs:/outputs'
     if build:
-        binds.append(f"{dq(build)}:/build:ro")
-    binds += [f"$PWD/mounts/{i}:{dq(m)}" for i, m in enumerate(mounts)]
-    return (f'{made}exec apptainer exec --bind "' + ",".join(binds)
-            + f'" --pwd / {q(image)} /bin/sh -c {inner}')
+        binds += ',"' + q(build) + '":/build:ro'
+    binds += "".join(f",$PWD/mounts/{i}:{dq(m)}" for i, m in enumerate(mounts)) + '"'
+    return f"{made}exec apptainer exec --bind {binds} --pwd / {q(image)} /bin/sh -c {inner}"
 
 
 def prepare_image(tmp: str, final: str, runtime: str, name: str, mounts: list[str]) -> str:
