@@ -824,6 +824,13 @@ def cmd_hosts(args: argparse.Namespace) -> int:
             if not r["reachable"]:
                 table.append([r["host"], "no", "", "", "", "", "", "", "", "", "", r["error"]])
                 continue
+            if r.get("kind") == "slurm":
+                cluster = "; ".join(f"{p['partition']} {p['avail']}: {p['cpus_idle']}/"
+                                    f"{p['cpus_total']} cpus idle" for p in r["partitions"])
+                table.append([r["host"], "yes", "slurm", "", "", "", f"{r['disk_free_gb']:.1f}G"
+                              if r.get("disk_free_gb") is not None else "", "-", "-",
+                              f"{r['jobs_running']} (Slurm tasks)", cluster or "-", ""])
+                continue
             mem = f"{r['mem_available_gb']:.1f}/{r['mem_total_gb']:.1f}G" \
                 if r.get("mem_total_gb") else ""
             paused = "; ".join(f"{p['file']} ({p['owner']}) until {format_until(p['until'])}"

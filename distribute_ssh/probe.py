@@ -46,14 +46,17 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
     conn = make_connection(host, accept_new_hostkeys=accept_new_hostkeys)
     try:
         await asyncio.wait_for(conn.connect(), host.connect_timeout + 5)
-        res = await conn.run(probe_script(host, conn.expand(host.workdir), conn.home),
-                             timeout=30)
+        script = (slurm_probe_script if host.kind == "slurm" else probe_script)(
+            host, conn.expand(host.workdir), conn.home)
+        res = await conn.run(script, timeout=30)
     except (DsshError, TimeoutError) as e:
         row["error"] = str(e) if str(e) else "timed out"
         return row
     finally:
         await conn.close()
     row["reachable"] = True
+    if host.kind == "slurm":
+        return _slurm_row(row, res.text)
     row["cpus"] = host.cpus
     found_tools = []
     ledger_lines = []
@@ -109,6 +112,36 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
                and c not in found_tools]
     for c in missing:
         row["notes"].append(f"declares capability {c!r} but {c} is not on its PATH")
+    return row
+
+
+def slurm_probe_script(host: Host, workdir: str, home: str) -> str:
+    """A Slurm cluster's login node (kind: slurm): its partitions and the user's tasks."""
+    return f"""w={q(workdir)}
+command -v sbatch >/dev/null 2>&1 || echo nosbatch
+sinfo -h -o '%P %a %D %C' 2>/dev/null | sed 's/^/part /'
+echo "tasks $(squeue -h -r -u "$(id -un)" 2>/dev/null | wc -l)"
+d="$w"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+df -Pk "$d" | awk 'NR==2 {{print "disk_free", $4}}'
+"""
+
+
+def _slurm_row(row: dict[str, Any], text: str) -> dict[str, Any]:
+    row.update(kind="slurm", partitions=[], jobs_running=0, paused=False)
+    for line in text.splitlines():
+        key, _, val = line.partition(" ")
+        parts = val.split()
+        if key == "nosbatch":
+            row["notes"].append("kind: slurm, but sbatch is not on its PATH: give the "
+                                "address of the cluster's login node")
+        elif key == "part" and len(parts) == 4:
+            a, i, o, t = (parts[3].split("/") + ["", "", "", ""])[:4]
+            row["partitions"].append({"partition": parts[0], "avail": parts[1],
+                                      "nodes": parts[2], "cpus_idle": i, "cpus_total": t})
+        elif key == "tasks" and val.strip().isdigit():
+            row["jobs_running"] = int(val)
+        elif key == "disk_free" and val.strip().isdigit():
+            row["disk_free_gb"] = int(val) / 1024 / 1024
     return row
 
 

@@ -110,7 +110,7 @@ class _Sentinels:
         tag = secrets.token_hex(8)
         self.map = {f"DSSHRT{tag}{var}": var for var in (
             "DSSH_CPUS", "CUDA_VISIBLE_DEVICES", "DSSH_BUILD", "DSSH_INPUT", "DSSH_OUTPUT",
-            "DSSH_ATTEMPT", "DSSH_IMAGE")}
+            "DSSH_ATTEMPT", "DSSH_IMAGE", "DSSH_HOST_BUILD")}
         self.of = {v: k for k, v in self.map.items()}
 
     def resolve(self, text: str) -> str:
@@ -119,7 +119,22 @@ class _Sentinels:
         return text
 
 
-def _command(sweep: Sweep, job: PlannedJob, s: _Sentinels) -> str:
+# What the task runner exports for every job, besides the job's env file.
+TASK_ENV = ("DSSH_ATTEMPT", "DSSH_CPUS", "OMP_NUM_THREADS", "DSSH_BUILD", "DSSH_INPUT",
+            "DSSH_OUTPUT", "CUDA_VISIBLE_DEVICES", "DSSH_PYTHON")
+
+
+def _image_ref(local: Path, c: Any) -> str:
+    """The name podman knows the sweep's image by (as on the lab: by content)."""
+    import hashlib
+
+    from .plan import files_digest
+
+    key = json.dumps([files_digest([(str(local), local.name)]), c.runtime, c.mounts])
+    return f"localhost/dssh-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _command(sweep: Sweep, job: PlannedJob, s: _Sentinels, env_names: list[str]) -> str:
     c = sweep.run.container
     values: dict[str, Any] = dict(job.params)
     values.update(job=job.name, cpus=s.of["DSSH_CPUS"], gpus=s.of["CUDA_VISIBLE_DEVICES"],
@@ -133,19 +148,35 @@ def _command(sweep: Sweep, job: PlannedJob, s: _Sentinels) -> str:
     if c is not None:
         from .remote import in_container
 
-        command = s.resolve(in_container(c.runtime, s.of["DSSH_IMAGE"], command, c.mounts,
-                                         s.of["DSSH_BUILD"] if sweep.build else None))
+        build = s.of["DSSH_HOST_BUILD"] if sweep.build else None
+        if c.runtime == "podman":  # each node's podman imports the image on first use
+            from .remote import podman_image
+
+            ref = _image_ref(Path(sweep.base_dir, os.path.expanduser(c.image)), c)
+            command = (podman_image(s.of["DSSH_IMAGE"], ref)
+                       + in_container(c.runtime, ref, command, c.mounts, build, env_names))
+        else:
+            command = in_container(c.runtime, s.of["DSSH_IMAGE"], command, c.mounts, build)
+        command = s.resolve(command)
     return command
 
 
-def _env_file(sweep: Sweep, job: PlannedJob | None, host_env: dict[str, str]) -> str:
+def _env(sweep: Sweep, job: PlannedJob | None, host_env: dict[str, str]) -> dict[str, str]:
+    """A job's (or the build's) environment beyond what the task runner sets: after it,
+    the host's and then the sweep's, as on the lab (SPEC §3)."""
     env = {"DSSH_SWEEP": sweep.name, "DSSH_NAMESPACE": sweep.namespace}
     if job is not None:
         env["DSSH_JOB"] = job.name
+        if sweep.run.container is not None:  # the paths the job sees inside its image
+            env.update(DSSH_BUILD="/build", DSSH_INPUT="/input", DSSH_OUTPUT="/outputs")
         for k, v in job.params.items():
             env[f"DSSH_PARAM_{k.upper()}"] = value_text(v)
     env.update(host_env)
     env.update(sweep.run.env)
+    return env
+
+
+def _env_file(env: dict[str, str]) -> str:
     return "# written by dssh slurm\n" + "".join(
         f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
 
@@ -192,11 +223,6 @@ def export(sweep: Sweep, out_dir: str | os.PathLike, *, max_parallel: int | None
     inventory host's (kind: slurm) sbatch options, environment and interpreter."""
     out = Path(out_dir)
     c = sweep.run.container
-    if c is not None and c.runtime == "podman":
-        raise ConfigError(
-            f"{sweep_file or sweep.name}: run.container.runtime: podman images are not "
-            "exported to Slurm (clusters rarely let users run podman): use runtime: "
-            "apptainer, the cluster's usual runtime, or bwrap", key="run.container.runtime")
     if out.exists() and any(out.iterdir()):
         if not force and not (out / MANIFEST).is_file():
             raise ConfigError(f"{out}: not empty and not a dssh slurm directory: give a new "
@@ -237,13 +263,13 @@ def export(sweep: Sweep, out_dir: str | os.PathLike, *, max_parallel: int | None
             else:
                 shutil.copy2(src, b / f.target)
         (b / ".dssh" / "command").write_text(render(sweep.build.command, {}, quote=False))
-        (b / ".dssh" / "env").write_text(_env_file(sweep, None, host_env))
+        (b / ".dssh" / "env").write_text(_env_file(_env(sweep, None, host_env)))
     if c is not None:
         from .remote import prepare_image
 
         local = Path(sweep.base_dir, os.path.expanduser(c.image))
         name = local.name if c.runtime == "apptainer" else "rootfs.tar"
-        image = name if c.runtime == "apptainer" else "rootfs"
+        image = {"apptainer": name, "bwrap": "rootfs", "podman": "image.tar"}[c.runtime]
         staged = tmp / "image.tmp"
         staged.mkdir()
         if c.runtime != "apptainer" and local.is_dir():
@@ -275,8 +301,10 @@ def export(sweep: Sweep, out_dir: str | os.PathLike, *, max_parallel: int | None
             (d / "input").mkdir()
             for local, target in job.files:
                 _copy_in(Path(local), d / "input" / target, store, seen)
-            (d / ".dssh" / "command").write_text(_command(sweep, job, sent))
-            (d / ".dssh" / "env").write_text(_env_file(sweep, job, host_env))
+            env = _env(sweep, job, host_env)
+            (d / ".dssh" / "command").write_text(
+                _command(sweep, job, sent, sorted({*TASK_ENV, *env})))
+            (d / ".dssh" / "env").write_text(_env_file(env))
             manifest_jobs.append({"name": job.name, "params": job.params, "array": g,
                                   "task": t, "definition": job.definition})
         (tmp / "dssh" / f"tasks-{g}").write_text("".join(f"{j.name}\n" for j in members))

@@ -27,7 +27,14 @@ from typing import Any
 from . import state as st
 from .collect import RESERVED, place, select, write_json
 from .engine import Head, HostRt, JobRt, RunResult, _epoch, _iso
-from .errors import BuildFailed, DsshError, HostError, NoCapableHost, ResultsDirError
+from .errors import (
+    BuildFailed,
+    DsshError,
+    HostError,
+    HostUnreachable,
+    NoCapableHost,
+    ResultsDirError,
+)
 from .hosts.base import make_connection
 from .slurm import export, parse_states, states_script
 
@@ -117,7 +124,10 @@ class SlurmHead(Head):
                 for j in self.jobs.values():  # cancelled while Slurm still holds them
                     if j.cancel and j.state == st.STARTING:
                         self._spawn(self._kill(j))
-                await self._poll(h)
+                try:
+                    await self._poll(h)
+                except HostUnreachable as e:
+                    await self._reconnect(h, e)
                 self.reporter.update(self)
                 if self._finished():
                     break
@@ -163,6 +173,26 @@ class SlurmHead(Head):
                                          f"{res.stderr.decode(errors='replace').strip()}")
         h.tar = "gnutar" in res.text
         h.status = "ready"
+
+    async def _reconnect(self, h: HostRt, why: Exception) -> None:
+        """The login node stopped answering: the jobs go on under Slurm; look again until
+        it answers (Ctrl-C leaves them to Slurm, and the next run follows them)."""
+        self.reporter.event("host", f"{h.spec.name}: lost ({why}); the jobs go on under "
+                                    "Slurm, reconnecting", host=h.spec.name)
+        h.status, h.detail = "lost", str(why)
+        if h.conn is not None:
+            with contextlib.suppress(Exception):
+                await h.conn.close()
+            h.conn = None
+        while True:
+            self.reporter.update(self)
+            await asyncio.sleep(POLL * 5)
+            try:
+                await self._open(h)
+            except (HostError, NoCapableHost):
+                continue
+            self.reporter.event("host", f"{h.spec.name}: back", host=h.spec.name)
+            return
 
     async def _submit(self, h: HostRt, jobs: list[JobRt]) -> None:
         """Export the jobs, upload them as one tar, and submit them (one round)."""
@@ -324,7 +354,11 @@ class SlurmHead(Head):
     async def _judge_gone(self, h: HostRt, j: JobRt, key: str, mark: str, started: str,
                           finished: str, attempts: int, node: str) -> None:
         assert h.conn is not None
-        res = await h.conn.run(states_script([key.split("_")[0]]), timeout=60)
+        try:
+            res = await h.conn.run(states_script([key.split("_")[0]]), timeout=60)
+        except HostUnreachable:
+            j.busy = False
+            return
         word, code = parse_states(res.text).get(key, ("", None))
         word = word.split("+")[0]
         if mark == "c" or word in ("CANCELLED", "PREEMPTED"):
@@ -351,7 +385,11 @@ class SlurmHead(Head):
             status = st.COMPLETED
         else:
             status = st.FAILED
-        entries = await conn.walk(f"{jdir}/outputs")
+        try:
+            entries = await conn.walk(f"{jdir}/outputs")
+        except HostUnreachable:
+            j.busy = False  # the next look, once reconnected, collects it
+            return
         out = self.sweep.outputs
         files, left, notes = select(entries, out.collect, out.exclude)
         clash = [e for e in files if e.path.split("/", 1)[0] in RESERVED]
@@ -360,7 +398,12 @@ class SlurmHead(Head):
         files = [e for e in files if e not in clash]
         staging = self.results_dir / ".incoming" / j.planned.name
         try:
-            got = await self._fetch(h, conn, jdir, files, staging)
+            try:
+                got = await self._fetch(h, conn, jdir, files, staging)
+            except HostUnreachable:
+                shutil.rmtree(staging, ignore_errors=True)
+                j.busy = False
+                return
             if got.notes:
                 notes += got.notes
                 left += [e for e in files if e.path not in got.got]

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -289,32 +290,50 @@ def test_an_original_apptainer_file_with_a_stand_in(tmp_path: Path, slurm_cluste
     assert len(calls) == 2 and all(c.endswith("/image.sif 2") for c in calls)
 
 
-def test_a_container_sweep_runs_inside_its_image_on_slurm(tmp_path: Path,
-                                                         slurm_cluster) -> None:
-    from test_containers import make_rootfs
+@pytest.mark.parametrize("runtime", ["bwrap", "podman"])
+def test_a_container_sweep_runs_inside_its_image_on_slurm(tmp_path: Path, slurm_cluster,
+                                                         runtime: str) -> None:
+    from test_containers import _podman_works, _static_busybox, make_rootfs
 
+    if not _static_busybox() or (runtime == "podman" and not _podman_works()):
+        pytest.skip(f"needs {runtime} and a static /bin/busybox (.ci/run installs them)")
     make_rootfs(tmp_path / "rootfs")
-    write(tmp_path / "sweep.yaml", """
-        name: boxed
+    write(tmp_path / "sweep.yaml", f"""
+        name: boxed-{runtime}
+        build: {{files: [tool.sh], command: "chmod +x tool.sh"}}
         run:
-          command: "echo {v} > /outputs/v.txt; ls / > /outputs/root.txt; cat /input/in.txt"
+          command: "echo {{v}} $DSSH_INPUT $DSSH_PARAM_V > /outputs/v.txt; ls / > {{output}}/root.txt;
+            cat /input/in.txt; {{build}}/tool.sh"
           files: [in.txt]
           cpus: 1
-          container: {image: rootfs, runtime: bwrap}
+          container: {{image: rootfs, runtime: {runtime}, mounts: [/scratch]}}
         params:
           v: [a, b]
         """)
     write(tmp_path / "in.txt", "hello\n")
+    write(tmp_path / "tool.sh", "#!/bin/sh\necho tool in $DSSH_BUILD\n")
     r = dssh("slurm", "sweep.yaml", "-o", "out", cwd=tmp_path)
     assert r.returncode == 0, explain(r)
-    submit(slurm_cluster, tmp_path / "out")
-    r = dssh("slurm", "collect", "out", cwd=tmp_path)
-    assert r.returncode == 0, explain(r)
-    res = tmp_path / "results" / "default" / "boxed"
-    assert (res / "v-b" / "v.txt").read_text() == "b\n"
-    assert (res / "v-a" / "stdout.txt").read_text() == "hello\n"
+
+    def images() -> set[str]:
+        if runtime != "podman":
+            return set()
+        return set(subprocess.run(["podman", "images", "--format", "{{.Repository}}"],
+                                  capture_output=True, text=True).stdout.split())
+
+    before = images()
+    try:
+        submit(slurm_cluster, tmp_path / "out", timeout=300)
+        r = dssh("slurm", "collect", "out", cwd=tmp_path)
+        assert r.returncode == 0, explain(r)
+    finally:
+        for ref in images() - before:  # root's image store is the machine's: as it was
+            subprocess.run(["podman", "rmi", "-f", ref], capture_output=True)
+    res = tmp_path / "results" / "default" / f"boxed-{runtime}"
+    assert (res / "v-b" / "v.txt").read_text() == "b /input b\n"
+    assert (res / "v-a" / "stdout.txt").read_text() == "hello\ntool in /build\n"
     root = (res / "v-a" / "root.txt").read_text().split()
-    assert "input" in root and "outputs" in root and "bin" in root
+    assert {"input", "outputs", "build", "scratch", "bin"} <= set(root)
     assert "root" not in root  # the image's tree, not the host's
 
 
@@ -386,13 +405,6 @@ def test_export_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--max-parallel 0: give 1 or more" in r.stderr
     r = dssh("slurm", "collect", "full", cwd=tmp_path)
     assert r.returncode == 2 and "not a directory written by dssh slurm" in r.stderr
-    write(tmp_path / "pod.yaml", """
-        name: pod
-        run: {command: "true", container: {image: img.tar, runtime: podman}}
-        """)
-    write(tmp_path / "img.tar", "x")
-    r = dssh("slurm", "pod.yaml", "-o", "pod", cwd=tmp_path)
-    assert r.returncode == 2 and "podman images are not exported to Slurm" in r.stderr
 
 
 # -- a host of kind: slurm, driven by dssh run over SSH ------------------------------------------
@@ -433,6 +445,14 @@ def test_a_slurm_host_runs_the_sweep_from_the_laptop(tmp_path: Path, slurm_clust
     # the job ran as the login user, from the uploaded directory, with the host's env
     again = dssh("run", sweep, "-i", "inventory.yaml", "--hosts", name, cwd=tmp_path)
     assert again.returncode == 0 and "already complete" in again.stdout, explain(again)
+
+    # dssh hosts tells a cluster from a workstation: its partitions and the user's tasks
+    hosts = dssh("hosts", "-i", "inventory.yaml", "--json", cwd=tmp_path)
+    assert hosts.returncode == 0, explain(hosts)
+    row = next(r for r in json.loads(hosts.stdout) if r["host"] == name)
+    assert row["kind"] == "slurm" and row["jobs_running"] == 0
+    assert [p["partition"] for p in row["partitions"]] == ["debug*"]
+    assert int(row["partitions"][0]["cpus_total"]) == os.cpu_count()
 
     # Mixed inventories run on the workstations unless told otherwise.
     r = dssh("run", sweep, "-i", "inventory.yaml", "--hosts", f"{name},ws2", "--dry-run",
@@ -494,3 +514,28 @@ def test_dssh_cancel_scancels_the_tasks_of_a_slurm_sweep(tmp_path: Path, slurm_c
     res = tmp_path / "results" / "default" / "sleepy"
     assert {row["status"] for row in summary(res)} == {"CANCELLED"}
     assert not [q for q in slurm_cluster.queue() if not q[1].startswith("COMPLET")]
+
+
+def test_a_lost_login_node_is_reconnected_while_slurm_runs_the_jobs(
+        tmp_path: Path, slurm_cluster, fresh_workdirs) -> None:
+    from helpers import start_head, wait_until_running
+
+    write(tmp_path / "sweep.yaml", SLEEPY.replace("t: [4]", "t: [8]"))
+    name = cluster_inventory(fresh_workdirs, tmp_path / "inventory.yaml")
+    w = fresh_workdirs.hosts[0]
+    head = start_head(tmp_path, "run", "sweep.yaml", "-i", "inventory.yaml", "--hosts", name)
+    try:
+        wait_until_running(tmp_path, "sleepy", timeout=90)
+        w.stop(sessions=True)  # the login node goes away, with the head's connection
+        time.sleep(4)
+        assert slurm_cluster.queue(), "the tasks went with the login node's sshd"
+        w.start()
+        out, err = head.communicate(timeout=240)
+    finally:
+        head.kill()
+        if w.pid is None:
+            w.start()
+    assert head.returncode == 0, out + err
+    assert "lost" in err + out and f"{name}: back" in err + out
+    res = tmp_path / "results" / "default" / "sleepy"
+    assert [row["status"] for row in summary(res)] == ["COMPLETED"] * 4

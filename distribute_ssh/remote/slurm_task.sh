@@ -105,6 +105,7 @@ while :; do
         export DSSH_ATTEMPT="$n" DSSH_CPUS="$cpus" OMP_NUM_THREADS="$cpus"
         export DSSH_BUILD="$root/build" DSSH_INPUT="$d/input" DSSH_OUTPUT="$d/outputs"
         [ "$build" = 1 ] || DSSH_BUILD=$d
+        export DSSH_HOST_BUILD="$DSSH_BUILD"  # a container's env file says /build
         [ -n "$image" ] && export DSSH_IMAGE="$root/image/$image"
         export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-}"
         export DSSH_PYTHON="${DSSH_PYTHON:-python3}"
