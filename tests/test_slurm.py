@@ -539,3 +539,41 @@ def test_a_lost_login_node_is_reconnected_while_slurm_runs_the_jobs(
     assert "lost" in err + out and f"{name}: back" in err + out
     res = tmp_path / "results" / "default" / "sleepy"
     assert [row["status"] for row in summary(res)] == ["COMPLETED"] * 4
+
+
+def test_a_job_past_its_timeout_is_timeout_as_on_the_lab(tmp_path: Path,
+                                                         slurm_cluster) -> None:
+    write(tmp_path / "sweep.yaml", """
+        name: slow
+        run: {command: "echo begin; sleep {s}; echo end", cpus: 1, timeout: 2s}
+        params: {s: [0, 30]}
+        """)
+    assert dssh("slurm", "sweep.yaml", "-o", "out", cwd=tmp_path).returncode == 0
+    assert "#SBATCH --time=0-00:06:00\n" in (tmp_path / "out" / "array-0.sbatch").read_text()
+    submit(slurm_cluster, tmp_path / "out")
+    r = dssh("slurm", "collect", "out", cwd=tmp_path)
+    assert r.returncode == 1, explain(r)
+    rows = {row["job"]: row for row in summary(tmp_path / "results" / "default" / "slow")}
+    assert (rows["s-0"]["status"], rows["s-0"]["exit_code"]) == ("COMPLETED", "0")
+    # the lab's wrapper stops a job past its timeout with SIGTERM: 143, TIMEOUT
+    assert (rows["s-30"]["status"], rows["s-30"]["exit_code"]) == ("TIMEOUT", "143")
+    assert float(rows["s-30"]["seconds"]) < 20
+
+
+def test_slurm_states_are_read_from_sacct_and_scontrol() -> None:
+    """The parser of what the cluster says. sacct's lines are the format `sacct -n -P -X -o
+    JobID,State,ExitCode` prints where accounting runs (the suite's cluster has none)."""
+    from distribute_ssh.slurm import parse_states, task_ids
+
+    text = ("-- sacct\n"
+            "41_0|COMPLETED|0:0\n41_1|FAILED|5:0\n41_[2-3]|CANCELLED by 0|0:0\n"
+            "41_4|OUT_OF_MEMORY|0:125\n"
+            "-- scontrol\n"
+            "JobId=47 ArrayJobId=41 ArrayTaskId=1 JobState=COMPLETED ExitCode=0:0\n"
+            "JobId=41 ArrayJobId=41 ArrayTaskId=5-7%2 JobState=PENDING ExitCode=0:0\n")
+    got = parse_states(text)
+    assert got["41_0"] == ("COMPLETED", 0) and got["41_1"] == ("FAILED", 5)  # sacct wins
+    assert got["41_2"] == got["41_3"] == ("CANCELLED", 0)
+    assert got["41_4"] == ("OUT_OF_MEMORY", 0)
+    assert [got[f"41_{t}"][0] for t in (5, 6, 7)] == ["PENDING"] * 3
+    assert task_ids("1,3-5%2") == [1, 3, 4, 5] and task_ids("x") == []

@@ -100,6 +100,7 @@ while :; do
     hostname > "$c/host" 2>/dev/null
     put "$c/slurm_job" "${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-}}_${i}"
     now > "$c/started"
+    t0=$(date +%s)
     (
         cd "$d" || exit 3
         export DSSH_ATTEMPT="$n" DSSH_CPUS="$cpus" OMP_NUM_THREADS="$cpus"
@@ -111,14 +112,17 @@ while :; do
         export DSSH_PYTHON="${DSSH_PYTHON:-python3}"
         . "$c/env"
         if [ "$timeout" -gt 0 ]; then
-            exec timeout -k 30 "$timeout" sh -c "$(cat "$c/command")"
+            # the job's own status, as on the lab (143 when stopped by the timeout)
+            exec timeout --preserve-status -k 30 "$timeout" sh -c "$(cat "$c/command")"
         fi
         exec sh -c "$(cat "$c/command")"
     ) > "$c/stdout.txt" 2> "$c/stderr.txt" < /dev/null &
     wait $!
     rc=$?
     now > "$c/finished"
-    [ "$timeout" -gt 0 ] && [ "$rc" = 124 ] && : > "$c/timed_out"
+    if [ "$timeout" -gt 0 ] && [ "$rc" != 0 ] && [ $(($(date +%s) - t0)) -ge "$timeout" ]; then
+        : > "$c/timed_out"
+    fi
     put "$c/exit_code" "$rc"
     [ "$rc" = 0 ] && exit 0
     [ "$a" -lt "$attempts" ] || exit "$rc"
