@@ -120,3 +120,49 @@ def test_proxyjump_through_another_workstation(tmp_path: Path, home: Path,
     assert who == target.user
     log = jump.log_file.read_text()
     assert "direct-tcpip" in log or "Accepted publickey" in log
+
+
+def test_the_agent_is_never_forwarded_even_when_ssh_config_asks(tmp_path: Path, home: Path,
+                                                                fresh_workdirs) -> None:
+    """A workstation's other users (or root) could use a forwarded agent to log in as the
+    dssh user elsewhere: dssh never forwards it. The control: OpenSSH's own client, with the
+    same ~/.ssh/config, does get a forwarded agent from this sshd."""
+    if not shutil.which("ssh-agent"):
+        pytest.skip("ssh-agent is not installed")
+    ws = fresh_workdirs.hosts[2]
+    shutil.copy(ws.known_hosts, home / ".ssh/known_hosts")
+    write(home / ".ssh/config", f"""
+        Host fwd
+            HostName 127.0.0.1
+            Port {ws.port}
+            User {ws.user}
+            IdentityFile {ws.identity_file}
+            ForwardAgent yes
+    """)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"])
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock), HOME=str(home))
+        subprocess.run(["ssh-add", "-q", str(ws.identity_file)], env=env, check=True,
+                       capture_output=True)
+        control = subprocess.run(["ssh", "-F", str(home / ".ssh/config"), "-o",
+                                  f"UserKnownHostsFile={home / '.ssh/known_hosts'}", "fwd",
+                                  'echo "sock=${SSH_AUTH_SOCK:-none}"'], env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert control.returncode == 0, control.stderr
+        assert control.stdout.strip() != "sock=none"  # OpenSSH forwards it here
+        inv = write_yaml(tmp_path / "inv.yaml", {"hosts": {"fwd": {}}})
+        sweep = write_yaml(tmp_path / "a.yaml", {"name": "agent", "run": {
+            "command": 'echo "sock=${{SSH_AUTH_SOCK:-none}}" > {output}/a.txt', "cpus": 1}})
+        proc = dssh("run", sweep, "-i", inv, cwd=tmp_path, home=home,
+                    env={"SSH_AUTH_SOCK": str(sock)})
+        assert proc.returncode == 0, explain(proc)
+        got = (tmp_path / "results/default/agent/agent/a.txt").read_text()
+        assert got == "sock=none\n"
+    finally:
+        agent.terminate()
+        agent.wait()

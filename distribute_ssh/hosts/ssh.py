@@ -39,6 +39,23 @@ KEEPALIVE_COUNT_MAX = 3
 STREAM_CHUNK = 1 << 20
 
 
+def revoked_keys(known_text: str, host: str, addr: str, port: int | None) -> list[Any]:
+    """The keys ``@revoked`` lines revoke for this host. asyncssh's own lookup loses them
+    for a host on a non-default port that has no trusted key (it retries without the port
+    and keeps only the second answer), so they are matched here line by line."""
+    out = []
+    for line in known_text.splitlines():
+        words = line.split(None, 1)
+        if len(words) < 2 or words[0] != "@revoked":
+            continue
+        try:
+            entry = asyncssh.import_known_hosts(words[1] + "\n")
+        except (ValueError, asyncssh.Error):
+            continue
+        out += entry.match(host, addr, port)[0]
+    return out
+
+
 class _HostKeyPolicy(asyncssh.SSHClient):
     """Records what was offered; appends unknown keys when accept-new is on."""
 
@@ -47,12 +64,16 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         self.write_to = write_to
         self.offered: tuple[str, int | None, str] | None = None
         self.changed = False
+        self.revoked = False
 
     def validate_host_public_key(self, host: str, addr: str, port: int,
                                  key: asyncssh.SSHKey) -> bool:
         # Called only when the key is not among the trusted ones for this host.
         line = key.export_public_key().decode().strip()
         self.offered = (host, port, line)
+        if key in revoked_keys(self.known_text, host, addr, port if port != 22 else None):
+            self.revoked = True
+            return False
         known = asyncssh.import_known_hosts(self.known_text) if self.known_text.strip() else None
         if known is not None:
             trusted, ca, revoked, *_ = known.match(host, addr, port if port != 22 else None)
@@ -117,6 +138,8 @@ class SSHConnection(HostConnection):
         h = self.host
         target = h.address or h.name
         kw: dict[str, Any] = {
+            # never hand the user's agent to a workstation, whatever ~/.ssh/config says
+            "agent_forwarding": False,
             "connect_timeout": h.connect_timeout,
             "keepalive_interval": KEEPALIVE_INTERVAL,
             "keepalive_count_max": KEEPALIVE_COUNT_MAX,
@@ -150,7 +173,9 @@ class SSHConnection(HostConnection):
         try:
             self._conn = await asyncssh.connect(
                 target, known_hosts=known, client_factory=lambda: policy, **kw)
-        except asyncssh.HostKeyNotVerifiable:
+        except asyncssh.HostKeyNotVerifiable as e:
+            # asyncssh refuses a key listed '@revoked' before asking the policy
+            policy.revoked = policy.revoked or "revoked" in str(e).lower()
             raise self._host_key_error(policy, files[0], target) from None
         except asyncssh.PermissionDenied as e:
             user = h.user or "(default user)"
@@ -171,6 +196,11 @@ class SSHConnection(HostConnection):
     def _host_key_error(self, policy: _HostKeyPolicy, kh: Path, target: str) -> HostKeyRejected:
         host, port, _line = policy.offered or (target, self.host.port or 22, "")
         port_opt = f"-p {port} " if port and port != 22 else ""
+        if policy.revoked:
+            return HostKeyRejected(
+                self.name, f"the host key of {host} is REVOKED in {kh} (a '@revoked' line): "
+                           "dssh never connects with a revoked key. Ask the machine's owner "
+                           "for its new key")
         if policy.changed:
             return HostKeyRejected(
                 self.name, f"the host key of {host} has CHANGED since it was recorded in {kh}. "
