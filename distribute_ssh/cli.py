@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hosts", help="probe every host of the inventory")
     _common(h, results=False)
     h.add_argument("--json", action="store_true", help="machine-readable output")
+    h.add_argument("--trust", action="store_true",
+                   help="first contact: fetch every host's key at once, show the "
+                        "fingerprints, and pin the new ones to known_hosts on one confirmation")
+    h.add_argument("--yes", action="store_true",
+                   help="with --trust: pin without asking (after checking the fingerprints)")
 
     c = sub.add_parser("cancel", help="stop a sweep's running jobs and drop queued ones",
                        description="Stop running jobs (their whole process trees) and drop "
@@ -813,6 +818,8 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     from .probe import claims_text, free_text, probe_all
 
     inventory = load_inventory(args.inventory)
+    if args.trust:
+        return _trust(args, inventory)
     rows = asyncio.run(probe_all(inventory, accept_new_hostkeys=args.accept_new_hostkeys))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -847,6 +854,53 @@ def cmd_hosts(args: argparse.Namespace) -> int:
             for note in r.get("notes", []):
                 print(f"note: {r['host']}: {note}")
     return EXIT_OK if all(r["reachable"] for r in rows) else EXIT_FAILED
+
+
+def _trust(args: argparse.Namespace, inventory: Any) -> int:
+    import asyncio
+
+    from tabulate import tabulate
+
+    from .errors import ConfigError
+    from .trust import pin, scan_all
+
+    rows = asyncio.run(scan_all(inventory))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(tabulate([[r["host"], r.get("address", ""), r["key_type"], r["fingerprint"],
+                         r["status"] if r["status"] != "unreachable" else
+                         f"unreachable: {r['error']}"] for r in rows],
+                       headers=["host", "address", "key", "fingerprint (SHA256)", "status"]))
+    bad = [r for r in rows if r["status"] in ("CHANGED", "REVOKED", "unreachable")]
+    for r in bad:
+        if r["status"] == "CHANGED":
+            print(f"{r['host']}: the key differs from the one recorded in {r['file']}: not "
+                  "pinned. If the machine was reinstalled, remove the old line ('ssh-keygen "
+                  f"-R {r['line'].split()[0]} -f {r['file']}') and run --trust again",
+                  file=sys.stderr)
+        elif r["status"] == "REVOKED":
+            print(f"{r['host']}: the key is revoked in {r['file']}: never pinned",
+                  file=sys.stderr)
+    new = [r for r in rows if r["status"] == "new"]
+    if not new:
+        if not args.json:
+            print("no new host keys to pin")
+        return EXIT_FAILED if bad else EXIT_OK
+    files = sorted({r["file"] for r in new})
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"{len(new)} new host key(s) shown above: compare the "
+                              "fingerprints with the machines' (ssh-keygen -lf "
+                              "/etc/ssh/ssh_host_ed25519_key.pub there), then pin them with "
+                              "dssh hosts --trust --yes", key="--yes")
+        answer = input(f"Pin the {len(new)} new key(s) above to {', '.join(files)}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing pinned")
+            return EXIT_FAILED
+    for f, n in pin(new).items():
+        print(f"pinned {n} host key(s) to {f}", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_FAILED if bad else EXIT_OK
 
 
 # -- cancel -------------------------------------------------------------------------------------
