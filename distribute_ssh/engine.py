@@ -388,7 +388,8 @@ class Head:
         h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
         res = await conn.run(
             f"umask 077\nw={q(h.workdir)}; e={q(os.path.dirname(self._event_log(h)))}\n"
-            '[ -d "$w" ] || { mkdir -p "$w" && chmod 700 "$w"; } || exit 3\n'
+            # the workdir is this user's alone, whatever made it before
+            '{ mkdir -p "$w" && chmod 700 "$w"; } || exit 3\n'
             '[ -d "$e" ] || mkdir -p "$e" || exit 3\n'
             "command -v setsid >/dev/null || echo nosetsid\n"
             "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar' && echo gnutar\n"
@@ -422,7 +423,7 @@ class Head:
                     cpus = int(rest)
             if word in names:
                 fname, data = remote.script(word)
-                await conn.write_file(f"{bin_dir}/{fname}", data, 0o755)
+                await conn.write_file(f"{bin_dir}/{fname}", data, 0o700)
         h.store = HostStore(conn, h.workdir, copy=h.user == "root", meter=h.meter)
         h.slots = HostSlots(h.spec.name, cpus or 1, h.spec.slots, h.spec.gpus,
                             h.spec.capabilities, available=False)
@@ -986,7 +987,7 @@ rm -rf "$b" && mkdir "$b" && claim
             # run commands.
             command = render(self.sweep.build.command, {}, quote=False)
             await conn.write_file(f"{ctl}/command.sh", remote.command_script(
-                bdir, env, command, merge_stderr=True).encode(), 0o644)
+                bdir, env, command, merge_stderr=True).encode(), 0o600)
             wrapper, _ = remote.script("wrapper")
             # A build takes what one job of the sweep takes, claimed like one.
             cpus = self._job_need(h)[0]

@@ -139,7 +139,7 @@ done
 
     async def _send(self, item: Item) -> None:
         tmp = f"{self.root}/.up-{item.digest[:16]}-{secrets.token_hex(4)}"
-        mode = "555" if item.executable else "444"
+        mode = "500" if item.executable else "400"  # read-only, and the user's alone
         await self.conn.run(f"mkdir -p {q(self.root)}\n", timeout=60)
         try:
             await self.conn.put(item.local, tmp)

@@ -44,6 +44,13 @@ class RemoteEntry:
     kind: str  # "file", "dir", "link", "other"
 
 
+# Every script dssh runs on a host starts with this: what it creates there (workdir,
+# builds, job dirs, logs, the jobs' own files) is the SSH user's alone, so other users of
+# a shared workstation cannot read inputs, outputs or logs, nor swap a wrapper. The shared
+# ledger sets its own umask.
+PRELUDE = "umask 077\n"
+
+
 class HostConnection(abc.ABC):
     """An open connection to one host."""
 

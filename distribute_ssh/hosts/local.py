@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ..errors import HostError
-from .base import Completed, HostConnection, RemoteEntry
+from .base import PRELUDE, Completed, HostConnection, RemoteEntry
 
 
 class LocalConnection(HostConnection):
@@ -26,7 +26,7 @@ class LocalConnection(HostConnection):
             "sh", "-s", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=self.home)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(script.encode("utf-8", "surrogateescape")), timeout)
+            out, err = await asyncio.wait_for(proc.communicate((PRELUDE + script).encode("utf-8", "surrogateescape")), timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -39,7 +39,7 @@ class LocalConnection(HostConnection):
             "sh", "-s", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, cwd=self.home)
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(script.encode("utf-8", "surrogateescape"))
+        proc.stdin.write((PRELUDE + script).encode("utf-8", "surrogateescape"))
         await proc.stdin.drain()
         proc.stdin.close()
         try:
@@ -57,7 +57,7 @@ class LocalConnection(HostConnection):
             "sh", "-s", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=self.home)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        proc.stdin.write(script.encode("utf-8", "surrogateescape"))
+        proc.stdin.write((PRELUDE + script).encode("utf-8", "surrogateescape"))
         proc.stdin.close()
         stderr = proc.stderr
 

@@ -28,7 +28,7 @@ from ..errors import (
     HostUnreachable,
 )
 from ..model.inventory import Host
-from .base import LOCAL_DISK_ERRNOS, Completed, HostConnection, RemoteEntry
+from .base import LOCAL_DISK_ERRNOS, PRELUDE, Completed, HostConnection, RemoteEntry
 
 # OpenSSH allows 10 sessions per connection by default (MaxSessions). dssh's budget:
 # 1 SFTP, 1 watcher, SHELLS long-lived shells for quick commands, the rest one-off channels.
@@ -267,7 +267,7 @@ class SSHConnection(HostConnection):
                     raise HostUnreachable(self.name,
                                           f"cannot open a channel: {_reason(e)}") from None
             try:
-                proc.stdin.write(script.encode("utf-8", "surrogateescape"))
+                proc.stdin.write((PRELUDE + script).encode("utf-8", "surrogateescape"))
                 proc.stdin.write_eof()
                 res = await proc.wait(timeout=timeout)
             except asyncssh.TimeoutError:
@@ -289,7 +289,7 @@ class SSHConnection(HostConnection):
         except (asyncssh.ChannelOpenError, OSError, asyncssh.Error) as e:
             raise HostUnreachable(self.name, f"cannot open a channel: {_reason(e)}") from None
         try:
-            proc.stdin.write(script)
+            proc.stdin.write(PRELUDE + script)
             proc.stdin.write_eof()
             while True:
                 try:
@@ -320,7 +320,7 @@ class SSHConnection(HostConnection):
 
             errs = asyncio.ensure_future(drain_stderr())
             try:
-                proc.stdin.write(script.encode("utf-8", "surrogateescape"))
+                proc.stdin.write((PRELUDE + script).encode("utf-8", "surrogateescape"))
                 proc.stdin.write_eof()
                 while b := await proc.stdout.read(STREAM_CHUNK):
                     await sink(b)
@@ -467,7 +467,7 @@ class _Shell:
         err_end = f"\n@@dssh:{tok}@@\n".encode()
         try:
             self.proc.stdin.write(
-                f"(\n{script}\n) </dev/null\n"
+                f"(\n{PRELUDE}{script}\n) </dev/null\n"
                 f"printf '\\n@@dssh:%s:%d@@\\n' {tok} $?\n"
                 f"printf '\\n@@dssh:%s@@\\n' {tok} >&2\n".encode("utf-8", "surrogateescape"))
             out, err = await asyncio.wait_for(asyncio.gather(
