@@ -284,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_error(e: Exception) -> None:
-    lines = str(e).splitlines() or [type(e).__name__]
+    from .redact import redact
+
+    lines = redact(str(e)).splitlines() or [type(e).__name__]
     print(f"dssh: error: {lines[0]}", file=sys.stderr)
     for line in lines[1:]:
         print(f"  {line}" if not line.startswith("  ") else line, file=sys.stderr)

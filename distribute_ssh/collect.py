@@ -159,6 +159,8 @@ def place(staging: Path, final: Path) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
+    from .redact import redact_data
+
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(redact_data(data), indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)

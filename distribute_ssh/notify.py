@@ -66,6 +66,9 @@ def environment(payload: dict[str, Any], notify: Notify) -> dict[str, str]:
 async def send(notify: Notify, payload: dict[str, Any],
                report: Callable[[str, str], None]) -> bool:
     """Run the notifier; ``report(kind, message)`` hears how it went. True if it worked."""
+    from .redact import redact_data
+
+    payload = redact_data(payload)  # it leaves this machine: a job's stderr tail included
     command = command_for(notify)
     if command is None:
         return False

@@ -9,6 +9,7 @@ from typing import IO, Any
 
 from .durations import format_until, short_path
 from .engine import Head, Reporter
+from .redact import redact
 from .state import summary_counts
 
 _ORDER = ("COMPLETED", "RUNNING", "STARTING", "PENDING", "FAILED", "TIMEOUT", "CANCELLED")
@@ -82,7 +83,7 @@ class PlainReporter(Reporter):
         if self.quiet and kind != "error" and not _is_failure(kind, info):
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.out.write(f"{stamp} {kind:<7} {message}\n")
+        self.out.write(f"{stamp} {kind:<7} {redact(message)}\n")
         self.out.flush()
 
 
@@ -167,7 +168,7 @@ class LiveReporter(Reporter):
             message += f"; log: {short_path(log)}"
         self._clear()
         stamp = time.strftime("%H:%M:%S")
-        self.out.write(f"{stamp} {message}\n")
+        self.out.write(f"{stamp} {redact(message)}\n")
         self._draw()
 
     def update(self, head: Head) -> None:

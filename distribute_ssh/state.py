@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DsshError
+from .redact import redact, redact_data
 
 SCHEMA_VERSION = 3
 # 1 -> 2: jobs.retry_base (attempts made before --rerun-failed gave a job new retries)
@@ -256,11 +257,12 @@ class State:
         db.execute("INSERT INTO events (sweep_id, job_id, time, kind, host, detail) "
                    "VALUES (?,?,?,?,?,?)",
                    (sweep_id, job_id, time.time(), kind, host,
-                    None if detail is None else json.dumps(detail)))
+                    None if detail is None else json.dumps(redact_data(detail))))
 
     def set_job(self, job_id: int, kind: str, **fields: Any) -> None:
         """Update a job and log the transition as one event, atomically."""
         row = self.job(job_id)
+        fields = {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
         cols = ", ".join(f"{k}=?" for k in fields)
         with self.tx() as db:
             if fields:

@@ -319,6 +319,10 @@ def _validate(inv: InventoryFile, source: Source) -> Inventory:
         hosts[str(name)] = host
     if msgs:
         raise ConfigError(msgs, path=source.filename, line=_line_of(msgs[0]), key=keys[0])
+    from ..redact import register_env
+
+    for h in hosts.values():
+        register_env(h.env)
     return Inventory(hosts, source.filename)
 
 

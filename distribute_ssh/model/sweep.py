@@ -343,6 +343,9 @@ def parse_sweep(text: str, filename: str, base_dir: str | os.PathLike | None = N
     sweep = structure(data, Sweep, source, "the sweep file")
     base = str(base_dir if base_dir is not None else Path(filename).resolve().parent)
     sweep = attrs.evolve(sweep, base_dir=base)
+    from ..redact import register_env
+
+    register_env(sweep.run.env)
     validate_sweep(sweep, source)
     return sweep
 
