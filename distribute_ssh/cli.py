@@ -562,7 +562,7 @@ def _rel(p: Path) -> str:
 
 def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
     from .engine import capable_hosts
-    from .plan import build_id, expand, value_text
+    from .plan import build_id, expand, outside_inputs, value_text
 
     if args.name:
         import attrs
@@ -581,6 +581,7 @@ def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
                            "gpus": list(h.gpus), "build": bid} for h in capable},
         "excluded_hosts": sorted(set(inventory.hosts) - set(names)),
         "build": bid, "cpus_per_job": sweep.run.cpus, "gpus_per_job": sweep.run.gpus,
+        "outside_inputs": outside_inputs(sweep, jobs),
     }
     if args.json:
         print(json.dumps(plan, indent=2))
@@ -600,6 +601,10 @@ def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
     if plan["excluded_hosts"]:
         print(f"\nnot used (missing {', '.join(sweep.needs)}): "
               f"{', '.join(plan['excluded_hosts'])}")
+    if plan["outside_inputs"]:
+        print("\nsent from outside the sweep's directory (as written in it):")
+        for p in plan["outside_inputs"]:
+            print(f"  {p}")
     print("\ndry run: nothing was started.")
     return EXIT_OK
 

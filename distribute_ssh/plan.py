@@ -210,6 +210,36 @@ def build_id(sweep: Sweep) -> str | None:
     return h.hexdigest()[:16]
 
 
+def escape_problem(base: str | os.PathLike[str], written: str) -> str | None:
+    """A path written as inside the sweep's dir (relative, no '..') that leads outside it
+    through a symlink: sent only when written as what it is (issue "hostile input")."""
+    p = Path(os.path.expanduser(written))
+    if p.is_absolute() or ".." in p.parts or written.startswith("~"):
+        return None  # written as outside: the user said so, and --dry-run shows it
+    root = Path(base).resolve()
+    target = (Path(base) / p).resolve()
+    if target == root or root in target.parents:
+        return None
+    return (f"file {written!r} leads outside the sweep's directory through a symlink (to "
+            f"{target}): write that path itself if it is meant to be sent, e.g. "
+            f"{{path: {target}, as: {p.name}}}")
+
+
+def outside_inputs(sweep: Sweep, jobs: list[PlannedJob]) -> list[str]:
+    """The local files a sweep sends from outside its own directory (for --dry-run)."""
+    root = Path(sweep.base_dir).resolve()
+    paths = [p for j in jobs for p, _ in j.files]
+    if sweep.build is not None:
+        paths += [str(Path(sweep.base_dir, os.path.expanduser(f.path)))
+                  for f in sweep.build.files]
+    out: list[str] = []
+    for p in paths:
+        r = Path(p).resolve()
+        if r != root and root not in r.parents and str(r) not in out:
+            out.append(str(r))
+    return out
+
+
 def _resolve_files(sweep: Sweep, files: list[File], params: dict[str, Any],
                    where: tuple) -> list[tuple[str, str]]:
     out = []
@@ -230,6 +260,9 @@ def _resolve_files(sweep: Sweep, files: list[File], params: dict[str, Any],
                                           f"(looked in {sweep.base_dir}): fix the path "
                                           "(relative paths start at the sweep file's directory) "
                                           "or create the file")
+        escapes = escape_problem(sweep.base_dir, path)
+        if escapes:
+            raise PlanError(where + (i,), f"{_key(where + (i,))}: {escapes}")
         target = f.as_ or Path(path.rstrip("/")).name
         out.append((str(local), target))
     return out

@@ -384,6 +384,10 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
             if "{" in f.path:
                 continue  # chosen per job; checked when the job is expanded
             p = base / os.path.expanduser(f.path)
+            from ..plan import escape_problem
+
+            if p.exists() and (escapes := escape_problem(base, f.path)):
+                add(path + (i,), escapes)
             if not p.exists():
                 add(path + (i,), f"file {f.path!r} not found (looked in {base}): fix the path "
                                  "(relative paths start at the sweep file's directory) or "
