@@ -161,11 +161,13 @@ done
             self.meter.add(item.size)
 
     def _layout_script(self, items: list[Item], input_dir: str) -> str:
-        put = 'cp -p "$s/$1" "$2"' if self.copy else 'ln "$s/$1" "$2" 2>/dev/null || cp -p "$s/$1" "$2"'
+        # '--' everywhere: an input may be named '-rf' or '--target-directory=/x'
+        put = 'cp -p -- "$s/$1" "$2"' if self.copy else \
+            'ln -- "$s/$1" "$2" 2>/dev/null || cp -p -- "$s/$1" "$2"'
         lines = [f"s={q(self.root)}; cd {q(input_dir)} || exit 3", "bad=0",
                  # f DIGEST SIZE TARGET: the store's file, checked by size, linked or copied
                  "f() { if [ -f \"$s/$1\" ] && [ \"$(wc -c < \"$s/$1\")\" -eq \"$3\" ]; then "
-                 f"rm -f \"$2\"; {put} || exit 3; else echo \"missing:$1\"; bad=1; fi; }}"]
+                 f"rm -f -- \"$2\"; {put} || exit 3; else echo \"missing:$1\"; bad=1; fi; }}"]
         for i in items:
             t = q(i.target)
             if i.kind == "dir":
