@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import errno
 import getpass
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -44,11 +42,12 @@ from .hosts.base import HostConnection, make_connection
 from .lock import SweepLock
 from .model.inventory import Host, Inventory
 from .model.sweep import Sweep
-from .plan import PlannedJob, build_id, expand, job_command, job_env, render, value_text
+from .plan import PlannedJob, build_id, expand, job_command, job_env, render
 from .schedule import HostSlots, JobNeed, unrunnable
 from .schedule import place as place_jobs
 from .store import HostStore, Item, prune_script
 from .store import expand as expand_inputs
+from .summary import summary_csv
 from .transfer import Fetched, Meter, fetch, name_list
 
 RECONCILE_EVERY = 5.0  # seconds between checks that catch an end the watcher missed,
@@ -64,6 +63,7 @@ COLLECT_RETRY = 5.0  # seconds before collecting again when the results dir refu
 # "black hole" (a broken install, a full disk): it is quarantined for the sweep.
 QUARANTINE_AFTER = 3
 QUICK_FAIL = 60.0
+START_FAILS = 3  # failed starts (the host answered, the start did not work) before FAILED
 
 
 @attrs.define
@@ -133,6 +133,7 @@ class JobRt:
     ended: bool = False  # the watcher said it ended while its start was still being recorded
     uncollected: str = ""  # why its ended attempt could not be written to the results dir
     collect_fails: int = 0  # collections in a row the results dir refused
+    start_fails: int = 0  # starts that failed on a host (not a host lost, not a full ledger)
 
 
 @attrs.define
@@ -1242,10 +1243,20 @@ rm -rf "$b" && mkdir "$b" && claim
             return
         except (HostError, ValueError) as e:
             self._release(h, job)
-            self._set(job, "start-failed", state=st.PENDING, attempts=attempt - 1,
-                      reason=str(e))
-            self.reporter.event("job", f"{job.planned.name}: could not start on "
-                                       f"{h.spec.name}: {e}")
+            job.start_fails += 1
+            if job.start_fails >= START_FAILS:  # not a passing problem: stop trying
+                self._set(job, "start-failed", state=st.FAILED, attempts=attempt - 1,
+                          reason=f"could not start ({job.start_fails} tries): {e}",
+                          finished=time.time())
+                self.reporter.event("job", f"{job.planned.name}: FAILED: could not start "
+                                           f"({job.start_fails} tries): {e}",
+                                    job=job.planned.name, status=st.FAILED)
+                self._count_failure(job)
+            else:
+                self._set(job, "start-failed", state=st.PENDING, attempts=attempt - 1,
+                          reason=str(e))
+                self.reporter.event("job", f"{job.planned.name}: could not start on "
+                                           f"{h.spec.name}: {e}")
             job.avoid.add(h.spec.name)
             job.busy = False
             with contextlib.suppress(HostError):
@@ -1329,11 +1340,18 @@ rm -rf "$b" && mkdir "$b" && claim
         async with h.collecting:
             got = await fetch(conn, f"{jdir}/outputs", files, staging, tar=h.tar,
                               verify=self.options.verify, meter=h.meter)
+        # A job may have replaced its logs with symlinks (to a file it should not hand
+        # over): those are not read.
+        links = (await conn.run(f"c={q(jdir + '/.dssh')}\n" + 'for n in stdout.txt stderr.txt; '
+                                'do [ -L "$c/$n" ] && echo "$n"; done; true\n',
+                                timeout=30)).text.split()
         for name in ("stdout.txt", "stderr.txt"):
-            try:
-                data = await conn.read_file(f"{jdir}/.dssh/{name}")
-            except FileNotFoundError:
-                data = b""
+            data = b""
+            if name in links:
+                got.notes.append(f"{name}: a symlink, not read (dssh never follows links)")
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    data = await conn.read_file(f"{jdir}/.dssh/{name}")
             (staging / name).write_bytes(data)
         return got
 
@@ -1883,23 +1901,15 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         pnames = list(self.sweep.params)
         for j in self.sweep.jobs:
             pnames += [k for k in j.params if k not in pnames]
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["job", "status", "host", "attempts", "exit_code", "started", "finished",
-                    "seconds"] + pnames)
-        for r in rows:
-            params = json.loads(r["params"])
-            secs = (round(r["finished"] - r["started"], 3)
-                    if r["finished"] and r["started"] else "")
-            w.writerow([r["name"], r["state"], r["host"] or "", r["attempts"],
-                        "" if r["exit_code"] is None else r["exit_code"], _iso(r["started"]) or "",
-                        _iso(r["finished"]) or "", secs]
-                       + [value_text(params[p]) if p in params else "" for p in pnames])
+        text = summary_csv([
+            {"job": r["name"], "status": r["state"], "host": r["host"],
+             "attempts": r["attempts"], "exit_code": r["exit_code"], "started": r["started"],
+             "finished": r["finished"], "params": json.loads(r["params"])} for r in rows], pnames)
         path = self.results_dir / "summary.csv"
         try:
             self.results_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(".summary.csv.tmp")
-            tmp.write_text(buf.getvalue())
+            tmp.write_text(text)
             os.replace(tmp, path)
         except OSError as e:
             self.reporter.event("warning", f"cannot write {path}: {e.strerror or e}")

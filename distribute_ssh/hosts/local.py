@@ -109,6 +109,8 @@ class LocalConnection(HostConnection):
     async def walk(self, remote: str) -> list[RemoteEntry]:
         def scan() -> list[RemoteEntry]:
             out: list[RemoteEntry] = []
+            if os.path.islink(remote):  # a symlinked root is never followed
+                return out
             stack = [""]
             while stack:
                 rel = stack.pop()

@@ -379,7 +379,8 @@ class SSHConnection(HostConnection):
         if self._find_printf is not False:
             # GNU find lists any tree in one round trip (SFTP: one per directory).
             res = await self.run(f"d={shlex.quote(remote)}\n"
-                                 '[ -d "$d" ] || exit 0\n'
+                                 # a symlinked root (a job's outputs/ -> /x) is never followed
+                                 '[ -d "$d" ] && [ ! -L "$d" ] || exit 0\n'
                                  "exec find \"$d\" -mindepth 1 -printf '%y %s %P\\0'\n",
                                  timeout=300)
             if res.exit_status == 0:
@@ -388,6 +389,13 @@ class SSHConnection(HostConnection):
             self._find_printf = False  # busybox find, say: SFTP then
         sftp = await self._sftp_client()
         out: list[RemoteEntry] = []
+        try:
+            if (await sftp.lstat(remote)).type == asyncssh.FILEXFER_TYPE_SYMLINK:
+                return out  # a symlinked root is never followed
+        except asyncssh.SFTPNoSuchFile:
+            return out
+        except (OSError, asyncssh.Error) as e:
+            raise _file_error(self.name, f"listing {remote}", e) from None
         stack = [""]
         while stack:
             rel = stack.pop()

@@ -158,7 +158,7 @@ def retire(dir_: str, who: str) -> str:
   printf '%s\n' "$w" > "$d/.dssh/collected"
   k=; [ -f "$d/.dssh/kept" ] && k=1
   if [ -n "$k" ] && [ -f "$d/.dssh/taken" ]; then
-    (cd "$d/outputs" && xargs -0 rm -f -- < "$d/.dssh/taken") 2>/dev/null
+    [ -L "$d/outputs" ] || (cd "$d/outputs" && xargs -0 rm -f -- < "$d/.dssh/taken") 2>/dev/null
     find "$d/outputs" -mindepth 1 -depth -type d -empty -exec rmdir {} + 2>/dev/null
   fi
   # Big trees (thousands of output files) go to the workdir's trash, deleted in the
