@@ -155,7 +155,7 @@ def _hash_path(h: Any, p: Path) -> None:
             dirs.sort()
             for f in sorted(files):
                 fp = Path(root, f)
-                h.update(str(fp.relative_to(p)).encode() + b"\0")
+                h.update(os.fsencode(fp.relative_to(p)) + b"\0")
                 _hash_file(h, fp)
     elif p.exists():
         _hash_file(h, p)
@@ -254,6 +254,13 @@ def _resolve_files(sweep: Sweep, files: list[File], params: dict[str, Any],
                                               f"{', '.join(params) or 'none'}): fix the name or "
                                               "add the parameter")
             path = render(path, params, quote=False)
+            written, made = Path(os.path.expanduser(f.path)), Path(os.path.expanduser(path))
+            if not (written.is_absolute() or ".." in written.parts) and (
+                    made.is_absolute() or ".." in made.parts or "\0" in path):
+                raise PlanError(where + (i,), f"{_key(where + (i,))}: file {f.path!r} becomes "
+                                              f"{path!r} for this job: a parameter's value may "
+                                              "not lead a path out of the sweep's directory; "
+                                              "write such a path in the sweep file itself")
         local = Path(sweep.base_dir, os.path.expanduser(path))
         if not local.exists():
             raise PlanError(where + (i,), f"{_key(where + (i,))}: file {path!r} not found "
@@ -268,9 +275,22 @@ def _resolve_files(sweep: Sweep, files: list[File], params: dict[str, Any],
     return out
 
 
+MAX_JOBS = 1_000_000
+MAX_NAME = 200  # bytes of a job name: a directory name, with room for what dssh adds
+
+
 def combinations(sweep: Sweep) -> list[dict[str, Any]]:
     """The parameter product, with each zip group varying as one (position by position),
     in the order the parameters are written."""
+    count, counted = 1, set()
+    for k, vs in sweep.params.items():  # a zip group is one axis
+        if k not in counted:
+            counted |= next((set(g) for g in sweep.zip if k in g), {k})
+            count *= len(vs)
+    if count > MAX_JOBS:
+        raise PlanError(("params",), f"params: the parameters make {count} combinations, "
+                                     f"more than {MAX_JOBS} jobs: split the sweep, or vary "
+                                     "some parameters together with zip")
     axes: list[list[dict[str, Any]]] = []
     done: set[str] = set()
     for k in sweep.params:
@@ -357,6 +377,15 @@ def expand(sweep: Sweep) -> list[PlannedJob]:
             raise PlanError(at, f"{_key(at)}: job name {name!r} is used twice ({seen[name]} "
                                 f"and {origin}): job names must be unique: {fix}")
         seen[name] = origin
+        if len(name.encode()) > MAX_NAME:
+            at = ("job_name",) if (not explicit and sweep.job_name is not None) else \
+                where if explicit else ("params",)
+            raise PlanError(at, f"{_key(at)}: job name {name[:40]!r}... ({origin[:60]}) is "
+                                f"{len(name.encode())} bytes long: at most {MAX_NAME} (it names "
+                                "directories on the hosts and in the results): set a shorter "
+                                "job_name from parameters with short values (e.g. an index "
+                                "parameter zipped with the long one: zip: [[i, long]], "
+                                "job_name: \"run-{i}\")")
         missing = [f for f in cmd_fields if f not in params and f not in RUNTIME_FIELDS]
         if missing:
             if explicit:

@@ -14,7 +14,7 @@ RESERVED = {
     "wrap": "dssh writes the batch scripts; remove it",
     "parsable": "submit.sh reads sbatch's output itself; remove it",
 }
-_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*([-_][A-Za-z0-9]+)*$")
+_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*([-_][A-Za-z0-9]+)*\Z")
 # Options that give a job GPUs: with one of them set, run.gpus adds no --gres.
 GPU_OPTIONS = ("gres", "gpus", "gpus-per-task", "gpus-per-node", "gpus-per-socket")
 

@@ -296,6 +296,10 @@ def expand_ranges(data: dict, source: Source) -> dict:
                                   f"1 or more), got {lin!r}", path=source.filename,
                                   line=source.line(("params", k)), key=f"params.{k}")
             a, b, n = lin
+            if n > 100_000:
+                raise ConfigError(f"{where}: this linspace has {n} values: more than 100000 "
+                                  "jobs' worth; use fewer", path=source.filename,
+                                  line=source.line(("params", k)), key=f"params.{k}")
             step = (b - a) / (n - 1) if n > 1 else 0
             params[k] = [round(a + i * step, 12) for i in range(n)]
             if n > 1:
@@ -359,7 +363,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     return parse_sweep(text, str(p), p.resolve().parent)
 
 
-_PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
@@ -469,6 +473,19 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
         if not entry:
             add(("exclude", i), "an empty exclude entry would drop every job: name the "
                                 "values to leave out, e.g. {mesh: fine}")
+    nul = "holds a NUL byte (\\0), which no command line or environment can carry: remove it"
+    for k, values in sweep.params.items():
+        for v in values if isinstance(values, list) else ():
+            if isinstance(v, str) and "\0" in v:
+                add(("params", k), nul)
+                break
+    for j, job in enumerate(sweep.jobs):
+        for k, v in job.params.items():
+            if isinstance(v, str) and "\0" in v:
+                add(("jobs", j, "params", k), nul)
+    for k, v in sweep.run.env.items():
+        if isinstance(v, str) and "\0" in v:
+            add(("run", "env", k), nul)
     from ..slurm_options import option_problem
 
     for where, block in [(("slurm",), sweep.slurm)] + [
@@ -477,6 +494,7 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
             problem = option_problem(k, v)
             if problem:
                 add(where + (k,), problem)
+    _warn_nested_shells(sweep, source, fname)
     if msgs:
         order = sorted(range(len(msgs)), key=lambda i: msgs[i][0])
         raise ConfigError([msgs[i][1] for i in order], path=fname,
@@ -488,6 +506,29 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
         head = f"{fname}:{line}" if source else fname
         raise ConfigError(f"{head}: {e.message}", path=fname, line=line,
                           key=dotted(e.path)) from None
+
+
+# A placeholder inside the quoted script of a second shell: sh -c '... {p} ...'.
+_NESTED = re.compile(r"(?:\b(?:sh|bash|dash|zsh|ksh|su)\s+(?:-[a-z]+\s+)*-[a-z]*c\s+"
+                     r"|\bssh\s+(?:-\S+\s+)*\S+\s+|\beval\s+)(['\"])[^'\"]*?"
+                     r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _warn_nested_shells(sweep: Sweep, source: Source | None, fname: str) -> None:
+    """dssh quotes a value for the shell that runs the command; a second shell inside it
+    (sh -c '...', ssh host '...', eval) parses the value again. Said, with the fix."""
+    import sys
+
+    for m in _NESTED.finditer(sweep.run.command):
+        name = m.group(2)
+        if name not in sweep.params and not any(name in j.params for j in sweep.jobs):
+            continue
+        line = source.line(("run", "command")) if source else 0
+        where = f"{fname}:{line}" if source else fname
+        print(f"dssh: warning: {where}: run.command: {{{name}}} is inside the script of a "
+              "second shell (sh -c '...', ssh, eval): dssh quotes the value for the first "
+              "shell only, and the second one parses it again. Use the environment there: "
+              f"\"$DSSH_PARAM_{name.upper()}\"", file=sys.stderr)
 
 
 # The Python API calls an explicit job a Job.

@@ -34,8 +34,8 @@ Duration = NewType("Duration", object)
 
 _SCALARS = (str, int, float, bool)
 # Names used in paths (sweeps, namespaces, hosts, capabilities), and environment names.
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+\Z")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class FieldValueError(ValueError):
@@ -281,7 +281,7 @@ def _same_key(knode: yaml.Node, key: Any) -> bool:
     return type(value) is type(key) and value == key
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 
 def dotted(path: tuple | list) -> str:
@@ -314,7 +314,35 @@ def key_line(text: str, path: tuple | list) -> int | None:
     return node.start_mark.line + 1 if node is not None else None
 
 
-def _check_duplicate_keys(node: yaml.Node | None, filename: str, path: tuple = ()) -> list[str]:
+class _Cyclic(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+def _check_duplicate_keys(node: yaml.Node | None, filename: str, path: tuple = (),
+                          seen_nodes: set[int] | None = None,
+                          open_nodes: set[int] | None = None) -> list[str]:
+    """Keys written twice in one mapping. Each node is looked at once, however many aliases
+    point at it (a 'billion laughs' file stays cheap); an alias inside its own anchor's
+    node raises _Cyclic."""
+    msgs: list[str] = []
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    open_nodes = set() if open_nodes is None else open_nodes
+    if id(node) in open_nodes:
+        raise _Cyclic(node)
+    if id(node) in seen_nodes or not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        return msgs
+    seen_nodes.add(id(node))
+    open_nodes.add(id(node))
+    try:
+        msgs = _duplicates_below(node, filename, path, seen_nodes, open_nodes)
+    finally:
+        open_nodes.discard(id(node))
+    return msgs
+
+
+def _duplicates_below(node: yaml.Node, filename: str, path: tuple, seen_nodes: set[int],
+                      open_nodes: set[int]) -> list[str]:
     msgs: list[str] = []
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -325,10 +353,12 @@ def _check_duplicate_keys(node: yaml.Node | None, filename: str, path: tuple = (
                             f"appears twice (first on line {seen[key]}): keep one of them")
             else:
                 seen[key] = k.start_mark.line + 1
-            msgs.extend(_check_duplicate_keys(v, filename, path + (key,)))
+            msgs.extend(_check_duplicate_keys(v, filename, path + (key,), seen_nodes,
+                                              open_nodes))
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
-            msgs.extend(_check_duplicate_keys(v, filename, path + (i,)))
+            msgs.extend(_check_duplicate_keys(v, filename, path + (i,), seen_nodes,
+                                              open_nodes))
     return msgs
 
 
@@ -432,14 +462,38 @@ def _syntax_error(e: yaml.MarkedYAMLError, text: str, filename: str) -> ConfigEr
     return ConfigError(msgs, path=filename, line=rline + 1, key=key)
 
 
+MAX_CONFIG_BYTES = 16 << 20
+
+
 def read_config_file(p: Any, what: str, example: str, missing_hint: str,
                      key: str | None = None) -> str:
     """A sweep file's or inventory's text; every way reading it fails is a ConfigError."""
+    import os
+    import stat
     from pathlib import Path
 
     p = Path(p)
     try:
-        return p.read_text()
+        # Non-blocking: a FIFO given as the file must not wait for a writer; only a
+        # regular file is read, and only so much of it (not /dev/zero without end).
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"{p}: is not a regular file (a pipe, device or socket): "
+                                  f"give a YAML {what} (e.g. {example})", path=str(p))
+            if st.st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{p}: is {st.st_size >> 20} MiB: a {what} is text of a "
+                                  f"few KiB (at most {MAX_CONFIG_BYTES >> 20} MiB); generate "
+                                  "large parameter lists with ranges or the Python API",
+                                  path=str(p))
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(MAX_CONFIG_BYTES + 1)
+        finally:
+            os.close(fd)
+        return data.decode("utf-8")
     except FileNotFoundError:
         cwd = "" if p.is_absolute() else f" (relative to {Path.cwd()})"
         raise ConfigError(f"{p}: {what} not found{cwd}: {missing_hint}", path=str(p),
@@ -455,21 +509,45 @@ def read_config_file(p: Any, what: str, example: str, missing_hint: str,
                           "permissions", path=str(p)) from None
 
 
+def _deep_line(text: str, limit: int = 200) -> int:
+    """The line where brackets or indentation first nest past ``limit`` levels (1 if none)."""
+    depth = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        if len(line) - len(line.lstrip(" -")) > limit:
+            return n
+        for c in line:
+            depth += (c in "[{") - (c in "]}")
+            if depth > limit:
+                return n
+    return 1
+
+
 def parse_yaml(text: str, filename: str) -> tuple[Any, Source]:
     """Parse one YAML document; syntax errors become a ConfigError with line and column."""
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     loader = loader_cls(text)
     try:
         root = loader.get_single_node()
+        try:  # before anything walks the document: an alias must not contain itself
+            dups = _check_duplicate_keys(root, filename)
+        except _Cyclic as c:
+            line = c.node.start_mark.line + 1
+            raise ConfigError([f"{filename}:{line}: an alias (*name) refers to the node that "
+                               "contains it, which would never end: remove it"],
+                              path=filename, line=line) from None
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as e:
         raise _syntax_error(e, text, filename) from None
     except yaml.YAMLError as e:
         raise ConfigError([f"{filename}:1: YAML error: {e}: check the file is YAML text"],
                           path=filename, line=1) from None
+    except RecursionError:
+        line = _deep_line(text)
+        raise ConfigError([f"{filename}:{line}: the file nests lists or mappings too deeply "
+                           "to be a sweep file or inventory: check it is the file you meant"],
+                          path=filename, line=line) from None
     finally:
         loader.dispose()
-    dups = _check_duplicate_keys(root, filename)
     if dups:
         raise ConfigError(dups, path=filename)
     return data, Source(filename, root)
