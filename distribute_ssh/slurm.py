@@ -22,8 +22,6 @@ directory can live at any path on the cluster.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -657,16 +655,8 @@ def with_suppress_rmdir(p: Path) -> None:
 
 
 def _write_summary(rdir: Path, rows: list[dict[str, Any]], pnames: list[str]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["job", "status", "host", "attempts", "exit_code", "started", "finished",
-                "seconds"] + pnames)
-    for r in rows:
-        s, f = r["started"], r["finished"]
-        w.writerow([r["job"], r["status"], r["host"], r["attempts"],
-                    "" if r["exit_code"] is None else r["exit_code"], _iso(s) or "",
-                    _iso(f) or "", round(f - s, 3) if s and f else ""]
-                   + [value_text(r["params"][p]) if p in r["params"] else "" for p in pnames])
+    from .summary import summary_csv
+
     tmp = rdir / ".summary.csv.tmp"
-    tmp.write_text(buf.getvalue())
+    tmp.write_text(summary_csv(rows, pnames))
     os.replace(tmp, rdir / "summary.csv")
