@@ -69,7 +69,7 @@ NL='
 evaluate() {
     boot=
     read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null
-    stat -c '%.9Y %n' -- "$L" "$L"/c-* "$L"/w-* 2>/dev/null |
+    stat -c '%.9Y %s %f %n' -- "$L" "$L"/c-* "$L"/w-* 2>/dev/null |
     awk -v boot="$boot" -v me="${HEAD:-}" -v pstale=$PENDING_STALE \
         -v wstale=$WAIT_STALE -v reserve=$RESERVE_AFTER -v ncpus="${NEED_CPUS:-}" \
         -v ngpus="${NEED_GPUS:--}" -v capc="${CAP_CPUS:-}" -v caps="${CAP_SLOTS:-}" \
@@ -90,8 +90,11 @@ function listset(s, arr,   n, a, i) {
     return n
 }
 NR == 1 { tok = $1; srand(); now = srand(); next }
+# Only regular files of a claim'"'"'s size are read: another user'"'"'s FIFO, device or symlink
+# (to /dev/zero, say) in this shared dir must not stall or flood anyone'"'"'s head.
+$3 !~ /^8[0-9a-f][0-9a-f][0-9a-f]$/ || $2 + 0 > 65536 { next }
 {
-    mt = $1; f = substr($0, index($0, " ") + 1)
+    mt = $1; f = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", f)
     delete v
     while ((getline line < f) > 0) {
         k = line; sub(/ .*/, "", k)
@@ -186,7 +189,9 @@ emit() {
 }
 
 lock() {
-    [ -f "$L/lock" ] || (set -C; : > "$L/lock") 2>/dev/null
+    [ -e "$L/lock" ] || [ -L "$L/lock" ] || (set -C; : > "$L/lock") 2>/dev/null
+    # a FIFO or a symlink put there by someone else would stall or mislead every head
+    [ -f "$L/lock" ] && [ ! -L "$L/lock" ] || fail "$L/lock is not a regular file: remove it (it is recreated)"
     exec 9< "$L/lock" || fail "cannot open $L/lock"
     flock -w 20 9 || fail "the ledger $L stayed locked for 20 s"
 }
@@ -194,8 +199,12 @@ lock() {
 # A waiter's file, created with the time of the first refusal, or kept fresh.
 stand() {
     if [ -f "$1" ]; then touch "$1"; return; fi
+    # a file of our own (mktemp: never through a name someone else made), renamed into
+    # place: a rename never writes through a symlink, and in this sticky dir it cannot
+    # replace another user's file
+    t=$(mktemp "$L/.w.XXXXXX") || return 0
     printf 'head %s\nuser %s\nsweep %s\ncpus %s\ngpus %s\nsince %s\n' "$HEAD" "$USER_" \
-        "$SWEEP" "$2" "$3" "$(stamp)" > "$L/.w.$$" && mv -f "$L/.w.$$" "$1"
+        "$SWEEP" "$2" "$3" "$(stamp)" > "$t" && chmod 644 "$t" && mv -f "$t" "$1" || rm -f "$t"
 }
 
 umask 022
@@ -218,10 +227,16 @@ claim)
         read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null
         c="$L/c-$NAME"
         gl=$NEED_GPUS; [ "$gl" = - ] && gl=
-        printf 'user %s\nhead %s\nmachine %s\nsweep %s\njob %s\nkind %s\ncpus %s\ngpus %s\nsince %s\ncap %s %s %s\ndir %s\nboot %s\n' \
+        # Written to a file of our own and renamed into place (see stand): a name someone
+        # else put here first (a symlink to one of our files, say) is never written through.
+        t=$(mktemp "$L/.c.XXXXXX") || fail "cannot write in $L"
+        if ! { printf 'user %s\nhead %s\nmachine %s\nsweep %s\njob %s\nkind %s\ncpus %s\ngpus %s\nsince %s\ncap %s %s %s\ndir %s\nboot %s\n' \
             "$USER_" "$HEAD" "$MACHINE" "$SWEEP" "$JOB" "$KIND" "$NEED_CPUS" "$gl" \
-            "${verdict#ok }" "$CAP_CPUS" "$CAP_SLOTS" "$CAP_GPUS" "$DIR" "$boot" > "$c" \
-            || fail "cannot write $c"  # one write, under the lock every claim takes
+            "${verdict#ok }" "$CAP_CPUS" "$CAP_SLOTS" "$CAP_GPUS" "$DIR" "$boot" > "$t" &&
+            chmod 644 "$t" && mv -f "$t" "$c"; }; then
+            rm -f "$t"
+            fail "cannot write $c"
+        fi
         # served: a later wait starts afresh, behind those already waiting
         [ -f "$w" ] && rm -f "$w"
         ;;
@@ -260,7 +275,7 @@ forget)
     lock
     now=$(date +%s)
     for f in "$L/c-$USER_"-*; do
-        [ -f "$f" ] || continue
+        [ -f "$f" ] && [ ! -L "$f" ] || continue
         h= d= p=
         while read -r k v; do
             case $k in head) h=$v ;; dir) d=$v ;; pid) p=$v ;; esac
