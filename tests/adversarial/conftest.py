@@ -1,7 +1,7 @@
 """Fixtures of the adversarial corpus (issue 10): an isolated arena per test.
 
-Only ``connection: local`` hosts are used here, never the sshd fixtures of tests/conftest.py:
-this corpus runs next to other suites that share those servers.
+The corpus runs on ``connection: local`` hosts, except test_over_ssh.py, which takes its
+biggest batches to the suite's OpenSSH workstations (tests/conftest.py's fixtures).
 """
 
 from __future__ import annotations
