@@ -495,6 +495,7 @@ def validate_sweep(sweep: Sweep, source: Source | None = None) -> None:
             if problem:
                 add(where + (k,), problem)
     _warn_nested_shells(sweep, source, fname)
+    _warn_yaml_numbers(sweep, source, fname)
     if msgs:
         order = sorted(range(len(msgs)), key=lambda i: msgs[i][0])
         raise ConfigError([msgs[i][1] for i in order], path=fname,
@@ -529,6 +530,32 @@ def _warn_nested_shells(sweep: Sweep, source: Source | None, fname: str) -> None
               "second shell (sh -c '...', ssh, eval): dssh quotes the value for the first "
               "shell only, and the second one parses it again. Use the environment there: "
               f"\"$DSSH_PARAM_{name.upper()}\"", file=sys.stderr)
+
+
+# YAML 1.1 reads these unquoted words as numbers or booleans: 12:30:00 is 45000, 0x1F is
+# 31, 1_000 is 1000, yes and off are true and false.
+_SURPRISING = re.compile(r"^[-+]?(?:\d[\d_]*(?::[0-5]?\d)+(?:\.\d*)?|0[xob][0-9a-fA-F_]+|"
+                         r"\d+_[\d_]*(?:\.\d*)?)$|^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|"
+                         r"off|Off|OFF)$")
+
+
+def _warn_yaml_numbers(sweep: Sweep, source: Source | None, fname: str) -> None:
+    """A parameter value that YAML turned into another value than the text written (it
+    reaches the job as the number): said, with the fix (quote it)."""
+    import sys
+
+    if source is None:
+        return
+    from ..plan import value_text
+
+    for k, values in sweep.params.items():
+        for i, v in enumerate(values if isinstance(values, list) else []):
+            raw = source.raw(("params", k, i))
+            if raw is None or isinstance(v, str) or not _SURPRISING.match(raw):
+                continue
+            print(f"dssh: warning: {fname}:{source.line(('params', k, i))}: params.{k}: "
+                  f"{raw} is read by YAML as {value_text(v)}, which is what the jobs get: "
+                  f"write \"{raw}\" (quoted) to keep the text", file=sys.stderr)
 
 
 # The Python API calls an explicit job a Job.
