@@ -77,7 +77,7 @@ def test_known_hosts_none_in_ssh_config_is_refused(tmp_path: Path, home: Path,
                                                     fresh_workdirs) -> None:
     ws = fresh_workdirs.hosts[0]
     write(home / ".ssh/config", "Host *\n    UserKnownHostsFile none\n")
-    entry = ws.inventory_entry(known_hosts=None)
+    entry = ws.inventory_entry(without=("known_hosts",))
     inv = write_yaml(tmp_path / "inv.yaml", {"hosts": {"lab": entry}})
     proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home)
     assert proc.returncode == 4, explain(proc)
@@ -86,7 +86,7 @@ def test_known_hosts_none_in_ssh_config_is_refused(tmp_path: Path, home: Path,
 
 def test_default_known_hosts_file_is_used(tmp_path: Path, home: Path, fresh_workdirs) -> None:
     ws = fresh_workdirs.hosts[2]
-    entry = ws.inventory_entry(known_hosts=None)
+    entry = ws.inventory_entry(without=("known_hosts",))
     inv = write_yaml(tmp_path / "inv.yaml", {"hosts": {"lab": entry}})
     proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home)
     assert proc.returncode == 4, explain(proc)

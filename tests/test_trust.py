@@ -13,7 +13,7 @@ from helpers import dssh, explain, write_yaml
 def inventory(ws, path: Path, kh: Path) -> Path:
     """The workstations, checked against ``kh`` (a per-inventory known_hosts file)."""
     return write_yaml(path, {"defaults": {"known_hosts": str(kh)},
-                             "hosts": {w.name: w.inventory_entry(known_hosts=None)
+                             "hosts": {w.name: w.inventory_entry(without=("known_hosts",))
                                        for w in ws.hosts}})
 
 

@@ -111,8 +111,8 @@ def test_inventory(workstations: Workstations, tmp_path: Path) -> None:
     }
     # Each workstation counts its own claims, as real ones with their own /tmp do.
     assert len({w.ledger_dir for w in workstations}) == len(workstations)
-    assert ws1.inventory_entry(slots=4, known_hosts=None)["slots"] == 4
-    assert "known_hosts" not in ws1.inventory_entry(known_hosts=None)
+    assert ws1.inventory_entry(slots=4, without=("known_hosts",))["slots"] == 4
+    assert "known_hosts" not in ws1.inventory_entry(without=("known_hosts",))
 
     path = workstations.write_inventory(tmp_path / "inv" / "hosts.yaml",
                                         overrides={"ws2": {"slots": 2}},

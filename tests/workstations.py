@@ -417,8 +417,10 @@ class Workstation:
 
         return await asyncssh.connect(**self.connect_kwargs(**overrides))
 
-    def inventory_entry(self, **overrides: Any) -> dict[str, Any]:
-        """This host's dict in a dssh inventory; an override of ``None`` drops that key."""
+    def inventory_entry(self, *, without: tuple[str, ...] = (), **overrides: Any
+                        ) -> dict[str, Any]:
+        """This host's dict in a dssh inventory; the keys in ``without`` (or overridden
+        with ``None``) are left out, so that dssh's defaults apply."""
         entry: dict[str, Any] = {
             "address": self.address,
             "port": self.port,
@@ -429,7 +431,7 @@ class Workstation:
             "ledger_dir": self.ledger_dir,
         }
         entry.update(overrides)
-        return {k: v for k, v in entry.items() if v is not None}
+        return {k: v for k, v in entry.items() if v is not None and k not in without}
 
     # -- lifecycle
     def check_config(self) -> None:
