@@ -47,6 +47,8 @@ from .schedule import HostSlots, JobNeed, unrunnable
 from .schedule import place as place_jobs
 from .store import HostStore, Item, prune_script
 from .store import expand as expand_inputs
+from .summary import epoch as _epoch
+from .summary import iso as _iso
 from .summary import summary_csv
 from .transfer import Fetched, Meter, fetch, name_list
 
@@ -1738,49 +1740,15 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         return NoCapableHost(f"no reachable host can run this sweep's jobs:\n{why}")
 
     async def run(self) -> RunResult:
+        """Drive the sweep to its end: the frame (lock, notifications, closing) is the same
+        for workstations and for a cluster (slurm_run.SlurmHead); ``_drive`` differs."""
         capable = self.check_hosts()
         self.prepare()
         try:
             if self._finished():
                 await self._stop_leftovers()
                 return self.finish(resumed=True)
-            nt = self.sweep.notify
-            if nt is not None and nt.matrix and notify.command_for(nt) is None:
-                self.reporter.event("warning", f"meta.matrix asks to notify {nt.matrix}: dssh "
-                                               "sends it with the command in "
-                                               "$DSSH_NOTIFY_MATRIX (docs/notify.md), which is "
-                                               "not set; no message will be sent")
-            for host in capable:
-                self.hosts[host.name] = HostRt(host)
-            for h in self.hosts.values():
-                self._spawn(self.host_main(h))
-            self.reporter.update(self)
-            while not self._finished() and not self._halted_and_idle():
-                if self.fatal is not None:
-                    raise self.fatal
-                self._take_requests()
-                blocked = self._uncollectable()
-                if blocked is not None:
-                    self.write_summary()
-                    raise blocked
-                stuck = self._stuck()
-                if stuck is not None:
-                    self.write_summary()
-                    raise stuck
-                self._schedule()
-                self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), 1.0)
-                self.reporter.update(self)
-            if self.cleanups:
-                await asyncio.wait(list(self.cleanups), timeout=60)
-            await self._stop_leftovers()
-            await asyncio.gather(*(self._unwait(h) for h in self.hosts.values()
-                                   if h.registered))
-            # Old marks go last, off the path of the first starts.
-            await asyncio.gather(*(self._tidy(h) for h in self.hosts.values()))
-            self._report_inputs()
-            result = self.finish()
+            result = await self._drive(capable)
             await self._notify_end(result)
             return result
         except DsshError as e:
@@ -1793,6 +1761,47 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             await asyncio.gather(*(h.conn.close() for h in self.hosts.values() if h.conn),
                                  return_exceptions=True)
             self.lock.release()
+
+    async def _drive(self, capable: list[Host]) -> RunResult:
+        """Workstations: one task per host connects, builds and takes jobs; this loop
+        schedules until every job has ended."""
+        nt = self.sweep.notify
+        if nt is not None and nt.matrix and notify.command_for(nt) is None:
+            self.reporter.event("warning", f"meta.matrix asks to notify {nt.matrix}: dssh "
+                                           "sends it with the command in "
+                                           "$DSSH_NOTIFY_MATRIX (docs/notify.md), which is "
+                                           "not set; no message will be sent")
+        for host in capable:
+            self.hosts[host.name] = HostRt(host)
+        for h in self.hosts.values():
+            self._spawn(self.host_main(h))
+        self.reporter.update(self)
+        while not self._finished() and not self._halted_and_idle():
+            if self.fatal is not None:
+                raise self.fatal
+            self._take_requests()
+            blocked = self._uncollectable()
+            if blocked is not None:
+                self.write_summary()
+                raise blocked
+            stuck = self._stuck()
+            if stuck is not None:
+                self.write_summary()
+                raise stuck
+            self._schedule()
+            self.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), 1.0)
+            self.reporter.update(self)
+        if self.cleanups:
+            await asyncio.wait(list(self.cleanups), timeout=60)
+        await self._stop_leftovers()
+        await asyncio.gather(*(self._unwait(h) for h in self.hosts.values()
+                               if h.registered))
+        # Old marks go last, off the path of the first starts.
+        await asyncio.gather(*(self._tidy(h) for h in self.hosts.values()))
+        self._report_inputs()
+        return self.finish()
 
     # -- failing fast and telling people ------------------------------------------------------
     def _count_failure(self, job: JobRt) -> None:
@@ -1915,20 +1924,6 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             self.reporter.event("warning", f"cannot write {path}: {e.strerror or e}")
             return False
         return True
-
-
-def _epoch(text: str) -> float | None:
-    """A time the wrapper wrote with ``date +%s.%N`` (``%N`` may be literal where unsupported)."""
-    try:
-        return float(text.split(".N")[0].rstrip(".")) or None
-    except ValueError:
-        return None
-
-
-def _iso(t: float | None) -> str | None:
-    if not t:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
 
 
 async def run_sweep(sweep: Sweep, inventory: Inventory, options: RunOptions | None = None,

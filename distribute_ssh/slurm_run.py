@@ -29,7 +29,6 @@ from .collect import RESERVED, place, select, write_json
 from .engine import Head, HostRt, JobRt, RunResult, _epoch, _iso
 from .errors import (
     BuildFailed,
-    DsshError,
     HostError,
     HostUnreachable,
     NoCapableHost,
@@ -101,54 +100,41 @@ class SlurmHead(Head):
     def check_hosts(self) -> list[Any]:
         return [self.cluster]
 
-    async def run(self) -> RunResult:
-        self.prepare()
+    async def _stop_leftovers(self) -> None:
+        """Nothing to stop: Slurm runs the tasks, and ``dssh cancel`` scancels them."""
+
+    async def _drive(self, capable: list[Any]) -> RunResult:
         h = HostRt(self.cluster)
         self.hosts[self.cluster.name] = h
-        try:
-            if self._finished():
-                return self.finish(resumed=True)
-            await self._open(h)
-            following = sum(1 for j in self.jobs.values() if j.state in st.ACTIVE_STATES)
-            if following:
-                self.reporter.event("job", f"following {following} job(s) already submitted "
-                                           f"to {h.spec.name}")
-            pending = [j for j in self.in_order if j.state == st.PENDING and not j.cancel]
-            if pending and not self.halted:
-                await self._submit(h, pending)
+        await self._open(h)
+        following = sum(1 for j in self.jobs.values() if j.state in st.ACTIVE_STATES)
+        if following:
+            self.reporter.event("job", f"following {following} job(s) already submitted "
+                                       f"to {h.spec.name}")
+        pending = [j for j in self.in_order if j.state == st.PENDING and not j.cancel]
+        if pending and not self.halted:
+            await self._submit(h, pending)
+        self.reporter.update(self)
+        while not self._finished():
+            if self.fatal is not None:
+                raise self.fatal
+            self._take_requests()
+            for j in self.jobs.values():  # cancelled while Slurm still holds them
+                if j.cancel and j.state == st.STARTING:
+                    self._spawn(self._kill(j))
+            try:
+                await self._poll(h)
+            except HostUnreachable as e:
+                await self._reconnect(h, e)
             self.reporter.update(self)
-            while not self._finished():
-                if self.fatal is not None:
-                    raise self.fatal
-                self._take_requests()
-                for j in self.jobs.values():  # cancelled while Slurm still holds them
-                    if j.cancel and j.state == st.STARTING:
-                        self._spawn(self._kill(j))
-                try:
-                    await self._poll(h)
-                except HostUnreachable as e:
-                    await self._reconnect(h, e)
-                self.reporter.update(self)
-                if self._finished():
-                    break
-                self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), POLL)
-            if self.cleanups:
-                await asyncio.wait(list(self.cleanups), timeout=60)
-            result = self.finish()
-            await self._notify_end(result)
-            return result
-        except DsshError as e:
-            await self._notify_end(None, error=e)
-            raise
-        finally:
-            for t in list(self.tasks):
-                t.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            if h.conn is not None:
-                await h.conn.close()
-            self.lock.release()
+            if self._finished():
+                break
+            self.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), POLL)
+        if self.cleanups:
+            await asyncio.wait(list(self.cleanups), timeout=60)
+        return self.finish()
 
     async def _open(self, h: HostRt) -> None:
         conn = make_connection(h.spec, accept_new_hostkeys=self.options.accept_new_hostkeys)
