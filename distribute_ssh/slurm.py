@@ -22,6 +22,7 @@ directory can live at any path on the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -41,6 +42,8 @@ from .errors import ConfigError, DsshError
 from .model.sweep import Sweep
 from .plan import PlannedJob, expand, render, value_text
 from .slurm_options import GPU_OPTIONS, options
+from .summary import epoch as _epoch
+from .summary import iso as _iso
 
 MANIFEST = "dssh/manifest.json"
 FORMAT = 1
@@ -433,19 +436,6 @@ def _read(p: Path) -> str | None:
         return None
 
 
-def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return float(text.split(".N")[0].rstrip(".")) or None
-    except ValueError:
-        return None
-
-
-def _iso(t: float | None) -> str | None:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t)) if t else None
-
-
 def states_script(ids: list[str]) -> str:
     """A script printing what Slurm knows of these jobs: ``sacct`` where the cluster keeps
     accounting, and ``scontrol`` (which knows a finished job for a few minutes)."""
@@ -639,19 +629,13 @@ def collect(out_dir: str | os.PathLike, results: str | os.PathLike | None = None
         })
         place(staging, rdir / j["name"])
         notes += [f"{j['name']}: {n}" for n in skipped]
-    with_suppress_rmdir(rdir / ".incoming")
+    with contextlib.suppress(OSError):
+        (rdir / ".incoming").rmdir()
     build_log = d / "build" / ".dssh" / "build.log"
     if build_log.is_file():
         shutil.copyfile(build_log, rdir / f"build-{cluster}.log")
     _write_summary(rdir, rows, m["params"])
     return Collected(rdir, rows, unfinished, notes)
-
-
-def with_suppress_rmdir(p: Path) -> None:
-    try:
-        p.rmdir()
-    except OSError:
-        pass
 
 
 def _write_summary(rdir: Path, rows: list[dict[str, Any]], pnames: list[str]) -> None:

@@ -12,6 +12,17 @@ from .plan import value_text
 HEAD = ["job", "status", "host", "attempts", "exit_code", "started", "finished", "seconds"]
 
 
+def epoch(text: str | None) -> float | None:
+    """A time a wrapper or task wrote with ``date +%s.%N`` (``%N`` may be literal where
+    unsupported)."""
+    if not text:
+        return None
+    try:
+        return float(text.split(".N")[0].rstrip(".")) or None
+    except ValueError:
+        return None
+
+
 def iso(t: float | None) -> str | None:
     if not t:
         return None
