@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,25 @@ def home(tmp_path: Path) -> Path:
     h = tmp_path / "home"
     (h / ".ssh").mkdir(parents=True, mode=0o700)
     return h
+
+
+@contextlib.contextmanager
+def agent_with(key: Path, sock: Path) -> Iterator[dict[str, str]]:
+    """A running ssh-agent on ``sock`` holding ``key``; yields the environment to reach it."""
+    if not shutil.which("ssh-agent"):
+        pytest.skip("ssh-agent is not installed")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"])
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True)
+        yield env
+    finally:
+        agent.terminate()
+        agent.wait()
 
 
 def _sweep(tmp_path: Path) -> Path:
@@ -45,19 +66,9 @@ def test_ssh_config_alias(tmp_path: Path, home: Path, fresh_workdirs) -> None:
 
 
 def test_ssh_agent_only(tmp_path: Path, home: Path, fresh_workdirs) -> None:
-    if not shutil.which("ssh-agent"):
-        pytest.skip("ssh-agent is not installed")
     ws = fresh_workdirs.hosts[1]
     sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
-            if sock.exists():
-                break
-            subprocess.run(["sleep", "0.05"])
-        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
-        subprocess.run(["ssh-add", "-q", str(ws.identity_file)], env=env, check=True,
-                       capture_output=True)
+    with agent_with(ws.identity_file, sock):
         entry = ws.inventory_entry(identity_file=None)
         inv = write_yaml(tmp_path / "inv.yaml", {"hosts": {"agent-host": entry}})
         proc = dssh("run", _sweep(tmp_path), "-i", inv, cwd=tmp_path, home=home,
@@ -68,9 +79,6 @@ def test_ssh_agent_only(tmp_path: Path, home: Path, fresh_workdirs) -> None:
                     home=home)
         assert proc.returncode == 4, explain(proc)
         assert "refused" in proc.stderr and "identity_file" in proc.stderr
-    finally:
-        agent.terminate()
-        agent.wait()
 
 
 def test_known_hosts_none_in_ssh_config_is_refused(tmp_path: Path, home: Path,
@@ -127,8 +135,6 @@ def test_the_agent_is_never_forwarded_even_when_ssh_config_asks(tmp_path: Path, 
     """A workstation's other users (or root) could use a forwarded agent to log in as the
     dssh user elsewhere: dssh never forwards it. The control: OpenSSH's own client, with the
     same ~/.ssh/config, does get a forwarded agent from this sshd."""
-    if not shutil.which("ssh-agent"):
-        pytest.skip("ssh-agent is not installed")
     ws = fresh_workdirs.hosts[2]
     shutil.copy(ws.known_hosts, home / ".ssh/known_hosts")
     write(home / ".ssh/config", f"""
@@ -140,15 +146,8 @@ def test_the_agent_is_never_forwarded_even_when_ssh_config_asks(tmp_path: Path, 
             ForwardAgent yes
     """)
     sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
-            if sock.exists():
-                break
-            subprocess.run(["sleep", "0.05"])
-        env = dict(os.environ, SSH_AUTH_SOCK=str(sock), HOME=str(home))
-        subprocess.run(["ssh-add", "-q", str(ws.identity_file)], env=env, check=True,
-                       capture_output=True)
+    with agent_with(ws.identity_file, sock) as env:
+        env["HOME"] = str(home)
         control = subprocess.run(["ssh", "-F", str(home / ".ssh/config"), "-o",
                                   f"UserKnownHostsFile={home / '.ssh/known_hosts'}", "fwd",
                                   'echo "sock=${SSH_AUTH_SOCK:-none}"'], env=env,
@@ -163,6 +162,3 @@ def test_the_agent_is_never_forwarded_even_when_ssh_config_asks(tmp_path: Path, 
         assert proc.returncode == 0, explain(proc)
         got = (tmp_path / "results/default/agent/agent/a.txt").read_text()
         assert got == "sock=none\n"
-    finally:
-        agent.terminate()
-        agent.wait()
