@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from workstations import _free_port, _tail
+
 __all__ = [
     "SlurmCluster",
     "SlurmError",
@@ -103,12 +105,6 @@ def _which(name: str) -> str | None:
         if os.access(os.path.join(d, name), os.X_OK):
             return os.path.join(d, name)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _processes() -> Iterator[tuple[int, int, str, str]]:
@@ -168,13 +164,6 @@ def _kill_trees(pids: Sequence[int], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while victims & {p[0] for p in _processes()} and time.monotonic() < deadline:
         time.sleep(0.01)
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    try:
-        return path.read_bytes()[-limit:].decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _expand_task_ids(spec: str) -> list[int]:
@@ -637,7 +626,7 @@ class SlurmCluster:
         for path in (self.dir / "slurmctld.log", self.dir / "slurmd.log",
                      self.dir / "slurmctld.out", self.dir / "slurmd.out",
                      self.munge_dir / "munged.log", self.munge_dir / "munged.out"):
-            text = _tail(path, 1500).strip()
+            text = _tail(path, limit=1500).strip()
             if text:
                 parts.append(f"--- {path}:\n{text}")
         return "\n".join(parts)

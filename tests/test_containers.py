@@ -89,6 +89,15 @@ def test_bwrap_runs_each_job_inside_the_image(tmp_path: Path, fresh_workdirs) ->
     assert "uploading the image" not in again.stderr + again.stdout  # cached on each host
 
 
+def podman_images(runtime: str) -> set[str]:
+    """The images in root's podman store (empty for other runtimes): a test that imports
+    one removes it again, leaving the machine's store as it was."""
+    if runtime != "podman":
+        return set()
+    return set(subprocess.run(["podman", "images", "--format", "{{.Repository}}"],
+                              capture_output=True, text=True).stdout.split())
+
+
 def _podman_works() -> bool:
     if shutil.which("podman") is None or shutil.which("newuidmap") is None:
         return False
@@ -249,13 +258,7 @@ def test_containers_as_root_on_this_machine(tmp_path: Path, runtime: str) -> Non
     write_inv = tmp_path / "inventory.yaml"
     write_inv.write_text(f"hosts:\n  here: {{connection: local, cpus: 2, capabilities: "
                          f"[{runtime}], ledger_dir: {tmp_path}/ledger}}\n")
-    def images() -> set[str]:
-        if runtime != "podman":
-            return set()
-        return set(subprocess.run(["podman", "images", "--format", "{{.Repository}}"],
-                                  capture_output=True, text=True).stdout.split())
-
-    before = images()
+    before = podman_images(runtime)
     r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path, timeout=300)
     try:
         assert r.returncode == 0, explain(r)
@@ -263,7 +266,7 @@ def test_containers_as_root_on_this_machine(tmp_path: Path, runtime: str) -> Non
         assert (out / "image.txt").read_text() == "tiny-busybox\n"
         assert (out / "uid.txt").read_text() == "0\n"
     finally:
-        for ref in images() - before:  # root's image store is the machine's: as it was
+        for ref in podman_images(runtime) - before:  # root's image store is the machine's: as it was
             subprocess.run(["podman", "rmi", "-f", ref], capture_output=True)
 
 

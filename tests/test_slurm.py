@@ -293,7 +293,7 @@ def test_an_original_apptainer_file_with_a_stand_in(tmp_path: Path, slurm_cluste
 @pytest.mark.parametrize("runtime", ["bwrap", "podman"])
 def test_a_container_sweep_runs_inside_its_image_on_slurm(tmp_path: Path, slurm_cluster,
                                                          runtime: str) -> None:
-    from test_containers import _podman_works, _static_busybox, make_rootfs
+    from test_containers import _podman_works, _static_busybox, make_rootfs, podman_images
 
     if not _static_busybox() or (runtime == "podman" and not _podman_works()):
         pytest.skip(f"needs {runtime} and a static /bin/busybox (.ci/run installs them)")
@@ -314,20 +314,13 @@ def test_a_container_sweep_runs_inside_its_image_on_slurm(tmp_path: Path, slurm_
     write(tmp_path / "tool.sh", "#!/bin/sh\necho tool in $DSSH_BUILD\n")
     r = dssh("slurm", "sweep.yaml", "-o", "out", cwd=tmp_path)
     assert r.returncode == 0, explain(r)
-
-    def images() -> set[str]:
-        if runtime != "podman":
-            return set()
-        return set(subprocess.run(["podman", "images", "--format", "{{.Repository}}"],
-                                  capture_output=True, text=True).stdout.split())
-
-    before = images()
+    before = podman_images(runtime)
     try:
         submit(slurm_cluster, tmp_path / "out", timeout=300)
         r = dssh("slurm", "collect", "out", cwd=tmp_path)
         assert r.returncode == 0, explain(r)
     finally:
-        for ref in images() - before:  # root's image store is the machine's: as it was
+        for ref in podman_images(runtime) - before:  # root's image store is the machine's: as it was
             subprocess.run(["podman", "rmi", "-f", ref], capture_output=True)
     res = tmp_path / "results" / "default" / f"boxed-{runtime}"
     assert (res / "v-b" / "v.txt").read_text() == "b /input b\n"
