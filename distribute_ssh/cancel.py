@@ -39,7 +39,7 @@ while [ $i -lt 20 ]; do
   for d in """ + " ".join(q(d) for d in dirs) + r"""; do
     c="$d/.dssh"
     # still to end: launched, no exit code, and its wrapper alive (or not yet started)
-    if [ -d "$c" ] && [ -f "$c/launched" ] && [ ! -f "$c/exit_code" ]; then
+    if [ -d "$c" ] && [ -f "$c/launched" ] && [ ! -s "$c/exit_code" ]; then
       if [ ! -s "$c/pid" ] || kill -0 "$(cat "$c/pid")" 2>/dev/null; then left=1; fi
     fi
   done
@@ -49,7 +49,7 @@ done
 for d in """ + " ".join(q(d) for d in dirs) + r"""; do
   c="$d/.dssh"
   [ -f "$c/job_pid" ] && kill -KILL "-$(cat "$c/job_pid")" 2>/dev/null
-  [ -f "$c/pid" ] && [ ! -f "$c/exit_code" ] && kill -KILL "$(cat "$c/pid")" 2>/dev/null
+  [ -f "$c/pid" ] && [ ! -s "$c/exit_code" ] && kill -KILL "$(cat "$c/pid")" 2>/dev/null
 """ + ('  rm -rf "$d"\n' if remove else "") + """done
 echo done
 """)

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import getpass
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ from .errors import (
     NoCapableHost,
     ResultsDirError,
 )
-from .hosts.base import HostConnection, make_connection
+from .hosts.base import HostConnection, RemoteEntry, make_connection
 from .lock import SweepLock
 from .model.inventory import Host, Inventory
 from .model.sweep import Sweep
@@ -50,8 +51,9 @@ from .store import expand as expand_inputs
 from .summary import epoch as _epoch
 from .summary import iso as _iso
 from .summary import summary_csv
-from .transfer import Fetched, Meter, fetch, name_list
+from .transfer import Fetched, Meter, fetch, fetch_small, name_list
 
+_FIND_KINDS = {b"f": "file", b"d": "dir", b"l": "link"}
 RECONCILE_EVERY = 5.0  # seconds between checks that catch an end the watcher missed,
 # or a job killed with its wrapper (no end to hear): one cheap round trip per host
 PAUSE_POLL = 2.0  # how often a paused host is asked whether its owner is done
@@ -66,6 +68,19 @@ COLLECT_RETRY = 5.0  # seconds before collecting again when the results dir refu
 QUARANTINE_AFTER = 3
 QUICK_FAIL = 60.0
 START_FAILS = 3  # failed starts (the host answered, the start did not work) before FAILED
+START_BATCH = 64  # jobs started on one host in one round trip, at most
+CHECK_EVERY = 0.25  # seconds between looks at other commands' requests and at stalls
+LOOK_AHEAD = 100  # queued jobs looked at to tell whether the queue wants a host
+COLLECT_BATCH = 64  # ended jobs brought home from one host together, at most
+# How long a batch waits for more of its kind: a start for the other slots that the same
+# moment freed, a collection for the jobs that end with it. Each round trip costs the
+# host a login shell and a few processes, whatever its size.
+START_GATHER = 0.025
+COLLECT_GATHER = 0.1
+GATHER_STEP = 0.004
+# A job whose outputs and logs are no bigger than this comes home in its batch's one tar
+# archive (held in memory on its way); bigger ones travel on their own, streamed.
+BATCH_BYTES = 4 << 20
 
 
 @attrs.define
@@ -99,6 +114,26 @@ class RunResult:
     jobs: list[JobResult]
     exit_code: int
     message: str = ""
+
+
+def _each_granted(n: int, arms: str) -> str:
+    """Shell: for each of the ``n`` claims the ledger granted (its decisions are in $o,
+    one per line), the ``case $i in`` arm for it."""
+    return ("i=0\nwhile IFS= read -r v; do\n"
+            f"  [ $i -lt {n} ] || break\n"
+            f"  case $v in ok*) case $i in\n{arms}  esac ;; esac\n"
+            "  i=$((i + 1))\n"
+            "done <<DSSH_O\n$o\nDSSH_O\n")
+
+
+class _Avoid:
+    """The hosts each job should avoid, looked up as the scheduler needs them."""
+
+    def __init__(self, jobs: dict[int, JobRt]) -> None:
+        self.jobs = jobs
+
+    def get(self, job: int) -> set[str] | None:
+        return self.jobs[job].avoid or None
 
 
 class Reporter:
@@ -136,6 +171,7 @@ class JobRt:
     uncollected: str = ""  # why its ended attempt could not be written to the results dir
     collect_fails: int = 0  # collections in a row the results dir refused
     start_fails: int = 0  # starts that failed on a host (not a host lost, not a full ledger)
+    order: int = 0  # its place in the sweep: the queue is taken in this order
 
 
 @attrs.define
@@ -164,11 +200,19 @@ class HostRt:
     full_noted: bool = False
     image: str = ""  # the sweep's container image, ready on the host
     tar: bool = False  # GNU tar there: outputs come home as one stream
+    find_printf: bool = False  # GNU find there (-printf): jobs are collected in batches
     store: HostStore | None = None  # input files there, by content
     meter: Meter = attrs.Factory(Meter)  # bytes moved to and from the host
     # Collections at once from this host: enough to keep the link busy, while channels
     # stay free for starting jobs.
     collecting: asyncio.Semaphore = attrs.Factory(lambda: asyncio.Semaphore(COLLECTIONS))
+    # Jobs placed here, waiting for the next batch of starts (one round trip each batch).
+    to_start: list[tuple[JobRt, int, tuple[int, ...]]] = attrs.Factory(list)
+    starter: asyncio.Task | None = None
+    start_inflight: int = 0  # batches of starts on their way
+    # Ended jobs waiting for the next batch of collections.
+    to_collect: list[JobRt] = attrs.Factory(list)
+    collector: asyncio.Task | None = None
 
     @property
     def hopeful(self) -> bool:
@@ -240,6 +284,14 @@ class Head:
         self.jobs: dict[int, JobRt] = {}
         self.by_name: dict[str, JobRt] = {}
         self.in_order: list[JobRt] = []
+        # Kept up to date as jobs move, so that nothing the loop does per event costs
+        # time in proportion to the sweep's size: how many jobs are in each state, the
+        # active jobs on each host, the first job in the queue, jobs asked to cancel.
+        self.by_state: dict[str, int] = {}
+        self.on_host: dict[str, set[int]] = {}
+        self.cursor = 0
+        self.cancelling: set[int] = set()
+        self._last_checks = 0.0
         self.hosts: dict[str, HostRt] = {}
         self.wakeup = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
@@ -326,6 +378,40 @@ class Head:
                 retry_base=row["retry_base"])
         self.by_name = {j.planned.name: j for j in self.jobs.values()}
         self.in_order = sorted(self.jobs.values(), key=lambda j: j.planned.index)
+        self._index()
+
+    def _index(self) -> None:
+        """(Re)build the counts and indexes kept as jobs move (see _move)."""
+        self.by_state, self.on_host, self.cursor = {}, {}, 0
+        for i, j in enumerate(self.in_order):
+            j.order = i
+            self.by_state[j.state] = self.by_state.get(j.state, 0) + 1
+            if j.host and j.state in st.ACTIVE_STATES:
+                self.on_host.setdefault(j.host, set()).add(j.id)
+
+    def _move(self, job: JobRt, state: str | None = None, host: str | None = None) -> None:
+        """Change a job's state and host, and the counts and indexes that follow them."""
+        old_state, old_host = job.state, job.host
+        new_state = old_state if state is None else state
+        new_host = old_host if host is None else host
+        if new_state != old_state:
+            self.by_state[old_state] -= 1
+            self.by_state[new_state] = self.by_state.get(new_state, 0) + 1
+            job.state = new_state
+            if new_state == st.PENDING:
+                self.cursor = min(self.cursor, job.order)
+        job.host = new_host
+        was = old_host if old_state in st.ACTIVE_STATES else None
+        now = new_host if new_state in st.ACTIVE_STATES else None
+        if was != now:
+            if was:
+                self.on_host.get(was, set()).discard(job.id)
+            if now:
+                self.on_host.setdefault(now, set()).add(job.id)
+
+    def _active_on(self, name: str) -> list[JobRt]:
+        """The jobs this sweep has running (or starting, suspended) on a host."""
+        return [self.jobs[i] for i in self.on_host.get(name, ())]
 
     # -- helpers ----------------------------------------------------------------------------
     def resume_command(self) -> str:
@@ -340,10 +426,7 @@ class Head:
         return " ".join(q(w) for w in words)
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for j in self.jobs.values():
-            out[j.state] = out.get(j.state, 0) + 1
-        return out
+        return {k: v for k, v in self.by_state.items() if v}
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         t = asyncio.ensure_future(coro)
@@ -360,14 +443,16 @@ class Head:
             self.fatal.__cause__ = exc
         self.wakeup.set()
 
-    def _set(self, job: JobRt, kind: str, **fields: Any) -> None:
+    def _set(self, job: JobRt, kind: str, db: Any = None, **fields: Any) -> None:
+        if "state" in fields or "host" in fields:
+            self._move(job, fields.get("state"), fields.get("host"))
         for k, v in fields.items():
-            if k in ("state", "attempts", "host", "remote_dir", "cpus"):
+            if k in ("attempts", "remote_dir", "cpus"):
                 setattr(job, k, v)
         if "gpus" in fields:
             job.gpus = tuple(fields["gpus"])
             fields["gpus"] = json.dumps(list(fields["gpus"]))
-        self.state.set_job(job.id, kind, **fields)
+        self.state.set_job(job.id, kind, db=db, sweep_id=self.sweep_id, **fields)
         self.reporter.update(self)
 
     def _job_dir(self, h: HostRt, job: JobRt, attempt: int) -> str:
@@ -396,6 +481,7 @@ class Head:
             '[ -d "$e" ] || mkdir -p "$e" || exit 3\n'
             "command -v setsid >/dev/null || echo nosetsid\n"
             "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar' && echo gnutar\n"
+            "find / -maxdepth 0 -printf '' 2>/dev/null && echo findprintf\n"
             'u=$(id -un); echo "user $u"\n'
             + ("" if h.spec.cpus else
                "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n")
@@ -419,6 +505,8 @@ class Head:
                                              "run jobs detached")
             if word == "gnutar":
                 h.tar = True
+            if word == "findprintf":
+                h.find_printf = True
             if word == "user":
                 h.user = rest.strip()
             if word == "cpus" and cpus is None:
@@ -781,9 +869,7 @@ class Head:
     async def _reattach(self, h: HostRt, quiet: bool = False) -> None:
         """Find out what became of jobs this sweep has on the host (left by a previous head)."""
         assert h.conn is not None
-        mine = [j for j in self.jobs.values()
-                if j.host == h.spec.name and j.state in st.ACTIVE_STATES and not j.busy
-                and j.remote_dir]
+        mine = [j for j in self._active_on(h.spec.name) if not j.busy and j.remote_dir]
         if not mine:
             return
         asked = [(j.attempts, j.remote_dir) for j in mine]
@@ -918,9 +1004,8 @@ class Head:
 
     def _reserve_existing(self, h: HostRt) -> None:
         """Count jobs a previous head left running here against the host's capacity."""
-        for j in self.jobs.values():
-            if j.host == h.spec.name and j.state in st.ACTIVE_STATES:
-                self._hold(h, j)
+        for j in self._active_on(h.spec.name):
+            self._hold(h, j)
 
     def _hold(self, h: HostRt, j: JobRt) -> None:
         """Count a job already on the host against the host's cpus, GPUs and slots."""
@@ -966,7 +1051,7 @@ class Head:
 if [ -f "$c/exit_code" ] && [ "$(cat "$c/exit_code")" = 0 ]; then echo cached; exit 0; fi
 claim() { mkdir "$c" && printf '%s\n' "$me" > "$c/claim" && echo claimed; }
 if mkdir "$b" 2>/dev/null; then claim; exit 0; fi
-if [ ! -f "$c/exit_code" ] && [ -f "$c/pid" ] && kill -0 "$(cat "$c/pid")" 2>/dev/null; then
+if [ ! -s "$c/exit_code" ] && [ -f "$c/pid" ] && kill -0 "$(cat "$c/pid")" 2>/dev/null; then
     echo busy; exit 0
 fi
 if [ ! -f "$c/launched" ] && [ "$(cat "$c/claim" 2>/dev/null)" != "$me" ]; then
@@ -1152,28 +1237,11 @@ rm -rf "$b" && mkdir "$b" && claim
                        (job.id, attempt, h.spec.name, jdir, st.STARTING, time.time()))
         claim = ""
         try:
-            bdir = f"{h.workdir}/builds/{self.build_id}" if self.build_id else jdir
-            c = self.sweep.run.container
-            if c is None:
-                kw = dict(cpus=cpus, gpus=gpus, build=bdir, input_dir=f"{jdir}/input",
-                          output_dir=f"{jdir}/outputs", attempt=attempt)
-            else:  # the paths the job sees inside its image
-                kw = dict(cpus=cpus, gpus=gpus, build="/build", input_dir="/input",
-                          output_dir="/outputs", attempt=attempt)
-            command = job_command(self.sweep, job.planned, **kw)
-            env = job_env(self.sweep, job.planned,
-                          host_env={"DSSH_PYTHON": h.spec.python, **h.spec.env}, **kw)
-            if c is not None:
-                command = remote.in_container(c.runtime, h.image, command, c.mounts,
-                                              bdir if self.build_id else None, list(env))
-            script = remote.command_script(jdir, env, command)
-            wrapper, _ = remote.script("wrapper")
-            timeout = self.sweep.run.timeout_seconds
+            script = self._command_script(h, job, cpus, gpus, attempt, jdir)
             name = f"{job.planned.name}.{attempt}"
             claim_cmd, claim = self._claim_command(h, jdir, name, "job", cpus, gpus)
-            launch = remote.launch(
-                f"{h.workdir}/bin/{wrapper}", jdir, int(timeout) if timeout else 0,
-                self._event_log(h), name, h.pconf, h.pause_files, claim)
+            launch = remote.launch(self._wrapper(h), jdir, self._timeout(), self._event_log(h),
+                                   name, h.pconf, h.pause_files, claim)
             files = job.planned.files
             # Without input files, claiming room in the host's ledger, making the dir and
             # starting the job is one round trip. Creating .dssh/ claims the dir: it fails
@@ -1196,7 +1264,8 @@ rm -rf "$b" && mkdir "$b" && claim
                 # Other heads hold the room: back to the queue, as if never started.
                 self.state.undo_start(job.id, attempt)
                 self._release(h, job)
-                job.state, job.attempts = st.PENDING, attempt - 1
+                self._move(job, st.PENDING)
+                job.attempts = attempt - 1
                 job.busy = False
                 self._refused(h, led)
                 self.reporter.update(self)
@@ -1244,29 +1313,274 @@ rm -rf "$b" && mkdir "$b" && claim
             job.busy = False
             return
         except (HostError, ValueError) as e:
-            self._release(h, job)
-            job.start_fails += 1
-            if job.start_fails >= START_FAILS:  # not a passing problem: stop trying
-                self._set(job, "start-failed", state=st.FAILED, attempts=attempt - 1,
-                          reason=f"could not start ({job.start_fails} tries): {e}",
-                          finished=time.time())
-                self.reporter.event("job", f"{job.planned.name}: FAILED: could not start "
-                                           f"({job.start_fails} tries): {e}",
-                                    job=job.planned.name, status=st.FAILED)
-                self._count_failure(job)
-            else:
-                self._set(job, "start-failed", state=st.PENDING, attempts=attempt - 1,
-                          reason=str(e))
-                self.reporter.event("job", f"{job.planned.name}: could not start on "
-                                           f"{h.spec.name}: {e}")
-            job.avoid.add(h.spec.name)
-            job.busy = False
+            self._start_failed(h, job, attempt, e)
             with contextlib.suppress(HostError):
                 await conn.run(f"rm -rf {q(jdir)}; rm -f {q(claim)}\n", timeout=60)
             return
+        self._started(h, job, attempt, pid)
+
+    def _command_script(self, h: HostRt, job: JobRt, cpus: int, gpus: tuple[int, ...],
+                        attempt: int, jdir: str) -> str:
+        """The job's ``command.sh``: its environment and its rendered command."""
+        bdir = f"{h.workdir}/builds/{self.build_id}" if self.build_id else jdir
+        c = self.sweep.run.container
+        if c is None:
+            kw = dict(cpus=cpus, gpus=gpus, build=bdir, input_dir=f"{jdir}/input",
+                      output_dir=f"{jdir}/outputs", attempt=attempt)
+        else:  # the paths the job sees inside its image
+            kw = dict(cpus=cpus, gpus=gpus, build="/build", input_dir="/input",
+                      output_dir="/outputs", attempt=attempt)
+        command = job_command(self.sweep, job.planned, **kw)
+        env = job_env(self.sweep, job.planned,
+                      host_env={"DSSH_PYTHON": h.spec.python, **h.spec.env}, **kw)
+        if c is not None:
+            command = remote.in_container(c.runtime, h.image, command, c.mounts,
+                                          bdir if self.build_id else None, list(env))
+        return remote.command_script(jdir, env, command)
+
+    def _wrapper(self, h: HostRt) -> str:
+        return f"{h.workdir}/bin/{remote.script('wrapper')[0]}"
+
+    def _timeout(self) -> int:
+        timeout = self.sweep.run.timeout_seconds
+        return int(timeout) if timeout else 0
+
+    # -- starting jobs in batches --------------------------------------------------------
+    async def _start_batches(self, h: HostRt) -> None:
+        """Start the jobs placed on the host, as many as wait at once in one round trip:
+        while one batch is on its way, the next one gathers. With short jobs the batches
+        grow with the rate jobs end at, so the cost per start falls as the load rises."""
+        while h.to_start:
+            await self._gather(h, START_GATHER)  # the other slots freed by the same ends
+            batch, h.to_start = h.to_start[:START_BATCH], h.to_start[START_BATCH:]
+            h.start_inflight += 1
+            try:
+                await self._start_batch(h, batch)
+            finally:
+                h.start_inflight -= 1
+                self.starting -= len(batch)
+                if not self.starting:
+                    self.started_all.set()
+
+    async def _gather(self, h: HostRt, most: float) -> None:
+        """Let a batch wait up to ``most`` seconds for more of its kind, while jobs that
+        could still end run on the host. Jobs that started together mostly end together:
+        once the last of them has ended (a wave of equal jobs, say), waiting longer
+        gains nothing."""
+        end = time.monotonic() + most
+        while self._may_end_soon(h):
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, GATHER_STEP))
+
+    def _may_end_soon(self, h: HostRt) -> bool:
+        """Could more jobs end on the host? Not when every job this sweep has there has
+        ended already: the jobs being started or collected are busy."""
+        return any(not self.jobs[i].busy for i in self.on_host.get(h.spec.name, ()))
+
+    async def _start_batch(self, h: HostRt, batch: list[tuple[JobRt, int, tuple[int, ...]]]
+                           ) -> None:
+        """One round trip starts a batch of jobs without input files: a look at the
+        owner's pause files, one claim in the host's ledger for all of them, their dirs,
+        and each job's wrapper, detached."""
+        conn = h.conn
+        if conn is None or h.slots is None:  # lost meanwhile: back to the queue
+            for job, _, _ in batch:
+                self._release(h, job)
+                job.busy = False
+            return
+        now = time.time()
+        starts = []
+        for job, cpus, gpus in batch:
+            attempt = job.attempts + 1
+            jdir = self._job_dir(h, job, attempt)
+            starts.append((job, cpus, gpus, attempt, jdir))
+        with self.state.tx() as db:
+            for job, cpus, gpus, attempt, jdir in starts:
+                self._set(job, "starting", db=db, state=st.STARTING, attempts=attempt,
+                          host=h.spec.name, remote_dir=jdir, cpus=cpus, gpus=gpus,
+                          exit_code=None, reason=None)
+                db.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, host, "
+                           "remote_dir, state, started) VALUES (?,?,?,?,?,?)",
+                           (job.id, attempt, h.spec.name, jdir, st.STARTING, now))
+        user = h.user or "dssh"
+        requests, funcs, claims, made, took = [], [], [], [], []
+        wrapper, timeout, log = self._wrapper(h), self._timeout(), self._event_log(h)
+        for i, (job, cpus, gpus, attempt, jdir) in enumerate(starts):
+            name = f"{job.planned.name}.{attempt}"
+            cname = ledger.claim_name(user, jdir)
+            claim = f"{h.spec.ledger_dir}/c-{cname}"
+            claims.append(claim)
+            requests.append(ledger.claims_request(cname, name, "job", cpus, gpus, jdir))
+            script = self._command_script(h, job, cpus, gpus, attempt, jdir)
+            ctl = f"{jdir}/.dssh"
+            # The dir is ours if we create its claim mark (O_EXCL: set -C); a start of
+            # this attempt made before (by another head, or by an earlier life of this
+            # one) has made it already.
+            funcs.append(
+                f"j{i}() {{\n"
+                f"  printf '%s' {q(script)} >| {q(ctl + '/command.sh')} || "
+                f"{{ rm -f {q(claim)}; echo 'failed {i}'; return; }}\n"
+                f"  printf '' >| {q(ctl + '/launched')}\n"
+                f"  sh {q(wrapper)} {q(jdir)} {timeout} {q(log)} {q(name)} "
+                f"{q(h.pconf)} {q(claim)} < /dev/null > /dev/null 2>&1 &\n"
+                f"  echo \"started {i} $!\"\n}}\n")
+            # (case arms, not functions: a function's "set --" would not reach "$@")
+            made.append(f"  {i}) set -- \"$@\" {q(ctl)} ;;\n")
+            # The dir is ours if we create its claim mark (O_EXCL: set -C); a start of
+            # this attempt made before (by another head, or by an earlier life of this
+            # one) has made it already. Only then do its input/ and outputs/ exist.
+            took.append(
+                f"  {i}) if printf '%s\\n' {q(self.head_id)} > {q(ctl + '/claim')} "
+                f"2>/dev/null; then\n"
+                f"    set -- \"$@\" {q(jdir + '/input')} {q(jdir + '/outputs')}; "
+                f"mine=\"$mine {i} \"\n"
+                f"  else rm -f {q(claim)}; echo 'exists {i}'; fi ;;\n")
+        pause = remote.any_pause_file(h.pause_files) if h.pause_files else "false"
+        claim_cmd = ledger.claims_command(
+            self._ledger_script(h), h.spec.ledger_dir, head=self.head_id, user=user,
+            machine=self.machine, sweep=self.sweep.key, cap_cpus=h.slots.cpus,
+            cap_slots=h.spec.slots, cap_gpus=h.spec.gpus)
+        n = len(starts)
+        script = (
+            "".join(funcs) + remote.DETACH
+            + f"if {pause}; then\n"
+            f"  st=$(sh {q(wrapper)} --pause-state {q(h.pconf)})\n"
+            '  case $st in paused*) echo "$st"; exit 0 ;; esac\n'
+            "fi\n"
+            f"o=$({claim_cmd} <<'DSSH_CLAIMS'\n{''.join(requests)}DSSH_CLAIMS\n)\n"
+            "printf '%s\\n' \"$o\"\n"
+            "echo DSSH-STARTS\n"
+            # the control dirs of the claims granted, made in one go; then each claimed
+            # for this head (or found taken); then the others of those it got, in one go
+            "set --\n"
+            + _each_granted(n, "".join(made))
+            + '[ $# = 0 ] || mkdir -p "$@" || { echo mkdir-failed; exit 0; }\n'
+            "set -C; set --; mine=\n"
+            + _each_granted(n, "".join(took))
+            + '[ $# = 0 ] || mkdir -p "$@" || { echo mkdir-failed; exit 0; }\n'
+            "for i in $mine; do \"j$i\"; done\n")
+        try:
+            res = await conn.run(script, timeout=60)
+        except HostUnreachable:
+            # Whether they started is unknown: they stay STARTING, checked on reconnect.
+            for job, *_ in starts:
+                job.busy = False
+            return
+        except HostError as e:
+            res = None
+            error = str(e)
+        text = res.text if res is not None else ""
+        first = text.strip().partition("\n")[0]
+        if first.startswith("paused "):
+            # The owner has the machine: give the jobs back to the queue, wait for them.
+            self._host_paused(h, first.partition(" ")[2])
+            for job, _, _, attempt, _ in starts:
+                self._unstart(h, job, attempt, reason=f"{h.spec.name} is paused")
+            return
+        head_text, _, after = text.partition("DSSH-STARTS\n")
+        verdicts, led, _ = ledger.parse_many(head_text, n)
+        if res is not None and led.error:
+            error = f"its ledger: {led.error}"
+        elif res is not None and "mkdir-failed" in after:
+            error = f"cannot create the job dirs: {res.stderr.decode(errors='replace').strip()}"
+        elif res is not None:
+            error = ""
+        if led.token:
+            self._apply_ledger(h, led)
+        outcome: dict[int, list[str]] = {}
+        for line in after.splitlines():
+            f = line.split()
+            if len(f) >= 2 and f[1].isdigit():
+                outcome[int(f[1])] = f
+        undo: list[str] = []  # what starts that did not happen left on the host
+        with self.state.tx() as db:
+            self._start_outcomes(h, starts, verdicts, outcome, error, after, claims, db, undo)
+        refused = any(i < len(verdicts) and verdicts[i][0] in ("full", "yield")
+                      for i in range(n)) and not error
+        again = any((outcome.get(i) or [""])[0] == "exists" for i in range(n))
+        if refused:
+            led.verdict = next(v for v, _ in verdicts if v != "ok")
+            self._refused(h, led)
+        if undo:
+            with contextlib.suppress(HostError):
+                await conn.run("rm -rf -- " + " ".join(q(x) for x in undo) + "\n", timeout=60)
+        if again:
+            await self._reattach(h, quiet=True)
+        self.reporter.update(self)
+
+    def _start_outcomes(self, h: HostRt, starts: list, verdicts: list[tuple[str, str]],
+                        outcome: dict[int, list[str]], error: str, after: str,
+                        claims: list[str], db: Any, undo: list[str]) -> None:
+        """What became of each start of a batch, recorded in one transaction."""
+        for i, (job, _, _, attempt, jdir) in enumerate(starts):
+            verdict = verdicts[i][0] if i < len(verdicts) else ""
+            got = (outcome.get(i) or [""])[0]
+            if verdict in ("full", "yield") and not error:
+                # Other heads hold the room: back to the queue, as if never started.
+                self._unstart(h, job, attempt, undo=True, db=db)
+            elif verdict == "error" and not error:
+                self._start_failed(h, job, attempt, f"its ledger: {verdicts[i][1]}", db=db)
+                undo.append(jdir)
+            elif got == "started":
+                h.registered = h.full_noted = False
+                f = outcome[i]
+                self._started(h, job, attempt, int(f[2]) if len(f) > 2 and f[2].isdigit()
+                              else 0, db=db)
+            elif got == "exists":
+                # Another head (or an earlier start of ours) got here first: find out what
+                # it is.
+                job.busy = False
+                self._set(job, "running", db=db, state=st.RUNNING)
+                self.reporter.event("job", f"{job.planned.name}: attempt {attempt} was "
+                                           f"already started on {h.spec.name} (by another "
+                                           "head?); following it", job=job.planned.name)
+            else:
+                self._start_failed(h, job, attempt,
+                                   error or f"the host did not start it: {after.strip()}",
+                                   db=db)
+                undo += [jdir, claims[i]]
+
+    def _unstart(self, h: HostRt, job: JobRt, attempt: int, *, undo: bool = False,
+                 reason: str | None = None, db: Any = None) -> None:
+        """A start that did not happen: the job goes back to the queue."""
+        self._release(h, job)
+        if undo:
+            self.state.undo_start(job.id, attempt, db=db)
+            self._move(job, st.PENDING)
+            job.attempts = attempt - 1
+        else:
+            self._set(job, "requeued", db=db, state=st.PENDING, attempts=attempt - 1,
+                      reason=reason)
+        job.busy = False
+
+    def _start_failed(self, h: HostRt, job: JobRt, attempt: int, e: object,
+                      db: Any = None) -> None:
+        """The host answered, but the start did not work: another host is tried; after
+        START_FAILS such starts the job fails."""
+        self._release(h, job)
+        job.start_fails += 1
+        if job.start_fails >= START_FAILS:  # not a passing problem: stop trying
+            self._set(job, "start-failed", db=db, state=st.FAILED, attempts=attempt - 1,
+                      reason=f"could not start ({job.start_fails} tries): {e}",
+                      finished=time.time())
+            self.reporter.event("job", f"{job.planned.name}: FAILED: could not start "
+                                       f"({job.start_fails} tries): {e}",
+                                job=job.planned.name, status=st.FAILED)
+            self._count_failure(job)
+        else:
+            self._set(job, "start-failed", db=db, state=st.PENDING, attempts=attempt - 1,
+                      reason=str(e))
+            self.reporter.event("job", f"{job.planned.name}: could not start on "
+                                       f"{h.spec.name}: {e}")
+        job.avoid.add(h.spec.name)
+        job.busy = False
+
+    def _started(self, h: HostRt, job: JobRt, attempt: int, pid: int, db: Any = None) -> None:
         job.dispatched, job.judged = time.monotonic(), False
         self.first_start = self.first_start or time.time()
-        self._set(job, "running", state=st.RUNNING, pid=pid, started=time.time())
+        self._set(job, "running", db=db, state=st.RUNNING, pid=pid, started=time.time())
         if job.cancel:  # cancelled while it was being started
             self._spawn(self._kill(job))
         self.reporter.event("job", f"{job.planned.name}: started on {h.spec.name}"
@@ -1294,10 +1608,239 @@ rm -rf "$b" && mkdir "$b" && claim
 
     # -- collection -------------------------------------------------------------------------
     async def _collect(self, h: HostRt, job: JobRt) -> None:
-        # Starting the next jobs comes first: collecting can wait a few milliseconds.
-        while self.starting:
-            self.started_all.clear()
-            await self.started_all.wait()
+        """Collect an ended job with the next batch from its host."""
+        h.to_collect.append(job)
+        if h.collector is None or h.collector.done():
+            h.collector = self._spawn(self._collect_batches(h))
+
+    async def _collect_batches(self, h: HostRt) -> None:
+        """Bring ended jobs home, as many as have ended at once in a few round trips: while
+        one batch travels, the next gathers."""
+        while h.to_collect:
+            # Starting the next jobs comes first: collecting can wait a few milliseconds,
+            # and gathers more ended jobs meanwhile.
+            await self._gather(h, COLLECT_GATHER)
+            # The host's processors go to starting jobs first, as does the connection.
+            while h.to_start or h.start_inflight:
+                await asyncio.sleep(GATHER_STEP)
+            batch, h.to_collect = h.to_collect[:COLLECT_BATCH], h.to_collect[COLLECT_BATCH:]
+            slow = batch
+            try:
+                slow = await self._collect_batch(h, batch)
+            except HostUnreachable:
+                for job in batch:
+                    job.busy = False  # collected after reconnecting
+                continue
+            except (HostError, OSError):
+                pass  # one at a time, then: each with its own errors and notes
+            for job in slow:
+                await self._collect_one(h, job)
+
+    async def _collect_batch(self, h: HostRt, batch: list[JobRt]) -> list[JobRt]:
+        """Collect a batch of ended jobs in three round trips (their states and files; one
+        tar stream of their logs and outputs; the check that no other head took them
+        meanwhile), and empty their dirs in a fourth, in the background. Returns the jobs
+        that need the one-at-a-time path: symlinked logs, outputs left on the host,
+        names to skip, big outputs, no GNU tar, checksums asked for."""
+        conn = h.conn
+        root = f"{h.workdir}/jobs/{self.sweep.namespace}/{self.sweep.name}"
+        rel: dict[int, str] = {}
+        slow: list[JobRt] = []
+        for job in batch:
+            d = job.remote_dir or ""
+            if d.startswith(root + "/") and "/" in d[len(root) + 1:]:
+                rel[job.id] = d[len(root) + 1:]
+            else:
+                slow.append(job)
+        jobs = [j for j in batch if j.id in rel]
+        if conn is None or not (h.tar and h.find_printf) or self.options.verify or not jobs:
+            return batch
+        rels = [rel[j.id] for j in jobs]
+        paths = []
+        for r in rels:  # "./": a job may be named like an option of find (-rf, say)
+            paths += [f"./{r}/.dssh/stdout.txt", f"./{r}/.dssh/stderr.txt",
+                      f"./{r}/.dssh/started", f"./{r}/.dssh/finished", f"./{r}/outputs"]
+        res = await conn.run(
+            f"cd {q(root)} || exit 3\nset --\n"
+            f"for r in {' '.join(q(r) for r in rels)}; do\n" + r"""  c=$r/.dssh
+  if [ -f "$c/collected" ]; then echo "collected $(head -n 1 "$c/collected")"; continue; fi
+  rc=x; t=0; k=0; s=-; f=-
+  [ -s "$c/exit_code" ] && read -r rc < "$c/exit_code"
+  [ -f "$c/timed_out" ] && t=1
+  [ -f "$c/vanished" ] && t=v
+  [ -f "$c/cancelled" ] && k=1
+  [ -s "$c/started" ] && read -r s < "$c/started"
+  [ -s "$c/finished" ] && read -r f < "$c/finished"
+  echo "$rc $t $k $s $f"
+  [ "$rc" = x ] || set -- "$@" -e "DSSH_RUN=$PWD/$r"
+done
+""" + remote.END_MARKED + r"""echo DSSH-FILES
+""" + f"find {' '.join(q(p) for p in paths)} -printf '%y %s %T@ %p\\0' 2>/dev/null\n"
+            "exit 0\n", timeout=120)
+        if res.exit_status != 0:
+            raise HostError(h.spec.name, f"cannot look at {root}: "
+                                         f"{res.stderr.decode(errors='replace').strip()}")
+        head, _, listing = res.stdout.partition(b"DSSH-FILES\n")
+        lines = head.decode(errors="replace").splitlines()
+        if len(lines) != len(jobs):
+            raise HostError(h.spec.name, f"{root}: an unexpected answer: {lines[-1:]}")
+        found: dict[str, dict[str, tuple[str, int, float]]] = {r: {} for r in rels}
+        for rec in listing.split(b"\0"):
+            kind, _, rest = rec.partition(b" ")
+            size, _, rest = rest.partition(b" ")
+            mtime, _, path = rest.partition(b" ")
+            name, _, sub = os.fsdecode(path).removeprefix("./").partition("/")
+            attempt, _, sub = sub.partition("/")
+            r = f"{name}/{attempt}"
+            if r in found and sub:
+                with contextlib.suppress(ValueError):
+                    found[r][sub] = (_FIND_KINDS.get(kind, "other"), int(size), float(mtime))
+        want: list[RemoteEntry] = []
+        plans = []
+        for job, r, line in zip(jobs, rels, lines, strict=True):
+            if line.startswith("collected "):
+                job.busy = False
+                self._taken_elsewhere(h, job, line.partition(" ")[2])
+                continue
+            f = line.split()
+            if len(f) != 5 or not f[0].lstrip("-").isdigit():
+                job.busy = False  # not ended after all; the watcher will say when it is
+                continue
+            mine = found[r]
+            logs = [mine.get(f".dssh/{n}", ("file", 0, 0.0)) for n in ("stdout.txt",
+                                                                        "stderr.txt")]
+            out = mine.get("outputs", ("dir", 0, 0.0))
+            entries = [RemoteEntry(p[len("outputs/"):], size, kind)
+                       for p, (kind, size, _) in sorted(mine.items())
+                       if p.startswith("outputs/")]
+            files, left, notes = select(entries, self.sweep.outputs.collect,
+                                        self.sweep.outputs.exclude)
+            if (out[0] != "dir" or any(k != "file" for k, _, _ in logs) or left or notes
+                    or any(e.path.split("/", 1)[0] in RESERVED for e in files)
+                    or sum(e.size for e in files) + logs[0][1] + logs[1][1] > BATCH_BYTES):
+                slow.append(job)
+                continue
+            times = []
+            for n, text in (("started", f[3]), ("finished", f[4])):
+                mt = mine.get(f".dssh/{n}")
+                times.append(_epoch(text) if text != "-" else mt[2] if mt else None)
+            plans.append((job, r, int(f[0]), f[1], f[2] == "1", times, files, logs))
+            for n, (_, size, _) in zip(("stdout.txt", "stderr.txt"), logs, strict=True):
+                if f".dssh/{n}" in mine:
+                    want.append(RemoteEntry(f"{r}/.dssh/{n}", size, "file"))
+            want += [RemoteEntry(f"{r}/outputs/{e.path}", e.size, "file") for e in files]
+        if not plans:
+            return slow
+        # Each job's files land straight in its own staging dir (as the one-at-a-time
+        # path lays it out), which then becomes its results dir by one rename: a
+        # directory made or removed costs the head's disk more than a file written.
+        staging = self.results_dir / ".incoming"
+        dirs = {p[1]: staging / f"{p[0].planned.name}.{p[0].attempts}" for p in plans}
+
+        def dest(member: str) -> str:
+            name, attempt, sub = member.split("/", 2)
+            if sub.startswith("outputs/"):
+                sub = sub[len("outputs/"):]
+            elif sub.startswith(".dssh/"):
+                sub = sub[len(".dssh/"):]
+            return f"{name}.{attempt}/{sub}"
+
+        def fresh() -> None:
+            staging.mkdir(parents=True, exist_ok=True)
+            for d in dirs.values():
+                if d.exists():  # left by a collection cut short
+                    shutil.rmtree(d)
+                d.mkdir()
+
+        try:
+            need = sum(e.size for e in want)
+            await asyncio.to_thread(fresh)
+            free = shutil.disk_usage(staging).free
+            if need + (1 << 20) > free:
+                raise OSError(errno.ENOSPC, f"No space left: the outputs need {need >> 20} "
+                                            f"MiB and {free >> 20} MiB are free")
+            got = await fetch_small(conn, root, want, staging, meter=h.meter, dest=dest)
+        except OSError:
+            return slow + [p[0] for p in plans]  # one at a time: each says what went wrong
+        if got.notes:  # names the head cannot store: those jobs go one at a time
+            bad = {"/".join(n.split("/", 2)[:2]) for n in got.notes if n.count("/") >= 2}
+            slow += [p[0] for p in plans if p[1] in bad or not bad]
+            plans = [p for p in plans if bad and p[1] not in bad]
+        # Another head driving this sweep may have taken the results meanwhile (see
+        # _collect_inner): a mark now means our copy may lack files, and is dropped.
+        mark = await conn.run(
+            f"cd {q(root)} || exit 3\n"
+            f"for r in {' '.join(q(p[1]) for p in plans) or '/'}; do\n"
+            '  if [ -f "$r/.dssh/collected" ]; then echo "$(head -n 1 "$r/.dssh/collected")"\n'
+            "  else echo -; fi\ndone\n", timeout=60)
+        marks = mark.text.splitlines()
+        if len(marks) != len(plans):
+            raise HostError(h.spec.name, f"{root}: an unexpected answer: {marks[-1:]}")
+        done = []
+        stores = []
+        for p, who in zip(plans, marks, strict=True):
+            job, r, exit_code, flag, cancelled, (started, finished), files, _ = p
+            if who != "-":
+                job.busy = False
+                self._taken_elsewhere(h, job, who)
+                continue
+            timed_out, vanished = flag == "1", flag == "v"
+            status = (st.CANCELLED if cancelled else st.TIMEOUT if timed_out
+                      else st.COMPLETED if exit_code == 0 else st.FAILED)
+            retry = (status in (st.FAILED, st.TIMEOUT)
+                     and job.attempts - job.retry_base <= self.sweep.run.retries)
+            info = self._job_info(h, job, status, exit_code, timed_out, started, finished,
+                                  job.remote_dir or "", files, [], [])
+            stores.append((job, dirs[r], info))
+            done.append((job, status, exit_code, timed_out, vanished, started, finished,
+                         retry))
+        try:
+            await asyncio.to_thread(self._store_batch, stores)
+        except OSError:
+            # The head's disk: one at a time, each job then says so and is tried again.
+            return slow + [d[0] for d in done]
+        with contextlib.suppress(OSError):
+            staging.rmdir()  # .incoming/, once nothing else is being collected
+        with self.state.tx() as db:
+            for job, status, exit_code, timed_out, vanished, started, finished, retry in done:
+                self._collected(h, job, db, status, exit_code, timed_out, vanished, started,
+                                finished, [], retry)
+        for job, status, exit_code, _, _, started, finished, retry in done:
+            self._after_collected(h, job, status, exit_code, retry, started, finished)
+        if done:
+            cleanup = asyncio.ensure_future(self._retire_batch(h, root, [
+                (d[0].id, d[0].attempts, rel[d[0].id]) for d in done]))
+
+            self.cleanups.add(cleanup)
+            cleanup.add_done_callback(self.cleanups.discard)
+        return slow
+
+    def _store_batch(self, stores: list[tuple[JobRt, Path, dict[str, Any]]]) -> None:
+        """Lay out each job of a batch as its results dir (outputs, stdout.txt, stderr.txt,
+        job.json) and put it in place. In a worker thread."""
+        for job, d, info in stores:
+            for name in ("stdout.txt", "stderr.txt"):  # none on the host: an empty one
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            self._store_result(job, d, info)
+
+    async def _retire_batch(self, h: HostRt, root: str, runs: list[tuple[int, int, str]]
+                            ) -> None:
+        """Empty collected run dirs down to their marks, in one round trip."""
+        if h.conn is None:
+            return
+        with contextlib.suppress(HostError):
+            user = h.user or "dssh"
+            claims = [f"{h.spec.ledger_dir}/c-{ledger.claim_name(user, f'{root}/{r}')}"
+                      for _, _, r in runs]
+            res = await h.conn.run(remote.retire_many(root, [r for _, _, r in runs],
+                                                      self.head_id, claims), timeout=300)
+            if res.exit_status == 0:
+                with self.state.tx() as db:
+                    db.executemany("UPDATE attempts SET retired=1 WHERE job_id=? AND attempt=?",
+                                   [(i, a) for i, a, _ in runs])
+
+    async def _collect_one(self, h: HostRt, job: JobRt) -> None:
         try:
             await self._collect_inner(h, job)
         except HostUnreachable:
@@ -1326,7 +1869,7 @@ rm -rf "$b" && mkdir "$b" && claim
         await asyncio.sleep(delay)
         if job.uncollected and not job.busy and h.conn is not None and job.host == h.spec.name:
             job.busy = True
-            await self._collect(h, job)
+            await self._collect_one(h, job)
 
     async def _fetch(self, h: HostRt, conn: HostConnection, jdir: str, files: list,
                      staging: Path) -> Fetched:
@@ -1365,14 +1908,18 @@ rm -rf "$b" && mkdir "$b" && claim
         res = await conn.run(
             f"c={q(ctl)}\n" + r"""rc=x; s=; f=; t=0; k=0
 if [ -f "$c/collected" ]; then echo "collected $(head -n 1 "$c/collected")"; exit 0; fi
-[ -f "$c/exit_code" ] && read -r rc < "$c/exit_code"
+[ -s "$c/exit_code" ] && read -r rc < "$c/exit_code"
 [ -f "$c/started" ] && read -r s < "$c/started"
 [ -f "$c/finished" ] && read -r f < "$c/finished"
+# empty: the times are the files' modification times
+if [ -z "$s$f" ]; then set -- $(stat -c %.9Y "$c/started" "$c/finished" 2>/dev/null); s=$1 f=$2; fi
 [ -f "$c/timed_out" ] && t=1
 [ -f "$c/cancelled" ] && k=1
 [ -f "$c/vanished" ] && t=v
 echo "$rc $t ${s:-0} ${f:-0} $k"
-""", timeout=30)
+set --
+[ "$rc" = x ] || set -- -e "DSSH_RUN=${c%/.dssh}"
+""" + remote.END_MARKED, timeout=30)
         parts = res.text.split()
         if parts and parts[0] == "collected":
             job.busy = False
@@ -1425,7 +1972,31 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             job.busy = False
             self._taken_elsewhere(h, job, mark.text.strip())
             return
-        info = {
+        info = self._job_info(h, job, status, exit_code, timed_out, started, finished, jdir,
+                              files, notes, [] if retry else left)
+        if self.options.verify:
+            info["sha256"] = got.digests
+        try:
+            await asyncio.to_thread(self._store_result, job, staging, info)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
+        with contextlib.suppress(OSError):
+            staging.parent.rmdir()  # .incoming/, once nothing else is being collected
+        with self.state.tx() as db:
+            self._collected(h, job, db, status, exit_code, timed_out, vanished, started,
+                            finished, notes, retry)
+        self._after_collected(h, job, status, exit_code, retry, started, finished)
+        # Remove the job's dir from the host; the run waits for this before it returns.
+        cleanup = asyncio.ensure_future(self._remove_remote(conn, jdir, job.id, job.attempts))
+        self.cleanups.add(cleanup)
+        cleanup.add_done_callback(self.cleanups.discard)
+
+    def _job_info(self, h: HostRt, job: JobRt, status: str, exit_code: int, timed_out: bool,
+                  started: float | None, finished: float | None, jdir: str, files: list,
+                  notes: list[str], left: list) -> dict[str, Any]:
+        """The job's ``job.json``."""
+        return {
             "sweep": self.sweep.name, "namespace": self.sweep.namespace,
             "job": job.planned.name, "status": status, "params": job.planned.params,
             "host": h.spec.name, "attempts": job.attempts, "exit_code": exit_code,
@@ -1433,35 +2004,39 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
             "seconds": round(finished - started, 3) if started and finished else None,
             "cpus": job.cpus, "gpus": list(job.gpus), "remote_dir": jdir,
             "outputs": [e.path for e in files], "skipped": notes,
-            "left_on_host": [] if retry else [{"path": e.path, "size": e.size} for e in left],
+            "left_on_host": [{"path": e.path, "size": e.size} for e in left],
         }
-        if self.options.verify:
-            info["sha256"] = got.digests
-        try:
-            write_json(staging / "job.json", info)
-            final = self.results_dir / job.planned.name
-            await asyncio.to_thread(keep_earlier, final, staging, job.attempts)
-            await asyncio.to_thread(place, staging, final)
-        except OSError as e:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
-        with contextlib.suppress(OSError):
-            staging.parent.rmdir()  # .incoming/, once nothing else is being collected
+
+    def _store_result(self, job: JobRt, staging: Path, info: dict[str, Any]) -> None:
+        """Write job.json into the staging dir and put it in the job's results place
+        (earlier attempts' logs kept along). In a worker thread."""
+        write_json(staging / "job.json", info)
+        final = self.results_dir / job.planned.name
+        keep_earlier(final, staging, job.attempts)
+        place(staging, final)
+
+    def _collected(self, h: HostRt, job: JobRt, db: Any, status: str, exit_code: int,
+                   timed_out: bool, vanished: bool, started: float | None,
+                   finished: float | None, notes: list[str], retry: bool) -> None:
+        """Record a collected attempt (in the open transaction ``db``)."""
         if job.uncollected:
             self.reporter.event("job", f"{job.planned.name}: collected after all")
         job.uncollected, job.collect_fails = "", 0
         for n in notes:
             self.reporter.event("warning", f"{job.planned.name}: {n}")
         self._release(h, job)
-        with self.state.tx() as db:
-            db.execute("UPDATE attempts SET state=?, exit_code=?, finished=? "
-                       "WHERE job_id=? AND attempt=?",
-                       (status, exit_code, finished, job.id, job.attempts))
-        self._set(job, status.lower(), state=st.PENDING if retry else status,
+        db.execute("UPDATE attempts SET state=?, exit_code=?, finished=? "
+                   "WHERE job_id=? AND attempt=?",
+                   (status, exit_code, finished, job.id, job.attempts))
+        self._set(job, status.lower(), db=db, state=st.PENDING if retry else status,
                   exit_code=exit_code, finished=finished or time.time(),
                   started=started, reason="timed out" if timed_out else
                   "killed from outside: its processes vanished without an exit code"
                   if vanished else None)
+
+    def _after_collected(self, h: HostRt, job: JobRt, status: str, exit_code: int,
+                         retry: bool, started: float | None, finished: float | None) -> None:
+        """What a collected attempt means for its host, the job and the sweep."""
         if retry:
             job.avoid.add(h.spec.name)
         else:
@@ -1480,10 +2055,6 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                             job=job.planned.name, host=h.spec.name, status=status)
         job.busy = False
         self.wakeup.set()
-        # Remove the job's dir from the host; the run waits for this before it returns.
-        cleanup = asyncio.ensure_future(self._remove_remote(conn, jdir, job.id, job.attempts))
-        self.cleanups.add(cleanup)
-        cleanup.add_done_callback(self.cleanups.discard)
 
     def _judge_host(self, h: HostRt, job: JobRt, ok: bool, seconds: float) -> None:
         """Quarantine a host that fails job after job quickly (a black hole: a broken
@@ -1629,29 +2200,57 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
 
     # -- the loop ---------------------------------------------------------------------------
     def _finished(self) -> bool:
-        return all(j.state in st.FINISHED_STATES for j in self.jobs.values())
+        return not any(n for state, n in self.by_state.items()
+                       if state not in st.FINISHED_STATES)
+
+    def _queued(self) -> Any:
+        """Queued jobs not being started, in sweep order (from the first one queued)."""
+        order = self.in_order
+        i = self.cursor
+        while i < len(order) and order[i].state != st.PENDING:
+            i += 1
+        self.cursor = i
+        for j in order[i:]:
+            if j.state == st.PENDING and not j.busy:
+                yield j
 
     def _schedule(self) -> None:
         ready = [h for h in self.hosts.values() if h.status == "ready" and h.slots is not None]
         if not ready:
             return
         need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.needs))
-        for j in self.in_order:
-            if j.cancel and j.state == st.PENDING and not j.busy:
+        for i in list(self.cancelling):
+            j = self.jobs[i]
+            if j.state == st.PENDING and not j.busy:
                 self._set(j, "cancelled", state=st.CANCELLED, reason="cancelled")
+            if j.state in st.FINISHED_STATES:
+                self.cancelling.discard(i)
         if self.halted:
             return
-        queue = [(j.id, need) for j in self.in_order if j.state == st.PENDING and not j.busy]
-        avoid = {j.id: j.avoid for j in self.jobs.values() if j.avoid}
-        placed = place_jobs(queue, [h.slots for h in ready if h.slots], avoid) if queue else []
+        slots = [h.slots for h in ready if h.slots]
+        queued = self._queued()
+        placed = []
+        if any(s.available and not s.full for s in slots):
+            placed = place_jobs(((j.id, need) for j in queued), slots, _Avoid(self.jobs),
+                                one_need=True)
+        # What is left in the queue: enough of it to tell whether it wants room here.
+        left = [j.id for j in itertools.islice(queued, LOOK_AHEAD)]
         for p in placed:
             job = self.jobs[p.job]
             job.busy = True
             job.held = True
-            self._spawn(self._dispatch(self.hosts[p.host], job, p.cpus, p.gpus))
+            h = self.hosts[p.host]
+            if job.planned.files or any(c in h.workdir + job.planned.name for c in "\t\n"):
+                # One at a time: its inputs go up between its claim and its start; or its
+                # dir's name would not fit on a line of the batch's claim requests.
+                self._spawn(self._dispatch(h, job, p.cpus, p.gpus))
+                continue
+            self.starting += 1
+            h.to_start.append((job, p.cpus, p.gpus))
+            if h.starter is None or h.starter.done():
+                h.starter = self._spawn(self._start_batches(h))
         # Hosts where jobs left in the queue wait for room other heads hold: stand in
         # their ledgers' queues. With nothing left to start, leave them.
-        left = {j for j, _ in queue} - {p.job for p in placed}
         for h in ready:
             s = h.slots
             assert s is not None
@@ -1662,8 +2261,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                 self._want_room(h)
                 continue
             h.waiting = False
-            if h.registered and not self.starting and not any(
-                    j.state == st.PENDING for j in self.jobs.values()):
+            if h.registered and not self.starting and not self.by_state.get(st.PENDING):
                 self._spawn(self._unwait(h))
 
     def _take_requests(self) -> None:
@@ -1680,6 +2278,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
                         dropped += 1
                     elif j.state in st.ACTIVE_STATES or j.busy:
                         j.cancel = True
+                        self.cancelling.add(j.id)
                         if j.state in (st.RUNNING, st.SUSPENDED) and not j.busy:
                             self._spawn(self._kill(j))
                         stopped += 1
@@ -1702,8 +2301,10 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
     def _uncollectable(self) -> DsshError | None:
         """When every job left has ended but the results dir refused it twice, the run
         stops: waiting longer would only hold the hosts' results back from a later run."""
+        if self.starting or self._finished():
+            return None
         left = [j for j in self.jobs.values() if j.state not in st.FINISHED_STATES]
-        if self.starting or not left or not all(
+        if not all(
                 j.uncollected and j.collect_fails >= 2 and not j.busy for j in left):
             return None
         return ResultsDirError(
@@ -1713,8 +2314,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
 
     def _stuck(self) -> DsshError | None:
         """Why pending jobs can never run in this run, or None while there is hope."""
-        pending = [j for j in self.jobs.values() if j.state == st.PENDING]
-        if not pending:
+        if not self.by_state.get(st.PENDING):
             return None
         if any(h.status in ("connecting", "building", "lost", "paused")
                for h in self.hosts.values()):
@@ -1723,7 +2323,7 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.needs))
         if ready and not unrunnable(need, [h.slots for h in ready if h.slots]):
             return None
-        if any(j.state in st.ACTIVE_STATES for j in self.jobs.values()):
+        if any(self.by_state.get(a) for a in st.ACTIVE_STATES):
             return None
         failed_builds = [h for h in self.hosts.values() if h.status == "failed"
                          and h.detail.startswith("build failed")]
@@ -1779,11 +2379,16 @@ echo "$rc $t ${s:-0} ${f:-0} $k"
         while not self._finished() and not self._halted_and_idle():
             if self.fatal is not None:
                 raise self.fatal
-            self._take_requests()
-            blocked = self._uncollectable()
-            if blocked is not None:
-                self.write_summary()
-                raise blocked
+            now = time.monotonic()
+            if now - self._last_checks >= CHECK_EVERY:
+                # Requests and stalls are looked at a few times a second, not at every
+                # event: with thousands of jobs ending, each look would cost the head.
+                self._last_checks = now
+                self._take_requests()
+                blocked = self._uncollectable()
+                if blocked is not None:
+                    self.write_summary()
+                    raise blocked
             stuck = self._stuck()
             if stuck is not None:
                 self.write_summary()

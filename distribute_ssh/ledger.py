@@ -143,6 +143,41 @@ def claim_command(script: str, ledger_dir: str, *, name: str, head: str, user: s
     return "sh " + " ".join(q(w) for w in words)
 
 
+def claims_command(script: str, ledger_dir: str, *, head: str, user: str, machine: str,
+                   sweep: str, cap_cpus: int, cap_slots: int | None,
+                   cap_gpus: tuple[int, ...]) -> str:
+    """Many claims at once (a batch of job starts): the requests go on its stdin, one
+    :func:`claims_request` line each."""
+    words = [script, "claims", ledger_dir, head, user, machine, sweep, str(cap_cpus),
+             "-" if cap_slots is None else str(cap_slots), _list(cap_gpus),
+             waiter_name(user, head)]
+    return "sh " + " ".join(q(w) for w in words)
+
+
+def claims_request(name: str, job: str, kind: str, cpus: int, gpus: tuple[int, ...],
+                   run_dir: str) -> str:
+    return "\t".join((name, job, kind, str(cpus), _list(gpus), run_dir)) + "\n"
+
+
+def parse_many(text: str, n: int) -> tuple[list[tuple[str, str]], Ledger, list[str]]:
+    """What ``ledger.sh claims`` printed for ``n`` requests: a (verdict, reason) per
+    request, the ledger, and the lines after it."""
+    lines = text.splitlines()
+    verdicts: list[tuple[str, str]] = []
+    for line in lines[:n]:
+        word, _, why = line.partition(" ")
+        if word not in ("ok", "full", "yield", "error"):
+            break
+        verdicts.append((word, why))  # "error": that one claim could not be made
+    if len(verdicts) < n:  # the ledger failed before or instead of the decisions
+        led, rest = parse(text)
+        led.error = led.error or next((ln[6:] for ln in lines if ln.startswith("error ")),
+                                      "no answer")
+        return verdicts, led, rest
+    led, rest = parse("\n".join(lines[n:]))
+    return verdicts, led, rest
+
+
 def wait_command(script: str, ledger_dir: str, token: str, *, head: str, user: str,
                  sweep: str, cpus: int, gpus: int) -> str:
     words = [script, "wait", ledger_dir, token, head, user, sweep, str(cpus), str(gpus),

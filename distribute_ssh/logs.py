@@ -79,12 +79,12 @@ async def job_log(state: st.State, sweep: Any, inventory: Inventory, job: str, *
             # (and its dir emptied) before we got there: the results have the log.
             script = (f"f={q(f)}; c={q(a['remote_dir'] + '/.dssh')}\n" + r"""
 gone() { [ -f "$c/collected" ] || [ ! -d "$c" ]; }
-while [ ! -f "$f" ] && [ ! -f "$c/exit_code" ]; do gone && exit 4; sleep 0.2; done
+while [ ! -f "$f" ] && [ ! -s "$c/exit_code" ]; do gone && exit 4; sleep 0.2; done
 [ -f "$f" ] || { gone && exit 4; exit 0; }
 p=$(cat "$c/pid" 2>/dev/null)
 if [ -n "$p" ] && tail --version >/dev/null 2>&1; then exec tail -c +1 -f --pid="$p" "$f"; fi
 tail -c +1 -f "$f" & t=$!
-while [ ! -f "$c/exit_code" ] && ! gone; do sleep 0.5; done
+while [ ! -s "$c/exit_code" ] && ! gone; do sleep 0.5; done
 sleep 0.5; kill $t
 """)
             wrote = False

@@ -14,6 +14,9 @@ Rules, in order:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import attrs
 
 
@@ -115,17 +118,23 @@ def _preference(host: HostSlots, need: JobNeed) -> tuple:
     return (gpu_penalty, load, host.running + host.foreign_jobs, host.name)
 
 
-def place(queue: list[tuple[int, JobNeed]], hosts: list[HostSlots],
-          avoid: dict[int, set[str]] | None = None) -> list[Placement]:
+def place(queue: Iterable[tuple[int, JobNeed]], hosts: list[HostSlots],
+          avoid: Any = None, *, one_need: bool = False) -> list[Placement]:
     """Assign as many queued jobs as fit now. Mutates ``hosts`` to reserve what it hands out.
 
     ``avoid`` maps a job to hosts it should not go to unless no other host could ever
-    take it (a retry prefers another host).
+    take it (a retry prefers another host): anything with ``get(job)``. The queue is read
+    only as far as needed: up to where every host is full, or, with ``one_need`` (every
+    job needs the same), up to the first job no host has room for.
     """
     out: list[Placement] = []
+    if not any(h.available and not h.full for h in hosts):
+        return out
     for job, need in queue:
         candidates = [h for h in hosts if h.fits_now(need)]
         if not candidates:
+            if one_need:
+                break
             continue
         bad = (avoid or {}).get(job)
         if bad:

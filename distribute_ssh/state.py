@@ -259,26 +259,38 @@ class State:
                    (sweep_id, job_id, time.time(), kind, host,
                     None if detail is None else json.dumps(redact_data(detail))))
 
-    def set_job(self, job_id: int, kind: str, **fields: Any) -> None:
-        """Update a job and log the transition as one event, atomically."""
-        row = self.job(job_id)
+    def set_job(self, job_id: int, kind: str, *, db: sqlite3.Connection | None = None,
+                sweep_id: int = 0, **fields: Any) -> None:
+        """Update a job and log the transition as one event, atomically (within ``db``,
+        a transaction the caller holds open, when given)."""
+        if db is None:
+            with self.tx() as db:
+                self.set_job(job_id, kind, db=db, sweep_id=sweep_id, **fields)
+            return
         fields = {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
-        cols = ", ".join(f"{k}=?" for k in fields)
-        with self.tx() as db:
-            if fields:
-                db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
-            self.event(db, row["sweep_id"], job_id, kind, fields.get("host", row["host"]),
-                       {k: v for k, v in fields.items() if k not in ("params",)} or None)
+        host = fields.get("host")
+        if not sweep_id or host is None:
+            row = db.execute("SELECT sweep_id, host FROM jobs WHERE id=?", (job_id,)).fetchone()
+            sweep_id, host = row[0], fields.get("host", row[1])
+        if fields:
+            cols = ", ".join(f"{k}=?" for k in fields)
+            db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+        self.event(db, sweep_id, job_id, kind, host,
+                   {k: v for k, v in fields.items() if k not in ("params",)} or None)
 
-    def undo_start(self, job_id: int, attempt: int) -> None:
+    def undo_start(self, job_id: int, attempt: int, db: sqlite3.Connection | None = None
+                   ) -> None:
         """A start that never reached its host (the host's ledger had no room): the job is
         queued again as it was, and neither the attempt nor its start event remain."""
-        with self.tx() as db:
-            db.execute("DELETE FROM attempts WHERE job_id=? AND attempt=?", (job_id, attempt))
-            db.execute("DELETE FROM events WHERE id=(SELECT MAX(id) FROM events WHERE "
-                       "job_id=? AND kind='starting')", (job_id,))
-            db.execute("UPDATE jobs SET state='PENDING', attempts=? WHERE id=?",
-                       (attempt - 1, job_id))
+        if db is None:
+            with self.tx() as db:
+                self.undo_start(job_id, attempt, db)
+            return
+        db.execute("DELETE FROM attempts WHERE job_id=? AND attempt=?", (job_id, attempt))
+        db.execute("DELETE FROM events WHERE id=(SELECT MAX(id) FROM events WHERE "
+                   "job_id=? AND kind='starting')", (job_id,))
+        db.execute("UPDATE jobs SET state='PENDING', attempts=? WHERE id=?",
+                   (attempt - 1, job_id))
 
     def set_attempt(self, job_id: int, attempt: int, state: str, reason: str | None = None
                     ) -> None:

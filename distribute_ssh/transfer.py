@@ -27,7 +27,7 @@ import shlex
 import tarfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +170,10 @@ class _Untar:
     decryption for the interpreter."""
 
     def __init__(self, staging: Path, expected: dict[str, RemoteEntry], done: Fetched,
-                 verify: bool, meter: Meter | None) -> None:
+                 verify: bool, meter: Meter | None,
+                 dest: Callable[[str], str] | None = None) -> None:
         self.staging, self.expected, self.done = staging, expected, done
+        self.dest = dest  # where a member goes below staging (default: its own name)
         self.verify, self.meter = verify, meter
         self.head = bytearray()  # a header block being gathered
         self.skip = 0  # bytes to pass over (members not wanted, padding)
@@ -262,6 +264,8 @@ class _Untar:
 
     def _create(self, rel: str) -> int:
         """A new file at ``rel`` in the staging dir (its dirs made once each)."""
+        if self.dest is not None:
+            rel = self.dest(rel)
         parent, _, _ = rel.rpartition("/")
         if parent not in self.dirs:
             os.makedirs(os.path.join(self.root, parent), exist_ok=True)
@@ -313,6 +317,46 @@ async def _fetch_tar(conn: HostConnection, root: str, files: list[RemoteEntry], 
         untar.close()
     except _Cut as e:
         raise HostError(conn.name, f"{root}: the transfer broke off: {e}") from None
+
+
+async def fetch_small(conn: HostConnection, root: str, files: list[RemoteEntry],
+                      staging: Path, *, meter: Meter | None = None,
+                      dest: Callable[[str], str] | None = None,
+                      timeout: float = 300.0) -> Fetched:
+    """:func:`fetch` for a few small files (GNU tar on the host): the archive comes as one
+    command's output on one of the connection's long-lived shells, with no channel of its
+    own, and is unpacked here, each file to ``dest(its path)`` below ``staging``. Files
+    the head cannot name are skipped with a note."""
+    done = Fetched()
+    files = [e for e in files if e.kind == "file" and safe_rel(e.path)]
+    if not files:
+        return done
+    staging.mkdir(parents=True, exist_ok=True)
+    res = await conn.run(f"cd {shlex.quote(root)} || exit 3\n"
+                         f"{name_list(e.path for e in files)} | {_GNU_TAR}\n", timeout=timeout)
+    if res.exit_status not in (0, 1):  # GNU tar: 1 = a file changed, 2 = fatal
+        err = res.stderr.decode("utf-8", "replace").strip()
+        raise HostError(conn.name, f"{root}: tar failed: {err or res.exit_status}")
+
+    def unpack() -> None:
+        untar = _Untar(staging, {e.path: e for e in files}, done, False, meter, dest)
+        try:
+            untar.feed(res.stdout)
+            untar.close()
+        finally:
+            if untar.fd >= 0:
+                os.close(untar.fd)
+
+    try:
+        await asyncio.to_thread(unpack)
+    except _Cut as e:
+        raise HostError(conn.name, f"{root}: the transfer broke off: {e}") from None
+    missing = [e.path for e in files if e.path not in done.got
+               and not any(n.startswith(f"{e.path}: ") for n in done.notes)]
+    if missing:
+        raise HostError(conn.name, f"{root}: {len(missing)} file(s) did not arrive, e.g. "
+                                   f"{missing[0]!r}")
+    return done
 
 
 # -- SFTP, several files at once --------------------------------------------------------------

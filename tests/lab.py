@@ -212,7 +212,7 @@ def read_claims(ledger: Path) -> list[dict[str, str]]:
                               for line in f.read_text().splitlines())
             except OSError:
                 continue
-            if fields.get("boot") and fields["boot"] != boot:
+            if "ended" in fields or (fields.get("boot") and fields["boot"] != boot):
                 continue
             pid = fields.get("pid")
             if pid:

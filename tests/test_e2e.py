@@ -135,7 +135,8 @@ def test_sweep_end_to_end(project: Path, fresh_workdirs) -> None:
         # what `collect` left for `dssh pull`; what came home is gone from the host
         for d in (w.workdir / "jobs/default/cavity").glob("*/*"):
             assert sorted(str(p.relative_to(d)) for p in d.rglob("*")) == [
-                ".dssh", ".dssh/collected", ".dssh/kept", "outputs", "outputs/scratch.tmp"], d
+                ".dssh", ".dssh/claim", ".dssh/collected", ".dssh/kept", "outputs",
+                "outputs/scratch.tmp"], d
     assert _builds(ws["ws1"]) == 1 and _builds(ws["ws2"]) == 1 and _builds(ws["ws3"]) == 0
 
     # Running it again does nothing and exits as the run did.

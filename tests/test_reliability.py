@@ -245,10 +245,11 @@ def test_two_heads_on_one_sweep_never_start_a_job_twice_on_a_host(lab: Path,
                 (mine,) = [j for j in status["jobs"] if j["job"] == row["job"]]
                 assert "another head took its results" in mine["reason"], mine
     assert set(done) == {f"i-{i}" for i in range(9)}, (done, outs)
-    for w in ws:  # what stays on the hosts: the marks of collected runs, nothing else
+    for w in ws:  # what stays on the hosts: the marks of collected runs (who claimed the
+        # dir, who took its results), nothing else
         for d in w.workdir.glob("jobs/default/twin/*/*"):
             left = sorted(str(p.relative_to(d)) for p in d.rglob("*"))
-            assert left == [".dssh", ".dssh/collected"], (d, left)
+            assert left == [".dssh", ".dssh/claim", ".dssh/collected"], (d, left)
 
 
 def test_a_head_that_lost_its_state_runs_the_sweep_again_and_old_marks_are_tidied(

@@ -322,9 +322,13 @@ def test_three_heads_share_the_hosts_and_never_oversubscribe(lab: Lab) -> None:
     assert not sampler.unclaimed(), sampler.unclaimed()[:3]
     assert max(s.running for s in sampler.samples) <= 2
     assert max(s.running for s in sampler.samples) == 2  # and the room was used
-    # Shared: some host held jobs of two members at once; and the look from the side saw
-    # the claims of the members that held them.
-    assert any(len(s.users) > 1 for s in sampler.samples)
+    # Shared: some host held jobs of several members in the run (a head claims the room
+    # it can use in one go, so members may also take turns on a host); and the look from
+    # the side saw the claims of the members that held them.
+    served: dict[str, set[str]] = {}
+    for s in sampler.samples:
+        served.setdefault(s.host, set()).update(s.users)
+    assert any(len(users) > 1 for users in served.values()), served
     rows = json.loads((dirs[0] / "hosts.log").read_text())
     seen = {c["user"] for r in rows for c in r["claims"]}
     assert seen and seen <= {m.user for m in lab.members}, rows

@@ -364,7 +364,7 @@ def test_collect_exclude_then_pull_list_and_clean(lab: Path, fresh_workdirs) -> 
     for w in ws:
         for d in (w.workdir / "jobs/default/leave").glob("*/*"):
             assert sorted(str(p.relative_to(d)) for p in d.rglob("*")) == [
-                ".dssh", ".dssh/collected"], d
+                ".dssh", ".dssh/claim", ".dssh/collected"], d
     after = dssh("pull", "leave", "--list", "-i", inv, cwd=lab)
     assert "0 file(s), 0 B in all" in after.stdout, explain(after)
 

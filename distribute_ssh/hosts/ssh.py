@@ -32,7 +32,7 @@ from .base import LOCAL_DISK_ERRNOS, PRELUDE, Completed, HostConnection, RemoteE
 
 # OpenSSH allows 10 sessions per connection by default (MaxSessions). dssh's budget:
 # 1 SFTP, 1 watcher, SHELLS long-lived shells for quick commands, the rest one-off channels.
-SHELLS = 2
+SHELLS = 4
 MAX_CHANNELS = 10 - 2 - SHELLS
 KEEPALIVE_INTERVAL = 15
 KEEPALIVE_COUNT_MAX = 3
@@ -466,13 +466,15 @@ class _Shell:
         self.busy = False
         self.dead = False
         self.timed_out = False
+        # One marker for the shell's life: compiled once, not for every command.
+        self.tok = tok = secrets.token_hex(16)
+        self.out_end = re.compile(rb"\n@@dssh:" + tok.encode() + rb":(\d+)@@\n")
+        self.err_end = f"\n@@dssh:{tok}@@\n".encode()
 
     async def run(self, script: str, timeout: float) -> Completed | None:
         """The script's result; None if the shell died or timed out (it is then closed)."""
         self.busy = True
-        tok = secrets.token_hex(8)
-        out_end = re.compile(rb"\n@@dssh:" + tok.encode() + rb":(\d+)@@\n")
-        err_end = f"\n@@dssh:{tok}@@\n".encode()
+        tok, out_end, err_end = self.tok, self.out_end, self.err_end
         try:
             self.proc.stdin.write(
                 f"(\n{PRELUDE}{script}\n) </dev/null\n"

@@ -41,9 +41,10 @@ def export_lines(env: dict[str, str]) -> str:
 
 
 def command_script(workdir: str, env: dict[str, str], command: str, *, merge_stderr=False) -> str:
-    """The ``command.sh`` a wrapper runs: environment, working dir, then ``sh -c COMMAND``."""
+    """The ``command.sh`` a wrapper runs: environment, working dir, then the command, in
+    the same shell (a shell of its own would cost every job one more process)."""
     return ("# written by dssh\n" + export_lines(env) + f"cd {q(workdir)} || exit 1\n"
-            + ("exec 2>&1\n" if merge_stderr else "") + f"exec sh -c {q(command)}\n")
+            + ("exec 2>&1\n" if merge_stderr else "") + command + "\n")
 
 
 def pause_conf(home: str, pause_files: tuple[str, ...], max_pause: float, on_pause: str) -> str:
@@ -76,6 +77,12 @@ def any_pause_file(patterns: list[str]) -> str:
             + '; do if [ -e "$_f" ] || [ -L "$_f" ]; then _p=true; break; fi; done; $_p; }')
 
 
+# What nohup does, without a process of its own: SIGHUP ignored (inherited by the wrapper
+# and the job), no terminal output. The wrapper needs no session of its own (no terminal
+# can hang up on it); the job gets one, so its whole tree can be signalled.
+DETACH = "trap '' HUP\n"
+
+
 def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf: str,
            pause_files: list[str] | None = None, claim: str = "") -> str:
     """Start the wrapper detached (own session, no tty, stdio closed) and print
@@ -96,7 +103,7 @@ def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf:
             f'  case $st in paused*) {drop}echo "$st"; exit 0 ;; esac\n'
             "fi\n"
             f": > {q(ctl + '/launched')}\n"
-            f"nohup setsid sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)} "
+            + DETACH + f"sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)} "
             f"{q(pconf)} {q(claim)} < /dev/null > /dev/null 2>&1 &\n"
             'echo "started $!"\n')
 
@@ -117,7 +124,7 @@ def inspect(dirs: list[str]) -> str:
     lines.append(r"""  c="$d/.dssh"
   if [ ! -d "$d" ]; then echo "$i missing"
   elif [ -f "$c/collected" ]; then echo "$i collected $(head -n 1 "$c/collected")"
-  elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
+  elif [ -s "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
     echo "$i ended $(cat "$c/exit_code") $t"
   elif [ ! -f "$c/launched" ]; then
     m=$(stat -c %Y "$c" 2>/dev/null || stat -c %Y "$d" 2>/dev/null || echo 0)
@@ -128,7 +135,7 @@ def inspect(dirs: list[str]) -> str:
     if [ -n "$boot" ] && [ -n "$b" ] && [ "$b" != "$boot" ]; then echo "$i lost reboot"
     elif kill -0 "$p" 2>/dev/null; then
       if [ -f "$c/suspended" ]; then echo "$i suspended"; else echo "$i running"; fi
-    elif [ -f "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
+    elif [ -s "$c/exit_code" ]; then t=0; [ -f "$c/timed_out" ] && t=1
       echo "$i ended $(cat "$c/exit_code") $t"
     else echo "$i lost killed"; fi
   else  # launched, no pid yet: a start in flight, or one cut short before the wrapper ran
@@ -150,8 +157,8 @@ def retire(dir_: str, who: str) -> str:
     ``outputs/`` too, less the files listed in ``.dssh/taken`` (NUL-separated: those
     went home).
 
-    ``.dssh/`` itself never goes away, not even for a moment: creating it is how a start
-    claims the dir, and a gap would let another head's start in."""
+    ``.dssh/`` and its ``claim`` never go away, not even for a moment: creating them is
+    how a start claims the dir, and a gap would let another head's start in."""
     base, sep, _ = dir_.rpartition("/jobs/")
     trash = f"{base}/trash" if sep else ""
     return (f"d={q(dir_)}; w={q(who)}; t={q(trash)}\n" + r"""if [ -d "$d/.dssh" ]; then
@@ -172,13 +179,47 @@ def retire(dir_: str, who: str) -> str:
   set --
   for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; do
     case $f in
-      "$d/.dssh"|"$d/.dssh/collected"|*"/*"|*"/.[!.]*") ;;
+      "$d/.dssh"|"$d/.dssh/collected"|"$d/.dssh/claim"|*"/*"|*"/.[!.]*") ;;
       "$d/outputs"|"$d/.dssh/kept") [ -n "$k" ] || set -- "$@" "$f" ;;
       *) set -- "$@" "$f" ;;
     esac
   done
   [ $# = 0 ] || rm -rf "$@"
 fi
+""")
+
+
+# Stops what ended jobs left running outside their process group: processes that carry a
+# job's mark (DSSH_RUN=its dir, see wrapper.sh). "$@" holds "-e DSSH_RUN=DIR" for each
+# ended job; one grep looks for all of them. TERM first, KILL 2 s later.
+END_MARKED = r"""if [ $# -gt 0 ]; then
+  pids=
+  for f in $(grep -l -F -x -z "$@" /proc/[0-9]*/environ 2>/dev/null); do
+    f=${f#/proc/}; pids="$pids ${f%/environ}"
+  done
+  if [ -n "$pids" ]; then
+    kill -TERM $pids 2>/dev/null; kill -CONT $pids 2>/dev/null
+    (sleep 2; kill -KILL $pids) > /dev/null 2>&1 &
+  fi
+fi
+"""
+
+
+def retire_many(root: str, rels: list[str], who: str, claims: list[str] = ()) -> str:
+    """:func:`retire` for many collected run dirs below ``root`` that kept nothing for
+    ``dssh pull``: their marks written by the shell itself, then one ``rm`` for all, with
+    their ended ``claims`` in the host's ledger."""
+    return (f"cd {q(root)} || exit 0\nw={q(who)}\nset -- {' '.join(q(c) for c in claims)}\n"
+            f"for d in {' '.join(q(r) for r in rels)}; do\n" + r"""  [ -d "$d/.dssh" ] || continue
+  printf '%s\n' "$w" > "$d/.dssh/collected"
+  for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; do
+    case $f in
+      "$d/.dssh"|"$d/.dssh/collected"|"$d/.dssh/claim"|*"/*"|*"/.[!.]*") ;;
+      *) set -- "$@" "$f" ;;
+    esac
+  done
+done
+[ $# = 0 ] || rm -rf -- "$@"
 """)
 
 
@@ -205,9 +246,9 @@ def mark_killed(dir_: str) -> str:
     give it the exit code a SIGKILL gives (137), marked ``vanished``, so that it is
     collected and retried as the failure it is."""
     return (f"c={q(dir_ + '/.dssh')}\n" + r"""[ -f "$c/job_pid" ] && kill -KILL "-$(cat "$c/job_pid")" 2>/dev/null
-if [ ! -f "$c/exit_code" ]; then
+if [ ! -s "$c/exit_code" ]; then
   : > "$c/vanished"
-  [ -f "$c/finished" ] || date +%s.%N > "$c/finished"
+  [ -f "$c/finished" ] || : > "$c/finished"
   echo 137 > "$c/exit_code.tmp" && mv -f "$c/exit_code.tmp" "$c/exit_code"
 fi
 """)

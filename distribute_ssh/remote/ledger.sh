@@ -4,8 +4,8 @@
 # file in it, owned by the user whose job it is:
 #
 #   c-NAME   a claim: user, head, machine, sweep, job, kind, cpus, gpus, since, cap, dir,
-#            boot; the job's wrapper adds "pid" and "pstart" when it starts and deletes
-#            the file when the job ends.
+#            boot; the job's wrapper adds "pid" and "pstart" when it starts and "ended"
+#            when the job ends (it then counts no more, and its user's heads remove it).
 #   w-NAME   a head waiting for room here: head, user, sweep, cpus, gpus, since. Kept
 #            fresh (mtime, every second) while the head waits; stale after WAIT_STALE
 #            seconds.
@@ -26,6 +26,9 @@
 #
 #   ledger.sh claim  L NAME HEAD USER MACHINE SWEEP JOB KIND CPUS GPUS CAPCPUS CAPSLOTS CAPGPUS DIR WAITER
 #       prints "ok NOW", or "full REASON" / "yield REASON"; then the ledger as "show" does
+#   ledger.sh claims L HEAD USER MACHINE SWEEP CAPCPUS CAPSLOTS CAPGPUS WAITER < REQUESTS
+#       many claims at once, one request per line (NAME JOB KIND CPUS GPUS DIR, by tabs):
+#       a decision per request, in order, then the ledger as "show" does
 #   ledger.sh show   L [HEAD]        the live claims and waiters, the capacity, a token
 #   ledger.sh wait   L TOKEN HEAD USER SWEEP CPUS GPUS WAITER
 #       registers HEAD as waiting, returns once the ledger changes (or after 2 s), shows it
@@ -63,16 +66,15 @@ NL='
 
 # Evaluate the ledger: prints one tab-separated line per live claim and waiter, the
 # capacity in force, what is in use, a token (the dir's mtime), and DEAD lines for
-# reclaimable claims. With a need (NEED_CPUS ...), prints the decision first: "ok NOW",
-# "full no room" or "yield WHY". Three processes (stat, awk and a subshell): it runs for
+# reclaimable claims. With needs (NEEDS: "CPUS:GPUS ..."), prints a decision for each
+# first, in order: "ok NOW", "full no room" or "yield WHY". Three processes (stat, awk and a subshell): it runs for
 # every job start.
 evaluate() {
     boot=
     read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null
     stat -c '%.9Y %s %f %n' -- "$L" "$L"/c-* "$L"/w-* 2>/dev/null |
     awk -v boot="$boot" -v me="${HEAD:-}" -v pstale=$PENDING_STALE \
-        -v wstale=$WAIT_STALE -v reserve=$RESERVE_AFTER -v ncpus="${NEED_CPUS:-}" \
-        -v ngpus="${NEED_GPUS:--}" -v capc="${CAP_CPUS:-}" -v caps="${CAP_SLOTS:-}" \
+        -v wstale=$WAIT_STALE -v reserve=$RESERVE_AFTER -v needs="${NEEDS:-}" -v capc="${CAP_CPUS:-}" -v caps="${CAP_SLOTS:-}" \
         -v capg="${CAP_GPUS:-}" -v T="$TAB" '
 function field(k) { return (k in v) ? v[k] : "" }
 function alive(pid, pstart,   line, n, a, rest) {
@@ -110,7 +112,8 @@ $3 !~ /^8[0-9a-f][0-9a-f][0-9a-f]$/ || $2 + 0 > 65536 { next }
         next
     }
     pid = field("pid")
-    if (field("boot") != "" && boot != "" && field("boot") != boot) live = 0
+    if ("ended" in v) live = 0  # its job has ended: the wrapper gave it back
+    else if (field("boot") != "" && boot != "" && field("boot") != boot) live = 0
     else if (pid != "") live = alive(pid, field("pstart"))
     else live = (now - mt < pstale)
     if (!live) { dead[++nd] = f; next }
@@ -147,7 +150,11 @@ END {
     ngfree = 0; freeg = ""
     listset(eg, gset)
     for (g in gset) if (!(g in busy)) { ngfree++; freeg = freeg (freeg == "" ? "" : ",") g }
-    if (ncpus != "") {
+    # One verdict per need, in order: each one that fits counts against the next.
+    used0 = used; jobs0 = jobs
+    nneeds = split(needs, nl, " ")
+    for (q = 1; q <= nneeds; q++) {
+        split(nl[q], nd2, ":"); ncpus = nd2[1] + 0; ngpus = nd2[2]
         verdict = "ok"
         mine = 1e18  # not waiting: anyone who is, waited longer
         for (i = 1; i <= nw; i++) if (wh[i] == me) mine = ws[i]
@@ -165,13 +172,17 @@ END {
             }
         }
         print verdict " " (verdict == "ok" ? now : verdict == "full" ? "no room" : why)
+        if (verdict == "ok") {
+            used += ncpus; jobs++
+            for (g in need) { busy[g] = 1; ngfree-- }
+        }
     }
     for (i = 1; i <= n; i++)
         print "claim" T cu[i] T cc[i] T cg[i] T cs[i] T ck[i] T cst[i] T csw[i] T cj[i] T cm[i] T ch[i] T cd[i]
     for (i = 1; i <= nw; i++)
         print "waiter" T wu[i] T wc[i] T wg[i] T wst[i] T wsw[i] T wh[i]
     print "cap" T ec T es T eg
-    print "used" T used T jobs T freeg
+    print "used" T used0 T jobs0 T freeg
     print "token" T tok
     for (i = 1; i <= nd; i++) print "dead" T dead[i]
 }'
@@ -180,12 +191,15 @@ END {
 # Print the evaluation without its DEAD lines; with "rm", remove those files (where this
 # user may: their owner's heads remove the rest).
 emit() {
+    rm=$1
+    set --
     while IFS= read -r line; do
         case $line in
-            dead"$TAB"*) [ "$1" = rm ] && rm -f -- "${line#dead"$TAB"}" 2>/dev/null ;;
+            dead"$TAB"*) [ "$rm" = rm ] && set -- "$@" "${line#dead"$TAB"}" ;;
             *) printf '%s\n' "$line" ;;
         esac
     done
+    [ $# = 0 ] || rm -f -- "$@" 2>/dev/null
 }
 
 lock() {
@@ -217,6 +231,7 @@ claim)
     NAME=$3 HEAD=$4 USER_=$5 MACHINE=$6 SWEEP=$7 JOB=$8 KIND=$9
     shift 9
     NEED_CPUS=$1 NEED_GPUS=$2 CAP_CPUS=$3 CAP_SLOTS=$4 CAP_GPUS=$5 DIR=$6 WAITER=$7
+    NEEDS="$NEED_CPUS:$NEED_GPUS"
     lock
     out=$(evaluate)
     verdict=${out%%"$NL"*}
@@ -250,6 +265,81 @@ claim)
     esac
     emit rm <<EOF
 $out
+EOF
+    ;;
+claims)
+    # Many claims under one lock and one look at the ledger: a head starting a batch of
+    # jobs. One request per line on stdin: NAME JOB KIND CPUS GPUS DIR, tab-separated.
+    # Prints a decision per request, in order, then the ledger as "show" does.
+    HEAD=$3 USER_=$4 MACHINE=$5 SWEEP=$6 CAP_CPUS=$7 CAP_SLOTS=$8 CAP_GPUS=$9
+    shift 9
+    WAITER=$1
+    reqs=
+    NEEDS=
+    n=0
+    while IFS=$TAB read -r name job kind cpus gpus dir; do
+        [ -n "$name" ] || continue
+        case $name in */*|.*) fail "bad claim name $name" ;; esac
+        reqs="$reqs$name$TAB$job$TAB$kind$TAB$cpus$TAB$gpus$TAB$dir$NL"
+        NEEDS="$NEEDS $cpus:$gpus"
+        n=$((n + 1))
+    done
+    lock
+    out=$(evaluate)
+    boot=
+    read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null
+    w="$L/w-$WAITER"
+    refused=
+    served=
+    i=0
+    verdicts=
+    rest=
+    # Claims are created with O_EXCL (noclobber): never through a name someone else put
+    # here first, and without a process per claim.
+    set -C
+    while IFS= read -r line; do
+        if [ $i -ge $n ]; then rest="$rest$line$NL"; continue; fi
+        i=$((i + 1))
+        r=${reqs%%"$NL"*}
+        reqs=${reqs#*"$NL"}
+        IFS=$TAB read -r name job kind cpus gpus dir <<EOF
+$r
+EOF
+        case $line in
+        ok*)
+            c="$L/c-$name"
+            if [ -e "$c" ] || [ -L "$c" ]; then rm -f "$c"; fi
+            gl=$gpus; [ "$gl" = - ] && gl=
+            # (someone else's file or link by that name: this claim fails, not the others)
+            if printf 'user %s\nhead %s\nmachine %s\nsweep %s\njob %s\nkind %s\ncpus %s\ngpus %s\nsince %s\ncap %s %s %s\ndir %s\nboot %s\n' \
+                "$USER_" "$HEAD" "$MACHINE" "$SWEEP" "$job" "$kind" "$cpus" "$gl" \
+                "${line#ok }" "$CAP_CPUS" "$CAP_SLOTS" "$CAP_GPUS" "$dir" "$boot" > "$c" \
+                2>/dev/null; then
+                served=1
+            else
+                line="error cannot write $c"
+            fi
+            ;;
+        *) [ -n "$refused" ] || refused="$cpus $gpus" ;;
+        esac
+        verdicts="$verdicts$line$NL"
+    done <<EOF
+$out
+EOF
+    set +C
+    if [ -n "$refused" ]; then
+        # Waiting from now on (or still): the first refusal sets the place in the queue.
+        gn=0
+        g=${refused#* }
+        if [ "$g" != - ]; then IFS=,; set -- $g; gn=$#; IFS=' 	
+'; fi
+        stand "$w" "${refused%% *}" "$gn"
+    elif [ -n "$served" ] && [ -f "$w" ]; then
+        rm -f "$w"
+    fi
+    printf '%s' "$verdicts"
+    emit rm <<EOF
+$rest
 EOF
     ;;
 wait)

@@ -6,6 +6,8 @@ log=$1
 mkdir -p "$(dirname "$log")" && : >> "$log" || exit 1
 size=$(wc -c < "$log")
 parent=$PPID
+# Jobs' wrappers see that a head follows (see wrapper.sh): this pid stays the watcher's.
+echo $$ > "$log.watcher"
 if tail --version 2>/dev/null | grep -q GNU; then
     echo READY
     exec tail -c +$((size + 1)) --pid="$parent" -F "$log"

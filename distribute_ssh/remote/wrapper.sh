@@ -1,15 +1,16 @@
 #!/bin/sh
 # dssh job wrapper: runs one job (or build) detached from the head.
 # Needs only POSIX sh, coreutils, procps (ps), grep and setsid; started as
-#   nohup setsid sh wrapper.sh DIR TIMEOUT EVENT_LOG NAME PAUSE_CONF [CLAIM] </dev/null >/dev/null 2>&1 &
+#   trap "" HUP; sh wrapper.sh DIR TIMEOUT EVENT_LOG NAME PAUSE_CONF [CLAIM] </dev/null >/dev/null 2>&1 &
 # DIR/.dssh holds command.sh; this writes pid, started, boot_id,
-# stdout.txt, stderr.txt, then finished, timed_out (if so) and, last and atomically,
-# exit_code. When the job ends it appends "NAME EXIT_CODE" to EVENT_LOG, which a watching
+# stdout.txt, stderr.txt, then finished, timed_out (if so) and, last, exit_code
+# (one write: empty means not ended yet). started and finished are empty: their
+# modification times are the times. When the job ends it appends "NAME EXIT_CODE" to EVENT_LOG, which a watching
 # head follows.
 #
 # CLAIM is the job's claim in the host's ledger (see ledger.sh): the wrapper signs it with
-# its pid and start time, so every head can tell it is live, and deletes it when the job
-# has ended, before it writes exit_code: from then on the cpus are free for anyone.
+# its pid and start time, so every head can tell it is live, and marks it ended when the
+# job has ended, before it writes exit_code: from then on the cpus are free for anyone.
 #
 # The workstation belongs to its owner: while a pause file exists (pause.conf lists where
 # to look), the job's whole process tree is stopped (SIGSTOP) within about a second and
@@ -150,13 +151,19 @@ ctl=.dssh
 read_conf "$pconf"
 echo $$ > "$ctl/pid"
 read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null && echo "$boot" > "$ctl/boot_id"
-date +%s.%N > "$ctl/started"
-# Field 22 of /proc/PID/stat: when this process started, which tells it from a later one
-# that reuses its pid.
-own_start() { read -r s < /proc/$$/stat; s=${s##*) }; set -- $s; echo "${20}"; }
+# When the job started and ended are these files' modification times (to the nanosecond):
+# written by the shell itself, they cost no process. Every process a job's start or end
+# costs is one the host's owner pays for, thousands of times in a sweep of short jobs.
+printf '' > "$ctl/started"
 if [ -n "$claim" ] && [ -f "$claim" ]; then
-    # One short append: a reader sees the claim signed or not, never half.
-    printf 'pid %s\npstart %s\n' "$$" "$(own_start)" >> "$claim"
+    # Field 22 of /proc/PID/stat: when this process started, which tells it from a later
+    # one that reuses its pid. One short append: a reader sees the claim signed or not,
+    # never half.
+    read -r s < /proc/$$/stat
+    s=${s##*) }
+    # shellcheck disable=SC2086
+    set -- $s
+    printf 'pid %s\npstart %s\n' "$$" "${20}" >> "$claim"
 fi
 # A mark every process of the job inherits, to find ones that left its process tree.
 run_mark="DSSH_RUN=$PWD"
@@ -207,11 +214,15 @@ event() {
     [ -n "$notify" ] && echo "$1" >> "$notify"
 }
 
+# Seconds since boot, from the kernel, with no process: the clock the timeout runs on.
+uptime_s() { read -r up _ < /proc/uptime; up=${up%.*}; }
+
 # One loop watches the pause files and the timeout while the job runs.
 (
     paused=0
     ran=0
-    last=$(date +%s)
+    uptime_s
+    last=$up
     while :; do
         sleep 1
         kill -0 $$ 2>/dev/null || exit 0  # the wrapper is gone (killed): so is its watch
@@ -240,12 +251,12 @@ event() {
             event "~resume $name"
         fi
         [ "$timeout" -gt 0 ] 2>/dev/null || continue
-        now=$(date +%s)
+        uptime_s
         # Only running time counts against the timeout.
         if [ $paused = 0 ] || [ "$on_pause" != suspend ]; then
-            ran=$((ran + now - last))
+            ran=$((ran + up - last))
         fi
-        last=$now
+        last=$up
         if [ "$ran" -ge "$timeout" ]; then
             : > "$ctl/timed_out"
             signal_tree TERM
@@ -271,11 +282,22 @@ end_leftovers() {
 }
 # Those still in its process group first (a builtin check: no cost when there are none)...
 if kill -0 "-$job" 2>/dev/null && alive; then end_leftovers; fi
-rm -f "$ctl/suspended" "$ctl/paused"
-[ -n "$claim" ] && rm -f "$claim"
-date +%s.%N > "$ctl/finished"
-echo "$rc" > "$ctl/exit_code.tmp" && mv -f "$ctl/exit_code.tmp" "$ctl/exit_code"
+[ -e "$ctl/suspended" ] || [ -e "$ctl/paused" ] && rm -f "$ctl/suspended" "$ctl/paused"
+# The claim is given back by marking it ended (heads count it no more, and remove it):
+# an append by the shell itself, where removing it would cost a process.
+[ -n "$claim" ] && [ -f "$claim" ] && [ ! -L "$claim" ] && printf 'ended\n' >> "$claim"
+printf '' > "$ctl/finished"
+# One write of a few bytes: a reader finds the file empty (not ended yet) or whole.
+echo "$rc" > "$ctl/exit_code"
 event "$name $rc"
 # ...then, once the head has heard, any that left the group but carry the job's mark.
-if grep -q -l -F -x -z -- "$run_mark" /proc/[0-9]*/environ 2>/dev/null; then end_leftovers; fi
+# A head following the host looks for those when it collects the job (for a whole batch
+# of jobs at once); with none following, the wrapper looks itself.
+watched=
+if [ -n "$notify" ] && read -r wp < "$notify.watcher" 2>/dev/null; then
+    kill -0 "$wp" 2>/dev/null && watched=1
+fi
+if [ -z "$watched" ] && grep -q -l -F -x -z -- "$run_mark" /proc/[0-9]*/environ 2>/dev/null; then
+    end_leftovers
+fi
 exit 0

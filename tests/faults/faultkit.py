@@ -279,10 +279,11 @@ def orphans(ws: Workstations, wait: float) -> list[str]:
 
 def retired(d: Path) -> bool:
     """Is the attempt dir ``d`` only the mark a collected run leaves (``.dssh/collected``,
-    SPEC "Where jobs live on a host")?"""
+    and ``.dssh/claim``, who started it: SPEC "Where jobs live on a host")?"""
     try:
         return ([e.name for e in os.scandir(d)] == [".dssh"]
-                and [e.name for e in os.scandir(d / ".dssh")] == ["collected"])
+                and sorted(e.name for e in os.scandir(d / ".dssh")) in (
+                    ["collected"], ["claim", "collected"]))
     except OSError:
         return False
 
@@ -506,8 +507,8 @@ def check_sweep(sw: FaultSweep, *, statuses: dict[str, str] | None = None,
         dirs_left = sorted(f"{p.relative_to(w.workdir)} (holding {_listing(p)})"
                            for p in job_dirs(w, sw.name) if not retired(p))
         if dirs_left:
-            problems.append(f"{w.name}: job dirs left on the host (more than the mark "
-                            f".dssh/collected): {dirs_left}")
+            problems.append(f"{w.name}: job dirs left on the host (more than the marks "
+                            f".dssh/claim and .dssh/collected): {dirs_left}")
 
     lost_jobs = [j for j in sw.jobs if infos.get(j, {}).get("status") != want[j]]
     STATS["jobs lost"] += len(lost_jobs)
