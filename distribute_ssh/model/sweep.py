@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import yaml
 
 from ..durations import parse_duration
 from ..errors import ConfigError
@@ -548,10 +549,19 @@ def _warn_yaml_numbers(sweep: Sweep, source: Source | None, fname: str) -> None:
         return
     from ..plan import value_text
 
+    # Only values written in the file can need it, so look at the nodes written under each
+    # parameter (one lookup per parameter), not at each value: a range or linspace of 100000
+    # values has none, and a list of n literals n, whatever the number of jobs.
     for k, values in sweep.params.items():
-        for i, v in enumerate(values if isinstance(values, list) else []):
-            raw = source.raw(("params", k, i))
-            if raw is None or isinstance(v, str) or not _SURPRISING.match(raw):
+        if not isinstance(values, list):
+            continue
+        nodes = source.items(("params", k))
+        for i in sorted(nodes):
+            node = nodes[i]
+            if not 0 <= i < len(values) or not isinstance(node, yaml.ScalarNode):
+                continue
+            raw, v = node.value, values[i]
+            if isinstance(v, str) or not _SURPRISING.match(raw):
                 continue
             print(f"dssh: warning: {fname}:{source.line(('params', k, i))}: params.{k}: "
                   f"{raw} is read by YAML as {value_text(v)}, which is what the jobs get: "

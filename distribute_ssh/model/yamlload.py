@@ -7,6 +7,7 @@ unknown keys, and every failure is mapped back to the YAML line it came from.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import typing
@@ -266,6 +267,22 @@ class Source:
         node = self.key_node(path[:-1], path[-1])
         return node.value if isinstance(node, yaml.ScalarNode) else None
 
+    def items(self, path: tuple | list) -> dict[int, yaml.Node]:
+        """The nodes right below ``path``, by the list index that reaches each: for every
+        ``i``, ``items(path).get(i)`` is ``exact(path + (i,))``, looked up once for the
+        whole node instead of once per index (a 100000-value sweep stays cheap). A mapping
+        (a range, a linspace) gives the children whose key reads as a whole number, which
+        is none of its values: those were computed, not written."""
+        node = self.exact(path)
+        if isinstance(node, yaml.SequenceNode):
+            return dict(enumerate(node.value))
+        out: dict[int, yaml.Node] = {}
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                for i in _int_keys(k):
+                    out.setdefault(i, v)  # the first key that matches, as _walk finds it
+        return out
+
 
 def _same_key(knode: yaml.Node, key: Any) -> bool:
     if not isinstance(knode, yaml.ScalarNode):
@@ -274,11 +291,36 @@ def _same_key(knode: yaml.Node, key: Any) -> bool:
         return True
     if isinstance(key, str):
         return False
-    try:  # a key YAML read as a number or a boolean: compare what it reads as
-        value = yaml.safe_load(knode.value) if not knode.style else knode.value  # plain: ""
+    # a key YAML read as a number or a boolean: compare what it reads as
+    ok, value = _plain_value(knode.value) if not knode.style else (True, knode.value)
+    return ok and type(value) is type(key) and value == key
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_value(text: str) -> tuple[bool, Any]:
+    """What YAML reads an unquoted scalar's text as, and False when it cannot read it.
+    Parsed once per distinct text: a path lookup may compare the same keys many times."""
+    try:
+        return True, yaml.safe_load(text)
     except yaml.YAMLError:
-        return False
-    return type(value) is type(key) and value == key
+        return False, None
+
+
+def _int_keys(knode: yaml.Node) -> list[int]:
+    """The whole numbers ``i`` for which ``_same_key(knode, i)`` holds (at most two)."""
+    if not isinstance(knode, yaml.ScalarNode):
+        return []
+    out = []
+    try:
+        if str(int(knode.value)) == knode.value:  # written as str(i) itself
+            out.append(int(knode.value))
+    except ValueError:
+        pass
+    if not knode.style:
+        ok, value = _plain_value(knode.value)
+        if ok and type(value) is int and value not in out:
+            out.append(value)
+    return out
 
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
