@@ -46,10 +46,12 @@ __all__ = [
     "count_logins",
     "log_sizes",
     "machine_info",
+    "parallel_version",
     "pending_signals",
     "percentile",
     "proc_environ",
     "proc_wchan",
+    "run_rusage",
     "run_timed",
     "say",
     "stats",
@@ -127,6 +129,7 @@ class Timed:
     machine_cpu_seconds: float  # busy CPU of the whole machine meanwhile (sshd, jobs, ...)
     stdout: str
     stderr: str
+    max_rss_kib: int = 0  # peak RSS of the tool (or of a child it waited for); run_rusage only
 
     def check(self, what: str) -> None:
         if self.returncode != 0:
@@ -152,6 +155,89 @@ def run_timed(argv: Sequence[str], *, env: dict[str, str], cwd: Path, input: str
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     return Timed(argv, proc.returncode, seconds, start_epoch, cpu, busy1 - busy0, proc.stdout,
                  proc.stderr)
+
+
+# Forks the tool, waits for it with wait4() and writes what it used. It runs as a process of its
+# own (python -S, ~10 MB) because a child's ru_maxrss starts from the memory of the process that
+# forked it: forked from this benchmark (which may hold a 100,000-job state in memory), even
+# `dssh --help` would show the benchmark's peak RSS.
+_LAUNCHER = """\
+import json, os, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+try:
+    pid = os.fork()
+except OSError as e:
+    sys.exit(f"fork: {e}")
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        os.write(2, f"cannot run {argv[0]}: {e}\\n".encode())
+    os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+with open(out, "w") as f:
+    json.dump({"wall": wall, "status": status, "utime": ru.ru_utime, "stime": ru.ru_stime,
+               "maxrss": ru.ru_maxrss}, f)
+"""
+
+
+def run_rusage(argv: Sequence[str], *, env: dict[str, str], cwd: Path,
+               input: str | None = None, timeout: float = 600) -> Timed:
+    """Like ``run_timed``, but the wall time, CPU time and peak RSS are the tool's own, from
+    ``wait4()`` on it by a small launcher process: nothing else is mixed in, and the peak RSS
+    is not inflated by this (possibly large) benchmark process.
+
+    ``ru_maxrss`` (KiB on Linux) is the largest of the tool and the children it waited for (at
+    least the launcher's ~10 MB it was forked from). Output goes through temporary files (no
+    pipe to fill up, however much the tool prints). After ``timeout`` s the tool's process
+    group is killed (returncode -9, ``seconds`` >= timeout).
+    """
+    import json as _json
+    import threading
+
+    argv = [str(a) for a in argv]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryFile() as inp, \
+            tempfile.NamedTemporaryFile("r", suffix=".json") as ru_file:
+        if input is not None:
+            inp.write(input.encode())
+            inp.seek(0)
+        busy0 = _machine_busy()
+        start_epoch = time.time()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, ru_file.name, *argv],
+                                env=env, cwd=cwd, stdout=out, stderr=err,
+                                stdin=inp if input is not None else subprocess.DEVNULL,
+                                start_new_session=True)
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        killer = threading.Timer(timeout, kill)
+        killer.start()
+        try:
+            proc.wait()
+        finally:
+            killer.cancel()
+        seconds = time.perf_counter() - t0
+        busy1 = _machine_busy()
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+        try:
+            ru = _json.loads(ru_file.read())
+        except ValueError:  # killed, or the launcher failed
+            ru = None
+        if ru is None:
+            return Timed(argv, proc.returncode if proc.returncode else -9, seconds,
+                         start_epoch, 0.0, busy1 - busy0, stdout, stderr)
+        return Timed(argv, os.waitstatus_to_exitcode(ru["status"]), ru["wall"], start_epoch,
+                     ru["utime"] + ru["stime"], busy1 - busy0, stdout, stderr,
+                     max_rss_kib=ru["maxrss"])
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -226,6 +312,21 @@ def machine_info() -> dict[str, Any]:
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
+
+
+def parallel_version() -> str | None:
+    """GNU Parallel's version line, or None (said) when ``parallel --version`` does not run."""
+    try:
+        r = subprocess.run(["parallel", "--version"], capture_output=True, text=True,
+                           timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        say(f"GNU Parallel unavailable ({e}); skipping it")
+        return None
+    if r.returncode != 0 or not r.stdout.startswith("GNU parallel"):
+        say(f"`parallel --version` failed (exit {r.returncode}): "
+            f"{(r.stderr or r.stdout).strip()[:200]}; skipping GNU Parallel")
+        return None
+    return r.stdout.splitlines()[0]
 
 
 def stats(values: Sequence[float]) -> dict[str, float]:
