@@ -377,7 +377,9 @@ class Head:
                 row["cpus"] or 0, tuple(json.loads(row["gpus"] or "[]")),
                 retry_base=row["retry_base"])
         self.by_name = {j.planned.name: j for j in self.jobs.values()}
-        self.in_order = sorted(self.jobs.values(), key=lambda j: j.planned.index)
+        # The queue's order: higher priority first (run.priority), then the sweep's order.
+        self.in_order = sorted(self.jobs.values(),
+                               key=lambda j: (-j.planned.priority, j.planned.index))
         self._index()
 
     def _index(self) -> None:

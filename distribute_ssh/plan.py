@@ -41,6 +41,7 @@ class PlannedJob:
     params: dict[str, Any]
     files: tuple[tuple[str, str], ...]  # (local path, name inside input/)
     definition: str  # hash of everything that defines the job's result
+    priority: float = 0.0  # higher starts first (run.priority); not part of the definition
 
 
 def _key(path: tuple) -> str:
@@ -314,6 +315,33 @@ def combinations(sweep: Sweep) -> list[dict[str, Any]]:
     return out
 
 
+def _priority(sweep: Sweep, name: str, params: dict[str, Any], where: tuple,
+              origin: str) -> float:
+    """A job's priority: its own (jobs:), else run.priority, a number or a template."""
+    if where[:1] == ("jobs",) and sweep.jobs[where[1]].priority is not None:
+        return float(sweep.jobs[where[1]].priority)
+    prio = sweep.run.priority
+    if prio is None:
+        return 0.0
+    if not isinstance(prio, str):
+        return float(prio)
+    missing = [f for f in fields_of(prio, ("run", "priority")) if f not in params]
+    if missing:
+        raise PlanError(("run", "priority"),
+                        f"run.priority uses {{{missing[0]}}}, which job {name!r} ({origin}) "
+                        f"does not set: give it a value, or use another parameter")
+    text = render(prio, params, quote=False)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value != value or abs(value) == float("inf"):
+        raise PlanError(("run", "priority"),
+                        f"run.priority gives {text!r} for job {name!r} ({origin}), which is not "
+                        "a number: use parameters whose values are numbers")
+    return value
+
+
 def expand(sweep: Sweep) -> list[PlannedJob]:
     """All jobs of the sweep: the parameter product, then the explicit jobs."""
     cmd_fields = fields_of(sweep.run.command, ("run", "command"))
@@ -337,6 +365,13 @@ def expand(sweep: Sweep) -> list[PlannedJob]:
                             f"run.command uses {{{f}}}, which is neither a parameter nor one of "
                             f"dssh's placeholders (known: {', '.join(sorted(allowed))}): "
                             f"{fix}; write {{{{ and }}}} for a literal brace")
+    prio = sweep.run.priority
+    if isinstance(prio, str):
+        for f in fields_of(prio, ("run", "priority")):
+            if f not in allowed or f in RUNTIME_FIELDS:
+                raise PlanError(("run", "priority"),
+                                f"run.priority uses {{{f}}}, which is not a parameter: it may "
+                                f"use only the sweep's parameters ({', '.join(param_names) or 'none'})")
     if sweep.job_name is not None:
         for f in fields_of(sweep.job_name, ("job_name",)):
             if f not in param_names:
@@ -417,7 +452,8 @@ def expand(sweep: Sweep) -> list[PlannedJob]:
         h.update((common_digest if common is not None else files_digest(list(run_files))).encode())
         if extra:
             h.update(files_digest(list(extra)).encode())
-        jobs.append(PlannedJob(len(jobs), name, dict(params), files, h.hexdigest()[:16]))
+        jobs.append(PlannedJob(len(jobs), name, dict(params), files, h.hexdigest()[:16],
+                               _priority(sweep, name, params, where, origin)))
 
     if sweep.params:
         used = [False] * len(sweep.exclude)

@@ -86,3 +86,23 @@ def test_a_few_hundred_jobs_built_in_code(tmp_path: Path) -> None:
     path = tmp_path / "scan3.yaml"
     path.write_text(sweep.to_yaml())
     assert distribute_ssh.load_sweep(path) == sweep
+
+
+def test_priority_orders_the_queue(tmp_path: Path, monkeypatch) -> None:
+    """run.priority (a template of parameters) and a job's own priority decide which jobs
+    start first: higher first, ties in the sweep's order (one slot: starts are the order)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep(name="prio", run=Run(command="true", cpus=1, priority="{d}"),
+                  params={"d": [1, 5, 2, 0, 4, 3]},
+                  jobs=[Job(name="urgent", params={"d": 0}, priority=100),
+                        Job(name="last", params={"d": 0})])
+    inv = parse_inventory("hosts: {here: {connection: local, cpus: 1}}\n", "inline.yaml")
+    result = run(sweep, inv, state=tmp_path / "state.db", results=tmp_path / "out")
+    assert result.exit_code == 0
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        order = [r[0] for r in db.execute(
+            "SELECT j.name FROM events e JOIN jobs j ON j.id = e.job_id "
+            "WHERE e.kind = 'starting' ORDER BY e.id")]
+    # urgent (its own 100), then by d, highest first; d-0 and last tie at 0: sweep order
+    assert order == ["urgent", "d-5", "d-4", "d-3", "d-2", "d-1", "d-0", "last"], order

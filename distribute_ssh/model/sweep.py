@@ -67,6 +67,23 @@ def _duration(inst: Any, a: attrs.Attribute, v: Any) -> None:
                                                "the line for no limit") from None
 
 
+def _priority(inst: Any, a: attrs.Attribute, v: Any, template: bool = False) -> None:
+    """A number; for run.priority also a template of parameters that gives one per job."""
+    if v is None or (isinstance(v, int | float) and not isinstance(v, bool)
+                     and v == v and abs(v) != float("inf")):
+        return
+    if template and isinstance(v, str) and "{" in v:
+        return  # checked per job, once the parameters are known (plan.expand)
+    raise FieldValueError(yaml_key(a), f"{v!r} is not a number: write a number (jobs with a "
+                                       "higher priority start first; 0 is the default)"
+                          + (", or a template of parameters such as \"{duration}\""
+                             if template else ""))
+
+
+def _run_priority(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    _priority(inst, a, v, template=True)
+
+
 def _capabilities(inst: Any, a: attrs.Attribute, v: Any) -> None:
     for c in v or ():
         if not isinstance(c, str) or not NAME_RE.match(c):
@@ -150,6 +167,9 @@ class Run:
         factory=dict, converter=lambda d: {k: v if isinstance(v, str) or type(v) not in (
             int, float) else str(v) for k, v in d.items()} if isinstance(d, dict) else d)
     container: Container | None = None
+    # Which jobs start first: a number, or a template of parameters that gives one per
+    # job ("{duration}": longest first). Higher first; ties keep the sweep's order.
+    priority: Scalar | None = attrs.field(default=None, validator=_run_priority)
 
     @property
     def timeout_seconds(self) -> float | None:
@@ -165,6 +185,7 @@ class JobSpec:
     files: list[File] = attrs.Factory(list)
     # sbatch options for this job on a Slurm cluster, over the sweep's (SPEC §10).
     slurm: dict[str, Scalar] | None = None
+    priority: Scalar | None = attrs.field(default=None, validator=_priority)
 
 
 @attrs.frozen
