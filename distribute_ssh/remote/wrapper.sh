@@ -294,7 +294,7 @@ event "$name $rc"
 # A head following the host looks for those when it collects the job (for a whole batch
 # of jobs at once); with none following, the wrapper looks itself.
 watched=
-if [ -n "$notify" ] && read -r wp < "$notify.watcher" 2>/dev/null; then
+if [ -n "$notify" ] && [ -f "$notify.watcher" ] && read -r wp < "$notify.watcher"; then
     kill -0 "$wp" 2>/dev/null && watched=1
 fi
 if [ -z "$watched" ] && grep -q -l -F -x -z -- "$run_mark" /proc/[0-9]*/environ 2>/dev/null; then
