@@ -173,7 +173,7 @@ def parse_many(text: str, n: int) -> tuple[list[tuple[str, str]], Ledger, list[s
         led, rest = parse(text)
         led.error = led.error or next((ln[6:] for ln in lines if ln.startswith("error ")),
                                       "no answer")
-        return verdicts, led, rest
+        return [], led, rest
     led, rest = parse("\n".join(lines[n:]))
     return verdicts, led, rest
 

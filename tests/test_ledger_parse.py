@@ -36,3 +36,28 @@ def test_refusals_and_errors() -> None:
     assert led.error.startswith("the ledger dir /x")
     led, _ = ledger.parse(T.join(["cap", "", "-", "-"]) + "\n")
     assert (led.cap_cpus, led.cap_slots, led.cap_gpus) == (None, None, ())
+
+
+def test_decisions_for_a_batch_of_claims() -> None:
+    """``ledger.sh claims``: a decision per request, in order, then the ledger; one claim
+    the ledger could not write fails alone."""
+    text = "\n".join([
+        "ok 1795646329", "error cannot write /tmp/dssh-ledger/c-bob-1", "full no room",
+        T.join(["cap", "2", "", "-"]), T.join(["used", "0", "0", ""]),
+        T.join(["token", "1795646329.77"]), "DSSH-STARTS", "started 0 4242"])
+    verdicts, led, rest = ledger.parse_many(text, 3)
+    assert verdicts == [("ok", "1795646329"), ("error", "cannot write /tmp/dssh-ledger/c-bob-1"),
+                        ("full", "no room")]
+    assert (led.cap_cpus, led.token, led.error) == (2, "1795646329.77", "")
+    assert rest == ["DSSH-STARTS", "started 0 4242"]
+
+
+def test_a_ledger_that_failed_before_deciding() -> None:
+    verdicts, led, _ = ledger.parse_many("error the ledger dir /x is not writable by bob", 2)
+    assert verdicts == [] and "not writable" in led.error
+
+
+def test_a_batch_request_line() -> None:
+    assert ledger.claims_request("bob-ab", "j.1", "job", 2, (0, 1), "/w/jobs/x/j/1") == \
+        "bob-ab\tj.1\tjob\t2\t0,1\t/w/jobs/x/j/1\n"
+    assert ledger.claims_request("bob-ab", "j.1", "job", 1, (), "/d").split("\t")[4] == "-"
