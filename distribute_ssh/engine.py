@@ -1635,8 +1635,8 @@ rm -rf "$b" && mkdir "$b" && claim
                 continue
             except (HostError, OSError):
                 pass  # one at a time, then: each with its own errors and notes
-            for job in slow:
-                await self._collect_one(h, job)
+            # (two of them download at once: see HostRt.collecting)
+            await asyncio.gather(*(self._collect_one(h, job) for job in slow))
 
     async def _collect_batch(self, h: HostRt, batch: list[JobRt]) -> list[JobRt]:
         """Collect a batch of ended jobs in three round trips (their states and files; one
