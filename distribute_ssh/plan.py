@@ -342,8 +342,23 @@ def _priority(sweep: Sweep, name: str, params: dict[str, Any], where: tuple,
     return value
 
 
+_last: tuple[Sweep, list[PlannedJob]] | None = None
+
+
 def expand(sweep: Sweep) -> list[PlannedJob]:
-    """All jobs of the sweep: the parameter product, then the explicit jobs."""
+    """All jobs of the sweep: the parameter product, then the explicit jobs.
+
+    The same sweep object is expanded once (loading checks it, then the run uses it): a
+    sweep of 100,000 jobs takes a second to expand. The result is not to be changed."""
+    global _last
+    if _last is not None and _last[0] is sweep:
+        return _last[1]
+    jobs = _expand(sweep)
+    _last = (sweep, jobs)
+    return jobs
+
+
+def _expand(sweep: Sweep) -> list[PlannedJob]:
     cmd_fields = fields_of(sweep.run.command, ("run", "command"))
     if sweep.build:
         for f in fields_of(sweep.build.command, ("build", "command")):

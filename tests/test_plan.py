@@ -705,3 +705,18 @@ def test_zip_and_exclude_round_trip_through_yaml(tmp_path: Path) -> None:
               zip=[["a", "b"]], exclude=[{"a": 2}])
     assert Sweep.from_yaml(s.to_yaml(), base_dir=tmp_path) == s
     assert len(expand(s)) == 1
+
+
+def test_a_sweep_is_expanded_once_a_changed_one_again() -> None:
+    """Loading checks a sweep by expanding it and the run expands it again: the same object
+    gives the same expansion without redoing it; any other sweep is expanded afresh."""
+    import attrs
+
+    from distribute_ssh import plan
+
+    s = Sweep(name="e", run=Run(command="echo {i}"), params={"i": list(range(3))})
+    first = plan.expand(s)
+    assert plan.expand(s) is first
+    other = attrs.evolve(s, params={"i": [7]})
+    assert [j.params for j in plan.expand(other)] == [{"i": 7}]
+    assert [j.params["i"] for j in plan.expand(s)] == [0, 1, 2]
