@@ -1,8 +1,8 @@
 """A smoke run of ``bench/speed`` (issue 11) at tiny sizes, so the benchmark cannot rot.
 
-The benchmark itself is not part of the test run (it takes half an hour); this runs every one
-of its sections once, small, in one subprocess, and checks from its ``--json`` that each produced
-numbers and that every tool's results were checked (nothing FAILED). Wall-clock targets are not
+The benchmark itself is not part of the test run (it takes a quarter of an hour); this runs
+every one of its sections once, small, in one subprocess, and checks from its ``--json`` that
+each produced numbers and that every tool's results were checked (nothing FAILED). Wall-clock targets are not
 asserted: machines are noisy, and MET/MISSED is the benchmark's business.
 
 Needs real sshd workstations (it starts its own loopback ones, as the benchmarks do); GNU
