@@ -1276,12 +1276,7 @@ rm -rf "$b" && mkdir "$b" && claim
             h.registered = h.full_noted = False
             res = attrs.evolve(res, stdout="\n".join(after).encode())
             if res.text.strip() == "exists":
-                # Another head (or an earlier start of ours) got here first: find out what it is.
-                job.busy = False
-                self._set(job, "running", state=st.RUNNING)
-                self.reporter.event("job", f"{job.planned.name}: attempt {attempt} was already "
-                                           f"started on {h.spec.name} (by another head?); "
-                                           "following it", job=job.planned.name)
+                self._follow(h, job, attempt)
                 await self._reattach(h, quiet=True)
                 return
             if res.exit_status != 0:
@@ -1425,8 +1420,7 @@ rm -rf "$b" && mkdir "$b" && claim
                 f"  printf '%s' {q(script)} >| {q(ctl + '/command.sh')} || "
                 f"{{ rm -f {q(claim)}; echo 'failed {i}'; return; }}\n"
                 f"  printf '' >| {q(ctl + '/launched')}\n"
-                f"  sh {q(wrapper)} {q(jdir)} {timeout} {q(log)} {q(name)} "
-                f"{q(h.pconf)} {q(claim)} < /dev/null > /dev/null 2>&1 &\n"
+                f"  {remote.start_wrapper(wrapper, jdir, timeout, log, name, h.pconf, claim)}"
                 f"  echo \"started {i} $!\"\n}}\n")
             # (case arms, not functions: a function's "set --" would not reach "$@")
             made.append(f"  {i}) set -- \"$@\" {q(ctl)} ;;\n")
@@ -1446,12 +1440,8 @@ rm -rf "$b" && mkdir "$b" && claim
             cap_slots=h.spec.slots, cap_gpus=h.spec.gpus)
         n = len(starts)
         script = (
-            "".join(funcs) + remote.DETACH
-            + f"if {pause}; then\n"
-            f"  st=$(sh {q(wrapper)} --pause-state {q(h.pconf)})\n"
-            '  case $st in paused*) echo "$st"; exit 0 ;; esac\n'
-            "fi\n"
-            f"o=$({claim_cmd} <<'DSSH_CLAIMS'\n{''.join(requests)}DSSH_CLAIMS\n)\n"
+            "".join(funcs) + remote.DETACH + remote.pause_gate(pause, wrapper, h.pconf)
+            + f"o=$({claim_cmd} <<'DSSH_CLAIMS'\n{''.join(requests)}DSSH_CLAIMS\n)\n"
             "printf '%s\\n' \"$o\"\n"
             "echo DSSH-STARTS\n"
             # the control dirs of the claims granted, made in one go; then each claimed
@@ -1531,13 +1521,7 @@ rm -rf "$b" && mkdir "$b" && claim
                 self._started(h, job, attempt, int(f[2]) if len(f) > 2 and f[2].isdigit()
                               else 0, db=db)
             elif got == "exists":
-                # Another head (or an earlier start of ours) got here first: find out what
-                # it is.
-                job.busy = False
-                self._set(job, "running", db=db, state=st.RUNNING)
-                self.reporter.event("job", f"{job.planned.name}: attempt {attempt} was "
-                                           f"already started on {h.spec.name} (by another "
-                                           "head?); following it", job=job.planned.name)
+                self._follow(h, job, attempt, db=db)
             else:
                 self._start_failed(h, job, attempt,
                                    error or f"the host did not start it: {after.strip()}",
@@ -1578,6 +1562,15 @@ rm -rf "$b" && mkdir "$b" && claim
                                        f"{h.spec.name}: {e}")
         job.avoid.add(h.spec.name)
         job.busy = False
+
+    def _follow(self, h: HostRt, job: JobRt, attempt: int, db: Any = None) -> None:
+        """Another head (or an earlier start of ours) got to this attempt's dir first: the
+        job is followed as running; the caller then looks at what it is."""
+        job.busy = False
+        self._set(job, "running", db=db, state=st.RUNNING)
+        self.reporter.event("job", f"{job.planned.name}: attempt {attempt} was already "
+                                   f"started on {h.spec.name} (by another head?); "
+                                   "following it", job=job.planned.name)
 
     def _started(self, h: HostRt, job: JobRt, attempt: int, pid: int, db: Any = None) -> None:
         job.dispatched, job.judged = time.monotonic(), False
@@ -1666,14 +1659,7 @@ rm -rf "$b" && mkdir "$b" && claim
             f"cd {q(root)} || exit 3\nset --\n"
             f"for r in {' '.join(q(r) for r in rels)}; do\n" + r"""  c=$r/.dssh
   if [ -f "$c/collected" ]; then echo "collected $(head -n 1 "$c/collected")"; continue; fi
-  rc=x; t=0; k=0; s=-; f=-
-  [ -s "$c/exit_code" ] && read -r rc < "$c/exit_code"
-  [ -f "$c/timed_out" ] && t=1
-  [ -f "$c/vanished" ] && t=v
-  [ -f "$c/cancelled" ] && k=1
-  [ -s "$c/started" ] && read -r s < "$c/started"
-  [ -s "$c/finished" ] && read -r f < "$c/finished"
-  echo "$rc $t $k $s $f"
+""" + remote.RUN_STATE + r"""  echo "$rc $t $k ${s:--} ${f:--}"
   [ "$rc" = x ] || set -- "$@" -e "DSSH_RUN=$PWD/$r"
 done
 """ + remote.END_MARKED + r"""echo DSSH-FILES
@@ -1908,16 +1894,10 @@ done
         jdir = job.remote_dir
         ctl = f"{jdir}/.dssh"
         res = await conn.run(
-            f"c={q(ctl)}\n" + r"""rc=x; s=; f=; t=0; k=0
-if [ -f "$c/collected" ]; then echo "collected $(head -n 1 "$c/collected")"; exit 0; fi
-[ -s "$c/exit_code" ] && read -r rc < "$c/exit_code"
-[ -f "$c/started" ] && read -r s < "$c/started"
-[ -f "$c/finished" ] && read -r f < "$c/finished"
-# empty: the times are the files' modification times
+            f"c={q(ctl)}\n"
+            'if [ -f "$c/collected" ]; then echo "collected $(head -n 1 "$c/collected")"; exit 0; fi\n'
+            + remote.RUN_STATE + r"""
 if [ -z "$s$f" ]; then set -- $(stat -c %.9Y "$c/started" "$c/finished" 2>/dev/null); s=$1 f=$2; fi
-[ -f "$c/timed_out" ] && t=1
-[ -f "$c/cancelled" ] && k=1
-[ -f "$c/vanished" ] && t=v
 echo "$rc $t ${s:-0} ${f:-0} $k"
 set --
 [ "$rc" = x ] || set -- -e "DSSH_RUN=${c%/.dssh}"

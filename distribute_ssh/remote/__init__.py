@@ -97,15 +97,10 @@ def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf:
     drop = f"rm -f {q(claim)}; " if claim else ""
     ctl = f"{dir_}/.dssh"
     check = "true" if pause_files is None else any_pause_file(pause_files)
-    return (f"cd {q(dir_)} || exit 1\n"
-            f"if {check}; then\n"
-            f"  st=$(sh {q(wrapper)} --pause-state {q(pconf)})\n"
-            f'  case $st in paused*) {drop}echo "$st"; exit 0 ;; esac\n'
-            "fi\n"
-            f": > {q(ctl + '/launched')}\n"
-            + DETACH + f"sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)} "
-            f"{q(pconf)} {q(claim)} < /dev/null > /dev/null 2>&1 &\n"
-            'echo "started $!"\n')
+    return (f"cd {q(dir_)} || exit 1\n" + pause_gate(check, wrapper, pconf, drop)
+            + f": > {q(ctl + '/launched')}\n" + DETACH
+            + start_wrapper(wrapper, dir_, timeout, notify, name, pconf, claim)
+            + 'echo "started $!"\n')
 
 
 def inspect(dirs: list[str]) -> str:
@@ -148,6 +143,47 @@ done""")
     return "\n".join(lines) + "\n"
 
 
+# What goes from a collected run dir $d: everything but .dssh/ with its marks (collected,
+# claim) and, when $k is set (outputs kept for `dssh pull`), outputs/ and .dssh/kept;
+# appended to "$@".
+_TO_REMOVE = r"""  for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; do
+    case $f in
+      "$d/.dssh"|"$d/.dssh/collected"|"$d/.dssh/claim"|*"/*"|*"/.[!.]*") ;;
+      "$d/outputs"|"$d/.dssh/kept") [ -n "$k" ] || set -- "$@" "$f" ;;
+      *) set -- "$@" "$f" ;;
+    esac
+  done
+"""
+
+# A run's state, read by the shell itself from its control dir $c: rc (x while it runs),
+# t (1 timed out, v killed from outside), k (1 cancelled), s and f (the start and end
+# times the files hold; empty: their modification times are the times).
+RUN_STATE = r"""rc=x; t=0; k=0; s=; f=
+[ -s "$c/exit_code" ] && read -r rc < "$c/exit_code"
+[ -f "$c/timed_out" ] && t=1
+[ -f "$c/vanished" ] && t=v
+[ -f "$c/cancelled" ] && k=1
+[ -s "$c/started" ] && read -r s < "$c/started"
+[ -s "$c/finished" ] && read -r f < "$c/finished"
+"""
+
+
+def start_wrapper(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf: str,
+                  claim: str) -> str:
+    """The command that starts a run's wrapper detached (see DETACH), in the background."""
+    return (f"sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)} {q(pconf)} "
+            f"{q(claim)} < /dev/null > /dev/null 2>&1 &\n")
+
+
+def pause_gate(check: str, wrapper: str, pconf: str, drop: str = "") -> str:
+    """Shell: when the owner has paused the host, print ``paused UNTIL FILE``, run
+    ``drop`` and leave; a quick look with builtins (``check``) first."""
+    return (f"if {check}; then\n"
+            f"  st=$(sh {q(wrapper)} --pause-state {q(pconf)})\n"
+            f'  case $st in paused*) {drop}echo "$st"; exit 0 ;; esac\n'
+            "fi\n")
+
+
 def retire(dir_: str, who: str) -> str:
     """Empty a collected run dir, leaving only the mark ``.dssh/collected`` (``who``): a
     second head that wants to start the same attempt finds it taken and learns that the
@@ -177,14 +213,7 @@ def retire(dir_: str, who: str) -> str:
     (setsid nohup rm -rf "$tr" </dev/null >/dev/null 2>&1 &)
   fi
   set --
-  for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; do
-    case $f in
-      "$d/.dssh"|"$d/.dssh/collected"|"$d/.dssh/claim"|*"/*"|*"/.[!.]*") ;;
-      "$d/outputs"|"$d/.dssh/kept") [ -n "$k" ] || set -- "$@" "$f" ;;
-      *) set -- "$@" "$f" ;;
-    esac
-  done
-  [ $# = 0 ] || rm -rf "$@"
+""" + _TO_REMOVE + r"""  [ $# = 0 ] || rm -rf -- "$@"
 fi
 """)
 
@@ -212,13 +241,8 @@ def retire_many(root: str, rels: list[str], who: str, claims: list[str] = ()) ->
     return (f"cd {q(root)} || exit 0\nw={q(who)}\nset -- {' '.join(q(c) for c in claims)}\n"
             f"for d in {' '.join(q(r) for r in rels)}; do\n" + r"""  [ -d "$d/.dssh" ] || continue
   printf '%s\n' "$w" > "$d/.dssh/collected"
-  for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; do
-    case $f in
-      "$d/.dssh"|"$d/.dssh/collected"|"$d/.dssh/claim"|*"/*"|*"/.[!.]*") ;;
-      *) set -- "$@" "$f" ;;
-    esac
-  done
-done
+  k=
+""" + _TO_REMOVE + r"""done
 [ $# = 0 ] || rm -rf -- "$@"
 """)
 
