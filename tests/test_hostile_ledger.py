@@ -38,9 +38,17 @@ def test_hostile_ledger_entries_neither_stall_nor_reach_anyone(tmp_path: Path,
     # the bystander's process, and a claim (planted by the hostile user) naming it as live
     sleeper = subprocess.Popen(["runuser", "-u", bystander.user, "--", "sleep", "120"])
     try:
-        time.sleep(0.3)
-        child = int(subprocess.run(["pgrep", "-u", bystander.user, "-x", "sleep"],
-                                   capture_output=True, text=True).stdout.split()[0])
+        # runuser's own child, not any other sleep of that user (an earlier test's job
+        # may still be on its way out)
+        child = 0
+        for _ in range(100):
+            found = subprocess.run(["pgrep", "-P", str(sleeper.pid), "-x", "sleep"],
+                                   capture_output=True, text=True).stdout.split()
+            if found:
+                child = int(found[0])
+                break
+            time.sleep(0.05)
+        assert child, "the bystander's sleep did not start"
         pstart = Path(f"/proc/{child}/stat").read_text().rsplit(") ", 1)[1].split()[19]
         claim = (f"user {evil.user}\nhead x\nmachine m\nsweep s\njob j\nkind job\ncpus 0\n"
                  f"gpus \nsince 1\ncap 64 - -\ndir /nonexistent\nboot x\npid {child}\n"
