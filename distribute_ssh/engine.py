@@ -1231,6 +1231,7 @@ rm -rf "$b" && mkdir "$b" && claim
         conn = h.conn
         attempt = job.attempts + 1
         jdir = self._job_dir(h, job, attempt)
+        job.dispatched, job.judged = time.monotonic(), False
         self._set(job, "starting", state=st.STARTING, attempts=attempt, host=h.spec.name,
                   remote_dir=jdir, cpus=cpus, gpus=gpus, exit_code=None, reason=None)
         with self.state.tx() as db:
@@ -1395,6 +1396,8 @@ rm -rf "$b" && mkdir "$b" && claim
             starts.append((job, cpus, gpus, attempt, jdir))
         with self.state.tx() as db:
             for job, cpus, gpus, attempt, jdir in starts:
+                # From now on its end may be heard, even before the answer to its start.
+                job.dispatched, job.judged = time.monotonic(), False
                 self._set(job, "starting", db=db, state=st.STARTING, attempts=attempt,
                           host=h.spec.name, remote_dir=jdir, cpus=cpus, gpus=gpus,
                           exit_code=None, reason=None)
@@ -1573,7 +1576,6 @@ rm -rf "$b" && mkdir "$b" && claim
                                    "following it", job=job.planned.name)
 
     def _started(self, h: HostRt, job: JobRt, attempt: int, pid: int, db: Any = None) -> None:
-        job.dispatched, job.judged = time.monotonic(), False
         self.first_start = self.first_start or time.time()
         self._set(job, "running", db=db, state=st.RUNNING, pid=pid, started=time.time())
         if job.cancel:  # cancelled while it was being started
