@@ -36,6 +36,12 @@ SHELLS = 4
 MAX_CHANNELS = 10 - 2 - SHELLS
 KEEPALIVE_INTERVAL = 15
 KEEPALIVE_COUNT_MAX = 3
+# Right after login sshd sends two small packets back to back (the auth result, then its
+# host keys); the second waits for the first's ACK (Nagle), and the client, with nothing
+# to send, delays that ACK by 40 ms: the first channel opens 40 ms late. A few empty
+# debug messages in the first milliseconds carry the ACK at once (measured here: the
+# first channel in 4 ms instead of 44 ms).
+NUDGE_MS = (1, 3, 10, 30)
 STREAM_CHUNK = 1 << 20
 
 
@@ -190,8 +196,16 @@ class SSHConnection(HostConnection):
             raise HostUnreachable(h.name, f"cannot connect to {target}"
                                           f"{':' + str(h.port) if h.port else ''}: "
                                           f"{_reason(e)}") from None
+        loop = asyncio.get_running_loop()
+        for ms in NUDGE_MS:
+            loop.call_later(ms / 1000, self._nudge)
         res = await self.run('printf "%s" "$HOME"', timeout=30)
         self.home = res.text.strip() or "/"
+
+    def _nudge(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            with contextlib.suppress(Exception):
+                self._conn.send_debug("")
 
     def _host_key_error(self, policy: _HostKeyPolicy, kh: Path, target: str) -> HostKeyRejected:
         host, port, _line = policy.offered or (target, self.host.port or 22, "")
