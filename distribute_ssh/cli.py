@@ -858,6 +858,14 @@ def cmd_hosts(args: argparse.Namespace) -> int:
                                        "disk free", "capabilities", "paused", "my dssh jobs",
                                        "claims (all users)", "free"]))
         for r in rows:
+            if r.get("policy_text"):
+                files = [f"{f['owner']}: {f['path']}" for f in r["policy"]["files"]]
+                blocks = r.get("policy_blocks") or []
+                print(f"policy: {r['host']}: {r['policy_text']}"
+                      + (f" (from the inventory and {', '.join(files)})" if files else
+                         " (the inventory; no owner's policy file)")
+                      + (f"; now: {'; '.join(blocks)}" if blocks else ""))
+        for r in rows:
             for note in r.get("notes", []):
                 print(f"note: {r['host']}: {note}")
     return EXIT_OK if all(r["reachable"] for r in rows) else EXIT_FAILED

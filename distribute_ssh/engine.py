@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from . import ledger, notify, remote
+from . import ledger, notify, policy, remote
 from . import state as st
 from .collect import RESERVED, keep_earlier, place, select, write_json
 from .durations import format_until
@@ -44,6 +44,7 @@ from .lock import SweepLock
 from .model.inventory import Host, Inventory
 from .model.sweep import Sweep
 from .plan import PlannedJob, build_id, expand, job_command, job_env, render
+from .policy import Effective
 from .schedule import HostSlots, JobNeed, unrunnable
 from .schedule import place as place_jobs
 from .store import HostStore, Item, prune_script
@@ -184,6 +185,10 @@ class HostRt:
     workdir: str = ""
     lost_since: float | None = None
     pconf: str = ""  # the host's pause settings file
+    policy: Effective = attrs.Factory(Effective)  # its inventory entry and owners' files
+    tz: int = 0  # its clock's offset from UTC, in minutes (for the owners' hours)
+    closed: bool = False  # outside the hours its owners allow dssh to start work
+    hours_watch: asyncio.Task | None = None
     pause_files: list[str] = attrs.Factory(list)  # its patterns, ~ made absolute
     paused_until: float = 0.0
     paused_by: str = ""
@@ -472,10 +477,6 @@ class Head:
         h.workdir = conn.expand(h.spec.workdir).rstrip("/")
         bin_dir = f"{h.workdir}/bin"
         names = ["wrapper", "watch", "ledger"]
-        conf = remote.pause_conf(conn.home, h.spec.pause_files, h.spec.max_pause,
-                                 h.spec.on_pause)
-        h.pconf = f"{h.workdir}/pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
-        h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
         res = await conn.run(
             f"umask 077\nw={q(h.workdir)}; e={q(os.path.dirname(self._event_log(h)))}\n"
             # the workdir is this user's alone, whatever made it before
@@ -488,7 +489,9 @@ class Head:
             + ("" if h.spec.cpus else
                "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n")
             + remote.install_check(bin_dir, names)
-            + f"[ -f {q(h.pconf)} ] || printf '%s' {q(conf)} > {q(h.pconf)} || exit 3\n"
+            # The host's clock (for the owners' hours), then its owners' policy files.
+            + "echo \"clock $(date '+%s %z')\"\necho '-- policy'\n"
+            + policy.read_script(h.spec.policy_files, conn.home)
             # The ledger, when its script is there already (see _forget).
             + f"l={q(self._ledger_script(h))}\n"
             + '[ -f "$l" ] && { echo "-- ledger"; '
@@ -500,6 +503,7 @@ class Head:
                                          f"{res.stderr.decode(errors='replace').strip()}")
         cpus = h.spec.cpus
         text, _, looked = res.text.partition("-- ledger\n")
+        text, _, owners = text.partition("-- policy\n")
         for line in text.splitlines():
             word, _, rest = line.partition(" ")
             if word == "nosetsid":
@@ -514,11 +518,31 @@ class Head:
             if word == "cpus" and cpus is None:
                 with contextlib.suppress(ValueError):
                     cpus = int(rest)
+            if word == "clock":
+                h.tz = policy.parse_tz(rest.partition(" ")[2])
             if word in names:
                 fname, data = remote.script(word)
                 await conn.write_file(f"{bin_dir}/{fname}", data, 0o700)
+        eff = h.policy = policy.combine(h.spec, policy.parse_found(owners))
+        if eff.errors:
+            raise HostError(h.spec.name, f"its owner's policy cannot be read, so dssh starts "
+                                         f"nothing there until it is fixed: "
+                                         f"{'; '.join(eff.errors)}")
+        if eff.cpus == 0:
+            raise HostError(h.spec.name, "its owners' policy allows dssh no cpus (cpus: 0 in "
+                            + ", ".join(f.path for f in eff.files
+                                        if f.policy and f.policy.cpus == 0) + ")")
+        conf = remote.pause_conf(conn.home, h.spec.pause_files, eff.max_pause,
+                                 h.spec.on_pause, eff.nice)
+        h.pconf = f"{h.workdir}/pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
+        h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
+        await conn.run(f"[ -f {q(h.pconf)} ] || printf '%s' {q(conf)} > {q(h.pconf)}\n",
+                       timeout=30)
+        if eff.cpus is not None:
+            cpus = min(cpus or 1, eff.cpus)
+        gpus = tuple(g for g in h.spec.gpus if eff.gpus is None or g in eff.gpus)
         h.store = HostStore(conn, h.workdir, copy=h.user == "root", meter=h.meter)
-        h.slots = HostSlots(h.spec.name, cpus or 1, h.spec.slots, h.spec.gpus,
+        h.slots = HostSlots(h.spec.name, cpus or 1, h.spec.slots, gpus,
                             h.spec.capabilities, available=False)
         self._reserve_existing(h)
         # No start of this head is in flight yet: claims it holds for unstarted runs are
@@ -664,7 +688,8 @@ class Head:
                     await self._prepare_image(h)
                 h.status = "ready"
                 assert h.slots is not None
-                h.slots.available = True
+                self._check_hours(h)
+                h.slots.available = not h.closed
                 self.wakeup.set()
                 self.reporter.update(self)
                 await self._watch(h)
@@ -819,8 +844,45 @@ class Head:
             self.reporter.event("host", f"{h.spec.name}: no longer paused", host=h.spec.name)
             self._record_host(h)
         if h.slots is not None and not building:
-            h.slots.available = True
+            h.slots.available = not h.closed
         self.wakeup.set()
+
+    # -- the owners' hours (SPEC §6b) -----------------------------------------------------
+    def _check_hours(self, h: HostRt) -> None:
+        """Open or close the host to new work by its owners' hours; a task follows them."""
+        if not h.policy.hours:
+            return
+        now = policy.host_now(h.tz)
+        closed = not h.policy.open_at(now)
+        if closed != h.closed:
+            h.closed = closed
+            hours = " and ".join(h.policy.hours_text)
+            if closed:
+                nxt = h.policy.next_change(now)
+                h.detail = (f"outside the hours its owners allow ({hours})"
+                            + (f" until {nxt:%a %H:%M}" if nxt else ""))
+                self.reporter.event("host", f"{h.spec.name}: {h.detail}: nothing new starts "
+                                            "there; running jobs go on", host=h.spec.name)
+            else:
+                h.detail = ""
+                self.reporter.event("host", f"{h.spec.name}: within its owners' hours "
+                                            f"({hours}) again", host=h.spec.name)
+            self._record_host(h)
+            if h.slots is not None:
+                h.slots.available = not closed and h.status == "ready"
+            self.wakeup.set()
+        if h.hours_watch is None or h.hours_watch.done():
+            h.hours_watch = self._spawn(self._watch_hours(h))
+
+    async def _watch_hours(self, h: HostRt) -> None:
+        while h.policy.hours:
+            now = policy.host_now(h.tz)
+            nxt = h.policy.next_change(now)
+            wait = 60.0 if nxt is None else (nxt - now).total_seconds()
+            await asyncio.sleep(min(max(wait, 0.2), 60.0))
+            if h.status in ("failed", "unreachable"):
+                continue
+            self._check_hours(h)
 
     async def _check_pause(self, h: HostRt) -> bool:
         """Ask the host now; True if it is paused."""

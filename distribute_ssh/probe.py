@@ -6,15 +6,16 @@ import asyncio
 from shlex import quote as q
 from typing import Any
 
-from . import ledger, remote
+from . import ledger, policy, remote
 from .durations import format_until
 from .errors import DsshError
 from .hosts.base import make_connection
 from .model.inventory import Host, Inventory
 
 
-def probe_script(host: Host, workdir: str, home: str) -> str:
-    conf = remote.pause_conf(home, host.pause_files, host.max_pause, host.on_pause)
+def probe_script(host: Host, workdir: str, home: str, max_pause: float | None = None) -> str:
+    conf = remote.pause_conf(home, host.pause_files, max_pause or host.max_pause,
+                             host.on_pause)
     _, wrapper = remote.script("wrapper")
     _, ledger_sh = remote.script("ledger")
     return f"""w={q(workdir)}
@@ -46,9 +47,18 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
     conn = make_connection(host, accept_new_hostkeys=accept_new_hostkeys)
     try:
         await asyncio.wait_for(conn.connect(), host.connect_timeout + 5)
-        script = (slurm_probe_script if host.kind == "slurm" else probe_script)(
-            host, conn.expand(host.workdir), conn.home)
-        res = await conn.run(script, timeout=30)
+        if host.kind == "slurm":
+            res = await conn.run(slurm_probe_script(host, conn.expand(host.workdir), conn.home),
+                                 timeout=30)
+        else:
+            # The owners' policies first: their max_pause decides which pause files count.
+            pol = await conn.run("echo \"clock $(date '+%s %z')\"\n"
+                                 + policy.read_script(host.policy_files, conn.home), timeout=30)
+            clock, _, found = pol.text.partition("\n")
+            eff = policy.combine(host, policy.parse_found(found))
+            _policy_row(row, eff, policy.parse_tz(clock.split(" ")[-1]))
+            res = await conn.run(probe_script(host, conn.expand(host.workdir), conn.home,
+                                              eff.max_pause), timeout=30)
     except (DsshError, TimeoutError) as e:
         row["error"] = str(e) if str(e) else "timed out"
         return row
@@ -96,7 +106,13 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
         except ValueError:
             continue
     row.setdefault("jobs_running", 0)
+    pol = row.get("policy") or {}
+    if pol.get("cpus") is not None and row.get("cpus"):
+        row["cpus"] = min(row["cpus"], pol["cpus"])
     _ledger_row(row, host, ledger.parse("\n".join(ledger_lines))[0])
+    if pol.get("gpus") is not None:
+        for key in ("capacity", "free"):
+            row[key]["gpus"] = [g for g in row[key]["gpus"] if g in pol["gpus"]]
     row["paused"] = bool(row["paused_by"])
     if row["paused_by"]:
         row["paused_until"] = max(p["until"] for p in row["paused_by"])
@@ -113,6 +129,29 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
     for c in missing:
         row["notes"].append(f"declares capability {c!r} but {c} is not on its PATH")
     return row
+
+
+def _policy_row(row: dict[str, Any], eff: policy.Effective, tz: int) -> None:
+    """What the host's inventory entry and its owners' files allow, and whether that lets
+    a job start there now."""
+    row["policy"] = eff.as_json()
+    row["policy_text"] = eff.describe()
+    for e in eff.errors:
+        row["notes"].append(f"its owner's policy cannot be read, so dssh starts nothing there "
+                            f"until it is fixed: {e}")
+    row["policy_blocks"] = []
+    if eff.errors:
+        row["policy_blocks"].append("its owner's policy cannot be read (see the notes)")
+    if eff.cpus == 0:
+        row["policy_blocks"].append("its owners' policy allows dssh no cpus")
+    if eff.hours:
+        now = policy.host_now(tz)
+        row["hours_open"] = eff.open_at(now)
+        nxt = eff.next_change(now)
+        if not row["hours_open"]:
+            row["policy_blocks"].append(
+                f"outside the hours its owners allow ({' and '.join(eff.hours_text)})"
+                + (f" until {nxt:%a %H:%M}" if nxt else ""))
 
 
 def slurm_probe_script(host: Host, workdir: str, home: str) -> str:

@@ -91,6 +91,7 @@ async def explain(state: st.State, row: Any, inventory: Inventory, job: str | No
         have_gpus = len(cap.get("gpus", host.gpus))
         if gpus and gpus > have_gpus:
             reasons.append(f"has {have_gpus} GPUs; a job needs {gpus}")
+        reasons += p.get("policy_blocks", [])
         for pb in p.get("paused_by", []):
             reasons.append(f"paused by {pb['file']} ({pb['owner']}) until "
                            f"{format_until(pb['until'])}")

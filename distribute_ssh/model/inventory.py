@@ -105,6 +105,23 @@ def _names(inst: Any, a: attrs.Attribute, v: Any) -> None:
                                                "[python3, gpu]")
 
 
+def _nice(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    if v is not None and not 0 <= v <= 19:
+        raise FieldValueError(yaml_key(a), f"must be between 0 and 19, got {v}: higher is "
+                                           "gentler to the machine's own users; remove the "
+                                           "line for the default (10)")
+
+
+def _hours(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    if v is not None:
+        from ..policy import parse_hours
+
+        try:
+            parse_hours(v)
+        except ValueError as e:
+            raise FieldValueError(yaml_key(a), str(e)) from None
+
+
 @attrs.frozen
 class HostSettings:
     """One host's settings as written; every field optional so ``defaults`` can fill it."""
@@ -136,6 +153,11 @@ class HostSettings:
     host_grace: Duration | None = attrs.field(default=None, validator=_duration)
     # Where every user's heads count what they hold on this host (SPEC §6a).
     ledger_dir: str | None = attrs.field(default=None, validator=_ledger_dir)
+    # Owner etiquette (SPEC §6b): the jobs' nice level, when dssh may start work, and
+    # where the owners' policy files are.
+    nice: int | None = attrs.field(default=None, validator=_nice)
+    hours: str | None = attrs.field(default=None, validator=_hours)
+    policy_files: list[str] | None = None
 
 
 @attrs.frozen
@@ -170,6 +192,9 @@ class Host:
     connect_timeout: float = 10.0
     host_grace: float = 300.0
     ledger_dir: str = DEFAULT_LEDGER_DIR
+    nice: int = 10
+    hours: str | None = None
+    policy_files: tuple[str, ...] = ("~/.distribute-policy", "/home/*/.distribute-policy")
 
     @property
     def is_local(self) -> bool:
@@ -218,7 +243,7 @@ def _resolve(name: str, mine: HostSettings | None, defaults: HostSettings | None
             v = tuple(v)
         elif f.name == "capabilities":
             v = frozenset(v)
-        elif f.name == "pause_files":
+        elif f.name in ("pause_files", "policy_files"):
             v = tuple(v)
         elif f.name in ("max_pause", "host_grace"):
             v = parse_duration(v)

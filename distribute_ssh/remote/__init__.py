@@ -47,9 +47,11 @@ def command_script(workdir: str, env: dict[str, str], command: str, *, merge_std
             + ("exec 2>&1\n" if merge_stderr else "") + command + "\n")
 
 
-def pause_conf(home: str, pause_files: tuple[str, ...], max_pause: float, on_pause: str) -> str:
-    """The host's pause settings as the wrapper reads them (``~`` made absolute)."""
-    lines = [f"max_pause {int(max_pause)}", f"on_pause {on_pause}"]
+def pause_conf(home: str, pause_files: tuple[str, ...], max_pause: float, on_pause: str,
+               nice: int = 0) -> str:
+    """The host's pause settings as the wrapper reads them (``~`` made absolute), and the
+    nice level its jobs run at."""
+    lines = [f"max_pause {int(max_pause)}", f"on_pause {on_pause}", f"nice {int(nice)}"]
     for p in pause_files:
         if p == "~" or p.startswith("~/"):
             p = home.rstrip("/") + p[1:]

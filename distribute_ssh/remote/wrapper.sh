@@ -32,6 +32,7 @@ NL='
 # ---- pause files ---------------------------------------------------------------------
 max_pause=86400
 on_pause=suspend
+nice=0
 conf=
 
 read_conf() {
@@ -41,6 +42,7 @@ read_conf() {
         case $k in
             max_pause) max_pause=$v ;;
             on_pause) on_pause=$v ;;
+            nice) nice=$v ;;
         esac
     done < "$conf"
 }
@@ -168,7 +170,10 @@ fi
 # A mark every process of the job inherits, to find ones that left its process tree.
 run_mark="DSSH_RUN=$PWD"
 # The job gets its own session, so its whole tree can be signalled as one group.
-DSSH_RUN=$PWD setsid sh "$ctl/command.sh" > "$ctl/stdout.txt" 2> "$ctl/stderr.txt" < /dev/null &
+# The owners' nice level (inventory `nice`, their policy files): gentle to their work.
+set --
+case $nice in [1-9]|1[0-9]) set -- nice -n "$nice" ;; esac
+DSSH_RUN=$PWD setsid "$@" sh "$ctl/command.sh" > "$ctl/stdout.txt" 2> "$ctl/stderr.txt" < /dev/null &
 job=$!
 echo "$job" > "$ctl/job_pid"
 

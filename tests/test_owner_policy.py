@@ -1,0 +1,154 @@
+"""The owners' policy files on real sshd workstations (SPEC §6b): a second local user owns
+the machine and writes ~/.distribute-policy; dssh's SSH user reads it and obeys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import dssh, explain, summary, write
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"),
+                                reason="needs root to create the workstation owner's account")
+
+OWNER = "dssh-polowner"
+
+
+@pytest.fixture(scope="module")
+def owners() -> Iterator[Path]:
+    """The owner's home, open to others (0711), as on a machine whose owner lets dssh look."""
+    base = Path(tempfile.mkdtemp(prefix="dssh-policy-owners-"))
+    base.chmod(0o755)
+    home = base / OWNER
+    try:
+        pwd.getpwnam(OWNER)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", OWNER], check=True)
+    home.mkdir()
+    shutil.chown(home, OWNER, OWNER)
+    home.chmod(0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def owner_writes(owners: Path, text: str) -> Path:
+    """The owner writes their policy file themselves (as their own user, readable by all)."""
+    path = owners / OWNER / ".distribute-policy"
+    subprocess.run(["runuser", "-u", OWNER, "--", "sh", "-c", 'umask 022; cat > "$1"', "sh",
+                    str(path)], input=text, text=True, check=True)
+    return path
+
+
+@pytest.fixture
+def lab(tmp_path: Path, fresh_workdirs, owners: Path) -> dict:
+    ws = fresh_workdirs
+    (owners / OWNER / ".distribute-policy").unlink(missing_ok=True)
+    pattern = [str(owners / "*" / ".distribute-policy")]
+    inv = ws.write_inventory(tmp_path / "inventory.yaml", overrides={
+        ws.hosts[0].name: {"cpus": 4, "policy_files": pattern},
+        ws.hosts[1].name: {"cpus": 2, "policy_files": pattern, "nice": 3}})
+    return {"ws": ws, "inv": inv, "dir": tmp_path, "owners": owners}
+
+
+def intervals(results: Path, host: str) -> list[tuple[float, float]]:
+    out = []
+    for r in summary(results):
+        if r["host"] == host:
+            info = json.loads((results / r["job"] / "job.json").read_text())
+            out.append((dt.datetime.fromisoformat(info["started"]).timestamp(),
+                        dt.datetime.fromisoformat(info["finished"]).timestamp()))
+    return sorted(out)
+
+
+def test_owner_caps_cpus_and_sets_nice_and_dssh_hosts_shows_it(lab: dict) -> None:
+    ws, d, owners = lab["ws"], lab["dir"], lab["owners"]
+    w1 = ws.hosts[0].name
+    path = owner_writes(owners, "# my desk: one core for dssh, gently\ncpus: 1\nnice: 15\n")
+    r = dssh("hosts", "-i", lab["inv"], cwd=d)
+    assert r.returncode == 0, explain(r)
+    assert f"policy: {w1}: at most 1 cpus, nice 15" in r.stdout, r.stdout
+    assert f"{OWNER}: {path}" in r.stdout
+    write(d / "sweep.yaml", """
+        name: gentle
+        run: {command: "ps -o ni= -p $$ > {output}/nice.txt; sleep 0.4", cpus: 1}
+        params: {i: [1, 2, 3, 4, 5, 6]}
+        """)
+    r = dssh("run", "sweep.yaml", "-i", lab["inv"], "--hosts", w1, cwd=d)
+    assert r.returncode == 0, explain(r)
+    results = d / "results/default/gentle"
+    # the owner's cpus: 1 against the inventory's 4: one job at a time
+    spans = intervals(results, w1)
+    assert len(spans) == 6
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end - 0.05, spans
+    for row in summary(results):
+        assert (results / row["job"] / "nice.txt").read_text().strip() == "15"
+
+
+def test_jobs_run_at_the_inventory_nice_or_10_without_a_policy(lab: dict) -> None:
+    ws, d = lab["ws"], lab["dir"]
+    w1, w2 = ws.hosts[0].name, ws.hosts[1].name
+    write(d / "sweep.yaml", """
+        name: nice
+        run: {command: "ps -o ni= -p $$ > {output}/nice.txt", cpus: 1}
+        params: {i: [1, 2, 3, 4, 5, 6, 7, 8]}
+        """)
+    r = dssh("run", "sweep.yaml", "-i", lab["inv"], "--hosts", f"{w1},{w2}", cwd=d)
+    assert r.returncode == 0, explain(r)
+    results = d / "results/default/nice"
+    got = {(row["host"], (results / row["job"] / "nice.txt").read_text().strip())
+           for row in summary(results)}
+    assert got == {(w1, "10"), (w2, "3")}, got
+
+
+def test_a_bad_policy_file_closes_the_host_and_says_where(lab: dict) -> None:
+    ws, d, owners = lab["ws"], lab["dir"], lab["owners"]
+    w1 = ws.hosts[0].name
+    path = owner_writes(owners, "cpus: 2\nhourz: weekends\n")
+    r = dssh("hosts", "-i", lab["inv"], cwd=d)
+    assert f"note: {w1}: its owner's policy cannot be read, so dssh starts nothing there " \
+           f"until it is fixed: {path}:2: unknown key hourz: did you mean 'hours'?" in r.stdout
+    write(d / "sweep.yaml", """
+        name: refused
+        run: {command: "true"}
+        """)
+    r = dssh("run", "sweep.yaml", "-i", lab["inv"], "--hosts", w1, cwd=d)
+    assert r.returncode != 0, explain(r)
+    assert f"{path}:2: unknown key hourz" in r.stdout + r.stderr, explain(r)
+    assert not list(d.rglob("job.json"))
+
+
+def test_nothing_starts_outside_the_owners_hours(lab: dict) -> None:
+    """The host's clock is set (for dssh alone, DSSH_CLOCK_OFFSET) to 4 s before the
+    owner's evening window opens: the jobs wait for it."""
+    ws, d, owners = lab["ws"], lab["dir"], lab["owners"]
+    w1 = ws.hosts[0].name
+    owner_writes(owners, "hours: 18:00-08:00\n")
+    t0 = time.time()
+    now = dt.datetime.fromtimestamp(t0)
+    target = now.replace(hour=17, minute=59, second=56, microsecond=0)
+    shift = (target - now).total_seconds()
+    opens = t0 + 4.0  # when dssh's clock for the host reads 18:00
+    env = {"DSSH_CLOCK_OFFSET": str(shift)}
+    r = dssh("hosts", "-i", lab["inv"], cwd=d, env=env)
+    assert "now: outside the hours its owners allow (18:00-08:00) until" in r.stdout, r.stdout
+    write(d / "sweep.yaml", """
+        name: evening
+        run: {command: "true", cpus: 1}
+        params: {i: [1, 2, 3]}
+        """)
+    r = dssh("run", "sweep.yaml", "-i", lab["inv"], "--hosts", w1, cwd=d, env=env)
+    assert r.returncode == 0, explain(r)
+    assert f"{w1}: outside the hours its owners allow (18:00-08:00) until" in r.stdout
+    assert f"{w1}: within its owners' hours (18:00-08:00) again" in r.stdout
+    spans = intervals(d / "results/default/evening", w1)
+    assert len(spans) == 3 and min(s for s, _ in spans) >= opens - 0.5, (spans, opens)
