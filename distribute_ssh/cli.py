@@ -865,6 +865,11 @@ def cmd_hosts(args: argparse.Namespace) -> int:
                       + (f" (from the inventory and {', '.join(files)})" if files else
                          " (the inventory; no owner's policy file)")
                       + (f"; now: {'; '.join(blocks)}" if blocks else ""))
+            if r.get("signals"):
+                print(f"signals: {r['host']}: " + "; ".join(x["text"] for x in r["signals"])
+                      + (f"; so: held (as paused) for {r['activity_held']} s more, until "
+                         "every signal is clear" if r.get("activity_held") else
+                         "; so: no hold"))
         for r in rows:
             for note in r.get("notes", []):
                 print(f"note: {r['host']}: {note}")

@@ -187,6 +187,7 @@ class HostRt:
     pconf: str = ""  # the host's pause settings file
     policy: Effective = attrs.Factory(Effective)  # its inventory entry and owners' files
     tz: int = 0  # its clock's offset from UTC, in minutes (for the owners' hours)
+    activity: bool = False  # pause_when: the owner's activity is looked at there
     closed: bool = False  # outside the hours its owners allow dssh to start work
     hours_watch: asyncio.Task | None = None
     pause_files: list[str] = attrs.Factory(list)  # its patterns, ~ made absolute
@@ -476,7 +477,7 @@ class Head:
         h.conn = conn
         h.workdir = conn.expand(h.spec.workdir).rstrip("/")
         bin_dir = f"{h.workdir}/bin"
-        names = ["wrapper", "watch", "ledger"]
+        names = ["wrapper", "watch", "ledger", "activity"]
         res = await conn.run(
             f"umask 077\nw={q(h.workdir)}; e={q(os.path.dirname(self._event_log(h)))}\n"
             # the workdir is this user's alone, whatever made it before
@@ -532,15 +533,18 @@ class Head:
             raise HostError(h.spec.name, "its owners' policy allows dssh no cpus (cpus: 0 in "
                             + ", ".join(f.path for f in eff.files
                                         if f.policy and f.policy.cpus == 0) + ")")
+        gpus = tuple(g for g in h.spec.gpus if eff.gpus is None or g in eff.gpus)
         conf = remote.pause_conf(conn.home, h.spec.pause_files, eff.max_pause,
-                                 h.spec.on_pause, eff.nice)
+                                 h.spec.on_pause, eff.nice, h.spec.pause_when,
+                                 f"{bin_dir}/{remote.script('activity')[0]}",
+                                 f"{h.workdir}/activity.state", gpus, h.spec.ledger_dir)
         h.pconf = f"{h.workdir}/pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
         h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
+        h.activity = "\nactivity " in conf  # the owner's activity pauses it too (SPEC §6c)
         await conn.run(f"[ -f {q(h.pconf)} ] || printf '%s' {q(conf)} > {q(h.pconf)}\n",
                        timeout=30)
         if eff.cpus is not None:
             cpus = min(cpus or 1, eff.cpus)
-        gpus = tuple(g for g in h.spec.gpus if eff.gpus is None or g in eff.gpus)
         h.store = HostStore(conn, h.workdir, copy=h.user == "root", meter=h.meter)
         h.slots = HostSlots(h.spec.name, cpus or 1, h.spec.slots, gpus,
                             h.spec.capabilities, available=False)
@@ -1306,7 +1310,7 @@ rm -rf "$b" && mkdir "$b" && claim
             name = f"{job.planned.name}.{attempt}"
             claim_cmd, claim = self._claim_command(h, jdir, name, "job", cpus, gpus)
             launch = remote.launch(self._wrapper(h), jdir, self._timeout(), self._event_log(h),
-                                   name, h.pconf, h.pause_files, claim)
+                                   name, h.pconf, None if h.activity else h.pause_files, claim)
             files = job.planned.files
             # Without input files, claiming room in the host's ledger, making the dir and
             # starting the job is one round trip. Creating .dssh/ claims the dir: it fails
@@ -1498,7 +1502,9 @@ rm -rf "$b" && mkdir "$b" && claim
                 f"    set -- \"$@\" {q(jdir + '/input')} {q(jdir + '/outputs')}; "
                 f"mine=\"$mine {i} \"\n"
                 f"  else rm -f {q(claim)}; echo 'exists {i}'; fi ;;\n")
-        pause = remote.any_pause_file(h.pause_files) if h.pause_files else "false"
+        # A quick look for pause files first; the owner's activity needs the wrapper.
+        pause = "true" if h.activity else \
+            remote.any_pause_file(h.pause_files) if h.pause_files else "false"
         claim_cmd = ledger.claims_command(
             self._ledger_script(h), h.spec.ledger_dir, head=self.head_id, user=user,
             machine=self.machine, sweep=self.sweep.key, cap_cpus=h.slots.cpus,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from shlex import quote as q
 from typing import Any
 
@@ -13,13 +14,28 @@ from .hosts.base import make_connection
 from .model.inventory import Host, Inventory
 
 
-def probe_script(host: Host, workdir: str, home: str, max_pause: float | None = None) -> str:
+def probe_script(host: Host, workdir: str, home: str, max_pause: float | None = None,
+                 gpus: tuple[int, ...] = ()) -> str:
     conf = remote.pause_conf(home, host.pause_files, max_pause or host.max_pause,
-                             host.on_pause)
+                             host.on_pause, when=host.pause_when, gpus=gpus,
+                             ledger_dir=host.ledger_dir)
     _, wrapper = remote.script("wrapper")
     _, ledger_sh = remote.script("ledger")
+    _, activity = remote.script("activity")
+    # The owner's activity (pause_when): every signal, as the host's jobs see it. The
+    # verdict kept in the workdir is used and updated, so a hold in force is seen.
+    looks = "when_" in conf
+    act = f"""if a=$(mktemp); then
+    printf '%s' {q(activity.decode())} > "$a"
+    ac=$(mktemp) && printf '%s' {q(conf)} > "$ac" && {{
+        s="$w/activity.state"; [ -d "$w" ] || s=$(mktemp)
+        sh "$a" --report "$ac" "$s" | sed 's/^/activity /'
+        rm -f "$ac"; [ "$s" = "$w/activity.state" ] || rm -f "$s"; }}
+    rm -f "$a"
+fi
+""" if looks else ""
     return f"""w={q(workdir)}
-echo "cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
+{act}echo "cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
 awk '/^MemTotal:/ {{print "mem_total", $2}} /^MemAvailable:/ {{print "mem_avail", $2}}' /proc/meminfo
 echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
 if command -v nvidia-smi >/dev/null 2>&1; then echo "gpus_found $(nvidia-smi -L 2>/dev/null | wc -l)"; fi
@@ -57,8 +73,9 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
             clock, _, found = pol.text.partition("\n")
             eff = policy.combine(host, policy.parse_found(found))
             _policy_row(row, eff, policy.parse_tz(clock.split(" ")[-1]))
+            gpus = tuple(g for g in host.gpus if eff.gpus is None or g in eff.gpus)
             res = await conn.run(probe_script(host, conn.expand(host.workdir), conn.home,
-                                              eff.max_pause), timeout=30)
+                                              eff.max_pause, gpus), timeout=30)
     except (DsshError, TimeoutError) as e:
         row["error"] = str(e) if str(e) else "timed out"
         return row
@@ -74,6 +91,9 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
         key, _, val = line.partition(" ")
         if key == "ledger":
             ledger_lines.append(val)
+            continue
+        if key == "activity":
+            _activity_line(row, val)
             continue
         try:
             if key == "cpus":
@@ -129,6 +149,54 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
     for c in missing:
         row["notes"].append(f"declares capability {c!r} but {c} is not on its PATH")
     return row
+
+
+SIGNAL_NAMES = {"terminal": "owner at a terminal", "graphical": "owner in a graphical session",
+                "load": "other users' load", "gpu": "GPUs busy with others' processes"}
+
+
+def _activity_line(row: dict[str, Any], val: str) -> None:
+    """One line of ``activity.sh --report``: a signal and what it reads, or the hold."""
+    word, _, rest = val.partition(" ")
+    sig = row.setdefault("signals", [])
+    if word == "signal":
+        name, _, rest = rest.partition(" ")
+        ok, _, value = rest.partition(" ")
+        what = SIGNAL_NAMES.get(name, name)
+        if ok != "ok":
+            sig.append({"signal": name, "readable": False, "text": f"{what}: cannot be read "
+                                                                   f"({value})"})
+            row["notes"].append(f"pause_when: {what} cannot be read here ({value}); dssh does "
+                                "not guess it")
+            return
+        v = value.split()
+        if name == "terminal" and len(v) >= 3:
+            text = f"{v[1]} typed on {v[2]} {_ago(int(v[0]))}"
+        elif name == "graphical" and len(v) >= 2:
+            text = f"{v[1]} idle {_ago(int(v[0]))} in a graphical session"
+        elif name == "load" and len(v) >= 2:
+            text = f"other users' load {int(v[0]) / 1000:.1f} (now {v[1]} runnable)"
+        elif name == "gpu":
+            text = "GPUs busy with others' processes: " + value
+        else:
+            text = f"{what}: {value}"
+        sig.append({"signal": name, "readable": True, "value": value, "text": text})
+    elif word == "held":
+        secs, _, why = rest.partition(" ")
+        row["activity_held"] = int(secs) if secs.isdigit() else 0
+        row["activity_reason"] = why
+        if row["activity_held"]:
+            row["paused_by"].append({"file": f"owner activity: {why}", "owner": "-",
+                                     "until": time.time() + row["activity_held"],
+                                     "modified": time.time(), "kind": "activity"})
+
+
+def _ago(secs: int) -> str:
+    if secs < 120:
+        return f"{secs} s ago"
+    if secs < 7200:
+        return f"{secs // 60} min ago"
+    return f"{secs // 3600} h ago"
 
 
 def _policy_row(row: dict[str, Any], eff: policy.Effective, tz: int) -> None:

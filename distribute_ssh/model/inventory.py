@@ -122,6 +122,27 @@ def _hours(inst: Any, a: attrs.Attribute, v: Any) -> None:
             raise FieldValueError(yaml_key(a), str(e)) from None
 
 
+def _load(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    if v is not None and not 0 < v <= 1000:
+        raise FieldValueError(yaml_key(a), f"must be more than 0, got {v}: the number of busy "
+                                           "cpus other users' programs keep, e.g. "
+                                           "foreign_load: 0.5")
+
+
+@attrs.frozen
+class PauseWhen:
+    """Signals that the owner is using the machine (SPEC §6c); each one off unless given."""
+
+    # an interactive session of another user with input in the last DURATION
+    owner_active: Duration | None = attrs.field(default=None, validator=_duration)
+    # other users' runnable threads, averaged over about 10 s, above this
+    foreign_load: float | None = attrs.field(default=None, validator=_load)
+    # a process that is not dssh's on a GPU dssh would hand out
+    gpu_busy: bool | None = None
+    # how long every signal must be clear before dssh's jobs go on
+    clear_for: Duration | None = attrs.field(default=None, validator=_duration)
+
+
 @attrs.frozen
 class HostSettings:
     """One host's settings as written; every field optional so ``defaults`` can fill it."""
@@ -158,6 +179,7 @@ class HostSettings:
     nice: int | None = attrs.field(default=None, validator=_nice)
     hours: str | None = attrs.field(default=None, validator=_hours)
     policy_files: list[str] | None = None
+    pause_when: PauseWhen | None = None
 
 
 @attrs.frozen
@@ -195,6 +217,7 @@ class Host:
     nice: int = 10
     hours: str | None = None
     policy_files: tuple[str, ...] = ("~/.distribute-policy", "/home/*/.distribute-policy")
+    pause_when: PauseWhen | None = None
 
     @property
     def is_local(self) -> bool:

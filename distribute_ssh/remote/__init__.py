@@ -12,6 +12,9 @@ import re
 from functools import cache
 from importlib import resources
 from shlex import quote as q
+from typing import Any
+
+from ..durations import parse_duration
 
 # A run dir claimed but not launched for this long was left by a head that died while
 # starting it; younger, another head's start may be in flight.
@@ -47,11 +50,29 @@ def command_script(workdir: str, env: dict[str, str], command: str, *, merge_std
             + ("exec 2>&1\n" if merge_stderr else "") + command + "\n")
 
 
+CLEAR_FOR = 300.0  # pause_when: how long the owner's signals must be clear, by default
+
+
 def pause_conf(home: str, pause_files: tuple[str, ...], max_pause: float, on_pause: str,
-               nice: int = 0) -> str:
-    """The host's pause settings as the wrapper reads them (``~`` made absolute), and the
-    nice level its jobs run at."""
+               nice: int = 0, when: Any = None, activity: str = "", activity_state: str = "",
+               gpus: tuple[int, ...] = (), ledger_dir: str = "") -> str:
+    """The host's pause settings as the wrapper reads them (``~`` made absolute), the nice
+    level its jobs run at, and the owner's activity that counts as a pause (``when``, an
+    inventory ``pause_when``; ``activity`` the path of activity.sh there)."""
     lines = [f"max_pause {int(max_pause)}", f"on_pause {on_pause}", f"nice {int(nice)}"]
+    if when is not None and any(
+            v is not None for v in (when.owner_active, when.foreign_load, when.gpu_busy)):
+        if when.owner_active is not None:
+            lines.append(f"when_owner {int(parse_duration(when.owner_active))}")
+        if when.foreign_load is not None:
+            lines.append(f"when_load {int(round(when.foreign_load * 1000))}")
+        if when.gpu_busy:
+            lines.append("when_gpu 1")
+        clear = parse_duration(when.clear_for) if when.clear_for is not None else CLEAR_FOR
+        lines += [f"when_clear {int(clear)}", f"gpus {' '.join(map(str, gpus))}",
+                  f"ledger {ledger_dir}"]
+        if activity:
+            lines += [f"activity {activity}", f"activity_state {activity_state}"]
     for p in pause_files:
         if p == "~" or p.startswith("~/"):
             p = home.rstrip("/") + p[1:]

@@ -33,6 +33,8 @@ NL='
 max_pause=86400
 on_pause=suspend
 nice=0
+act=
+astate=
 conf=
 
 read_conf() {
@@ -43,6 +45,8 @@ read_conf() {
             max_pause) max_pause=$v ;;
             on_pause) on_pause=$v ;;
             nice) nice=$v ;;
+            activity) act=$v ;;
+            activity_state) astate=$v ;;
         esac
     done < "$conf"
 }
@@ -103,7 +107,30 @@ pause_check() {
         done
     done < "$conf"
     IFS=$old_ifs
+    [ -n "$act" ] && activity_check
     [ "$pause_until" -gt 0 ]
+}
+
+# The owner's activity (pause_when, SPEC §6c): activity.sh looks at most every 2 s for
+# all of the host's jobs and keeps its verdict in $astate, read here with builtins.
+activity_check() {
+    read -r a_up _ < /proc/uptime
+    a_up=${a_up%.*}
+    a_at=x; a_held=0; areason=
+    [ -f "$astate" ] && read -r a_at a_held _ areason < "$astate"
+    case $a_at in ''|*[!0-9]*) a_at=-99 ;; esac
+    if [ $((a_up - a_at)) -ge 2 ] || [ "$a_at" -gt "$a_up" ]; then
+        sh "$act" "$conf" "$astate" 2>/dev/null
+        [ -f "$astate" ] && read -r a_at a_held _ areason < "$astate"
+    fi
+    case $a_held in ''|*[!0-9]*) a_held=0 ;; esac
+    [ "$a_held" -gt "$a_up" ] || return 0
+    [ -n "$now" ] || now=$(date +%s)
+    u=$((now + a_held - a_up))
+    if [ "$u" -gt "$pause_until" ]; then
+        pause_until=$u
+        pause_by="owner activity: $areason"
+    fi
 }
 
 if [ "$1" = --pause-state ]; then
