@@ -29,7 +29,7 @@ import attrs
 from . import ledger, notify, policy, remote
 from . import state as st
 from .collect import RESERVED, keep_earlier, place, select, write_json
-from .durations import format_until
+from .durations import format_until, parse_duration
 from .errors import (
     BuildFailed,
     ConfigError,
@@ -68,6 +68,8 @@ COLLECT_RETRY = 5.0  # seconds before collecting again when the results dir refu
 # "black hole" (a broken install, a full disk): it is quarantined for the sweep.
 QUARANTINE_AFTER = 3
 QUICK_FAIL = 60.0
+MIGRATE_GRACE = 60.0
+MIGRATED = "MIGRATED"  # an attempt's state: moved off a long pause (not a job state)  # migrate_after: how long a job may take to save its state
 START_FAILS = 3  # failed starts (the host answered, the start did not work) before FAILED
 START_BATCH = 64  # jobs started on one host in one round trip, at most
 CHECK_EVERY = 0.25  # seconds between looks at other commands' requests and at stalls
@@ -307,6 +309,8 @@ class Head:
         self.last_success: dict[str, float] = {}  # host -> when a job last succeeded there
         self.started_all = asyncio.Event()
         self._input_items: dict[tuple, list[Item]] = {}
+        # Jobs moved off a long pause, with what they saved (SPEC §6d): by job id.
+        self.checkpointed: set[int] = set()
         self.fatal: DsshError | None = None
         self.started = time.time()
         self.sweep_id = 0
@@ -387,6 +391,11 @@ class Head:
         self.in_order = sorted(self.jobs.values(),
                                key=lambda j: (-j.planned.priority, j.planned.index))
         self._index()
+        with contextlib.suppress(OSError):  # what jobs moved off a long pause carry along
+            for d in (self.results_dir / ".checkpoints").iterdir():
+                j = self.by_name.get(d.name)
+                if j is not None and j.state not in st.FINISHED_STATES:
+                    self.checkpointed.add(j.id)
 
     def _index(self) -> None:
         """(Re)build the counts and indexes kept as jobs move (see _move)."""
@@ -1310,8 +1319,11 @@ rm -rf "$b" && mkdir "$b" && claim
             name = f"{job.planned.name}.{attempt}"
             claim_cmd, claim = self._claim_command(h, jdir, name, "job", cpus, gpus)
             launch = remote.launch(self._wrapper(h), jdir, self._timeout(), self._event_log(h),
-                                   name, h.pconf, None if h.activity else h.pause_files, claim)
-            files = job.planned.files
+                                   name, h.pconf, None if h.activity else h.pause_files, claim,
+                                   self._migrate(h))
+            files = self._inputs(job.planned.files) if job.planned.files else []
+            if job.id in self.checkpointed:
+                files = files + await asyncio.to_thread(self._checkpoint_items, job)
             # Without input files, claiming room in the host's ledger, making the dir and
             # starting the job is one round trip. Creating .dssh/ claims the dir: it fails
             # if this attempt was started before.
@@ -1353,7 +1365,7 @@ rm -rf "$b" && mkdir "$b" && claim
                 keep = self._spawn(self._keep_claim(conn, claim))
                 try:
                     assert h.store is not None
-                    await h.store.lay_out(self._inputs(files), f"{jdir}/input")
+                    await h.store.lay_out(files, f"{jdir}/input")
                     res = await conn.run(launch, timeout=60)
                 finally:
                     keep.cancel()
@@ -1473,6 +1485,7 @@ rm -rf "$b" && mkdir "$b" && claim
         user = h.user or "dssh"
         requests, funcs, claims, made, took = [], [], [], [], []
         wrapper, timeout, log = self._wrapper(h), self._timeout(), self._event_log(h)
+        migrate = self._migrate(h)
         for i, (job, cpus, gpus, attempt, jdir) in enumerate(starts):
             name = f"{job.planned.name}.{attempt}"
             cname = ledger.claim_name(user, jdir)
@@ -1489,7 +1502,7 @@ rm -rf "$b" && mkdir "$b" && claim
                 f"  printf '%s' {q(script)} >| {q(ctl + '/command.sh')} || "
                 f"{{ rm -f {q(claim)}; echo 'failed {i}'; return; }}\n"
                 f"  printf '' >| {q(ctl + '/launched')}\n"
-                f"  {remote.start_wrapper(wrapper, jdir, timeout, log, name, h.pconf, claim)}"
+                f"  {remote.start_wrapper(wrapper, jdir, timeout, log, name, h.pconf, claim, migrate)}"
                 f"  echo \"started {i} $!\"\n}}\n")
             # (case arms, not functions: a function's "set --" would not reach "$@")
             made.append(f"  {i}) set -- \"$@\" {q(ctl)} ;;\n")
@@ -1657,6 +1670,39 @@ rm -rf "$b" && mkdir "$b" && claim
         else:
             job.busy = False
 
+    def _migrate(self, h: HostRt) -> str:
+        """The wrapper's migrate_after argument for this host: AFTER:SIGNAL:GRACE."""
+        run = self.sweep.run
+        afters = [x for x in (run.migrate_after and parse_duration(run.migrate_after),
+                              h.spec.migrate_after) if x]
+        if not afters:
+            return ""
+        sig = str(run.migrate_signal or "TERM").upper().removeprefix("SIG")
+        grace = parse_duration(run.migrate_grace) if run.migrate_grace else MIGRATE_GRACE
+        return f"{int(min(afters))}:{sig}:{int(grace)}"
+
+    def _checkpoint_dir(self, job: JobRt) -> Path:
+        return self.results_dir / ".checkpoints" / job.planned.name
+
+    def _checkpoint_items(self, job: JobRt) -> list[Item]:
+        """What a job moved off a long pause saved, for its next attempt's
+        input/checkpoint/."""
+        ck = self._checkpoint_dir(job)
+        return expand_inputs([(str(ck), "checkpoint")]) if ck.is_dir() else []
+
+    def _keep_checkpoint(self, job: JobRt, staging: Path, info: dict[str, Any]) -> None:
+        """A migrated attempt: its outputs become the checkpoint its next attempt starts
+        from; its logs and job.json go to its results like a retried attempt's. In a
+        worker thread."""
+        ck = self._checkpoint_dir(job)
+        new = ck.with_name(f".new-{ck.name}")
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.copytree(staging, new, symlinks=True,
+                        ignore=lambda d, names: [n for n in names if Path(d) == staging
+                                                 and n in ("stdout.txt", "stderr.txt")])
+        place(new, ck)
+        self._store_result(job, staging, info)
+
     def _inputs(self, files: tuple[tuple[str, str], ...]) -> list[Item]:
         """A job's input files as the store lays them out (walked once per run)."""
         items = self._input_items.get(files)
@@ -1763,6 +1809,9 @@ done
             f = line.split()
             if len(f) != 5 or not f[0].lstrip("-").isdigit():
                 job.busy = False  # not ended after all; the watcher will say when it is
+                continue
+            if f[1] == "m":  # moved off a long pause: its outputs become a checkpoint
+                slow.append(job)
                 continue
             mine = found[r]
             logs = [mine.get(f".dssh/{n}", ("file", 0, 0.0)) for n in ("stdout.txt",
@@ -1986,11 +2035,14 @@ set --
             job.busy = False
             return  # not ended after all; the watcher will say when it is
         cancelled = len(parts) > 4 and parts[4] == "1"
+        migrated = len(parts) > 1 and parts[1] == "m" and not cancelled
         status = (st.CANCELLED if cancelled else st.TIMEOUT if timed_out
                   else st.COMPLETED if exit_code == 0 else st.FAILED)
         entries = await conn.walk(f"{jdir}/outputs")
         out = self.sweep.outputs
-        files, left, notes = select(entries, out.collect, out.exclude)
+        # A checkpoint is everything the job saved, whatever the sweep collects.
+        files, left, notes = select(entries, ["**"] if migrated else out.collect,
+                                    [] if migrated else out.exclude)
         clash = [e for e in files if e.path.split("/", 1)[0] in RESERVED]
         if clash:
             notes += [f"{e.path}: an output with this name would hide dssh's own file; "
@@ -2024,6 +2076,9 @@ set --
             job.busy = False
             self._taken_elsewhere(h, job, mark.text.strip())
             return
+        if migrated:
+            await self._migrated(h, job, staging, exit_code, started, finished, files, notes)
+            return
         info = self._job_info(h, job, status, exit_code, timed_out, started, finished, jdir,
                               files, notes, [] if retry else left)
         if self.options.verify:
@@ -2041,6 +2096,42 @@ set --
         self._after_collected(h, job, status, exit_code, retry, started, finished)
         # Remove the job's dir from the host; the run waits for this before it returns.
         cleanup = asyncio.ensure_future(self._remove_remote(conn, jdir, job.id, job.attempts))
+        self.cleanups.add(cleanup)
+        cleanup.add_done_callback(self.cleanups.discard)
+
+    async def _migrated(self, h: HostRt, job: JobRt, staging: Path, exit_code: int,
+                        started: float | None, finished: float | None, files: list,
+                        notes: list[str]) -> None:
+        """An attempt stopped after a long pause (SPEC §6d): what it saved goes to its next
+        attempt, on another host if there is one; the attempt is not a failure."""
+        assert job.remote_dir is not None
+        info = self._job_info(h, job, MIGRATED, exit_code, False, started, finished,
+                              job.remote_dir, files, notes, [])
+        try:
+            await asyncio.to_thread(self._keep_checkpoint, job, staging, info)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
+        self.checkpointed.add(job.id)
+        self._release(h, job)
+        job.retry_base += 1  # the attempt is given back: moving is not failing
+        job.avoid.add(h.spec.name)
+        saved = f"{len(files)} file{'s' if len(files) != 1 else ''}"
+        with self.state.tx() as db:
+            db.execute("UPDATE attempts SET state=?, exit_code=?, finished=? "
+                       "WHERE job_id=? AND attempt=?",
+                       (MIGRATED, exit_code, finished, job.id, job.attempts))
+            self._set(job, "migrated", db=db, state=st.PENDING, retry_base=job.retry_base,
+                      exit_code=None, reason=f"moved off {h.spec.name} after a long pause "
+                                             f"(migrate_after); it saved {saved}, which its "
+                                             "next attempt gets in input/checkpoint/")
+        self.reporter.event("job", f"{job.planned.name}: moved off {h.spec.name} after a long "
+                                   f"pause; {saved} saved go with it to its next attempt",
+                            job=job.planned.name, host=h.spec.name)
+        job.busy = False
+        self.wakeup.set()
+        cleanup = asyncio.ensure_future(self._remove_remote(h.conn, job.remote_dir, job.id,
+                                                            job.attempts))
         self.cleanups.add(cleanup)
         cleanup.add_done_callback(self.cleanups.discard)
 
@@ -2089,6 +2180,9 @@ set --
     def _after_collected(self, h: HostRt, job: JobRt, status: str, exit_code: int,
                          retry: bool, started: float | None, finished: float | None) -> None:
         """What a collected attempt means for its host, the job and the sweep."""
+        if job.id in self.checkpointed and not retry:  # done with what it carried along
+            self.checkpointed.discard(job.id)
+            shutil.rmtree(self._checkpoint_dir(job), ignore_errors=True)
         if retry:
             job.avoid.add(h.spec.name)
         else:
@@ -2292,7 +2386,8 @@ set --
             job.busy = True
             job.held = True
             h = self.hosts[p.host]
-            if job.planned.files or any(c in h.workdir + job.planned.name for c in "\t\n"):
+            if job.planned.files or job.id in self.checkpointed or any(
+                    c in h.workdir + job.planned.name for c in "\t\n"):
                 # One at a time: its inputs go up between its claim and its start; or its
                 # dir's name would not fit on a line of the batch's claim requests.
                 self._spawn(self._dispatch(h, job, p.cpus, p.gpus))

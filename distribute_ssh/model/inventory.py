@@ -180,6 +180,8 @@ class HostSettings:
     hours: str | None = attrs.field(default=None, validator=_hours)
     policy_files: list[str] | None = None
     pause_when: PauseWhen | None = None
+    # a job suspended this long moves to another host (SPEC §6d)
+    migrate_after: Duration | None = attrs.field(default=None, validator=_duration)
 
 
 @attrs.frozen
@@ -218,6 +220,7 @@ class Host:
     hours: str | None = None
     policy_files: tuple[str, ...] = ("~/.distribute-policy", "/home/*/.distribute-policy")
     pause_when: PauseWhen | None = None
+    migrate_after: float | None = None
 
     @property
     def is_local(self) -> bool:
@@ -268,7 +271,7 @@ def _resolve(name: str, mine: HostSettings | None, defaults: HostSettings | None
             v = frozenset(v)
         elif f.name in ("pause_files", "policy_files"):
             v = tuple(v)
-        elif f.name in ("max_pause", "host_grace"):
+        elif f.name in ("max_pause", "host_grace", "migrate_after"):
             v = parse_duration(v)
         elif f.name == "env":
             v = {**(defaults.env or {}), **(mine.env or {})}

@@ -154,6 +154,17 @@ class Container:
     mounts: list[str] = attrs.field(factory=list, validator=_mounts)
 
 
+MIGRATE_SIGNALS = ("TERM", "INT", "HUP", "USR1", "USR2", "QUIT")
+
+
+def _signal(inst: Any, a: attrs.Attribute, v: Any) -> None:
+    if v is not None and str(v).upper().removeprefix("SIG") not in MIGRATE_SIGNALS:
+        raise FieldValueError(yaml_key(a), f"{v!r} is not a signal dssh sends to ask a job to "
+                                           f"save its state: use one of "
+                                           f"{', '.join(MIGRATE_SIGNALS)}, e.g. "
+                                           f"{yaml_key(a)}: USR1")
+
+
 @attrs.frozen
 class Run:
     command: str
@@ -170,6 +181,12 @@ class Run:
     # Which jobs start first: a number, or a template of parameters that gives one per
     # job ("{duration}": longest first). Higher first; ties keep the sweep's order.
     priority: Scalar | None = attrs.field(default=None, validator=_run_priority)
+    # Moving off a long pause (SPEC §6d): a job suspended this long gets migrate_signal,
+    # migrate_grace to save its state into outputs/, and is run on another host with
+    # that in input/checkpoint/.
+    migrate_after: Duration | None = attrs.field(default=None, validator=_duration)
+    migrate_signal: str | None = attrs.field(default=None, validator=_signal)
+    migrate_grace: Duration | None = attrs.field(default=None, validator=_duration)
 
     @property
     def timeout_seconds(self) -> float | None:

@@ -107,7 +107,7 @@ DETACH = "trap '' HUP\n"
 
 
 def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf: str,
-           pause_files: list[str] | None = None, claim: str = "") -> str:
+           pause_files: list[str] | None = None, claim: str = "", migrate: str = "") -> str:
     """Start the wrapper detached (own session, no tty, stdio closed) and print
     ``started PID`` — or ``paused UNTIL FILE`` and start nothing, when the host's owner
     has paused it.
@@ -122,7 +122,7 @@ def launch(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf:
     check = "true" if pause_files is None else any_pause_file(pause_files)
     return (f"cd {q(dir_)} || exit 1\n" + pause_gate(check, wrapper, pconf, drop)
             + f": > {q(ctl + '/launched')}\n" + DETACH
-            + start_wrapper(wrapper, dir_, timeout, notify, name, pconf, claim)
+            + start_wrapper(wrapper, dir_, timeout, notify, name, pconf, claim, migrate)
             + 'echo "started $!"\n')
 
 
@@ -179,12 +179,13 @@ _TO_REMOVE = r"""  for f in "$d"/* "$d"/.[!.]* "$d/.dssh"/* "$d/.dssh"/.[!.]*; d
 """
 
 # A run's state, read by the shell itself from its control dir $c: rc (x while it runs),
-# t (1 timed out, v killed from outside), k (1 cancelled), s and f (the start and end
+# t (1 timed out, v killed from outside, m moved off a long pause), k (1 cancelled), s and f (the start and end
 # times the files hold; empty: their modification times are the times).
 RUN_STATE = r"""rc=x; t=0; k=0; s=; f=
 [ -s "$c/exit_code" ] && read -r rc < "$c/exit_code"
 [ -f "$c/timed_out" ] && t=1
 [ -f "$c/vanished" ] && t=v
+[ -f "$c/migrated" ] && t=m
 [ -f "$c/cancelled" ] && k=1
 [ -s "$c/started" ] && read -r s < "$c/started"
 [ -s "$c/finished" ] && read -r f < "$c/finished"
@@ -192,10 +193,11 @@ RUN_STATE = r"""rc=x; t=0; k=0; s=; f=
 
 
 def start_wrapper(wrapper: str, dir_: str, timeout: int, notify: str, name: str, pconf: str,
-                  claim: str) -> str:
-    """The command that starts a run's wrapper detached (see DETACH), in the background."""
+                  claim: str, migrate: str = "") -> str:
+    """The command that starts a run's wrapper detached (see DETACH), in the background.
+    ``migrate`` is ``AFTER:SIGNAL:GRACE`` (migrate_after, in seconds) or empty."""
     return (f"sh {q(wrapper)} {q(dir_)} {int(timeout)} {q(notify)} {q(name)} {q(pconf)} "
-            f"{q(claim)} < /dev/null > /dev/null 2>&1 &\n")
+            f"{q(claim)}{' ' + q(migrate) if migrate else ''} < /dev/null > /dev/null 2>&1 &\n")
 
 
 def pause_gate(check: str, wrapper: str, pconf: str, drop: str = "") -> str:

@@ -26,6 +26,8 @@ notify=${3:-}
 name=${4:-}
 pconf=${5:-}
 claim=${6:-}
+# Moving off a long pause (migrate_after, SPEC §6d): "AFTER:SIGNAL:GRACE", in seconds.
+migrate=${7:-}
 NL='
 '
 
@@ -250,9 +252,14 @@ event() {
 uptime_s() { read -r up _ < /proc/uptime; up=${up%.*}; }
 
 # One loop watches the pause files and the timeout while the job runs.
+mig_after=0; mig_sig=TERM; mig_grace=60
+case $migrate in
+    *:*:*) mig_after=${migrate%%:*}; r=${migrate#*:}; mig_sig=${r%%:*}; mig_grace=${r#*:} ;;
+esac
 (
     paused=0
     ran=0
+    susp=0
     uptime_s
     last=$up
     while :; do
@@ -275,6 +282,7 @@ uptime_s() { read -r up _ < /proc/uptime; up=${up%.*}; }
             fi
         elif [ $paused = 1 ]; then
             paused=0
+            susp=0  # migrate_after counts one pause at a time
             rm -f "$ctl/paused"
             if [ -f "$ctl/suspended" ]; then
                 signal_tree CONT
@@ -282,13 +290,27 @@ uptime_s() { read -r up _ < /proc/uptime; up=${up%.*}; }
             fi
             event "~resume $name"
         fi
-        [ "$timeout" -gt 0 ] 2>/dev/null || continue
         uptime_s
         # Only running time counts against the timeout.
         if [ $paused = 0 ] || [ "$on_pause" != suspend ]; then
             ran=$((ran + up - last))
+        else
+            susp=$((susp + up - last))
         fi
         last=$up
+        if [ "$mig_after" -gt 0 ] 2>/dev/null && [ "$susp" -ge "$mig_after" ]; then
+            # Suspended too long: a polite signal (continued, so the solver can save its
+            # state into outputs/), a grace period, then stopped; the head runs it on
+            # another host with what it saved.
+            : > "$ctl/migrated"
+            signal_tree "$mig_sig"
+            signal_tree CONT
+            i=0
+            while [ $i -lt "$mig_grace" ] && alive; do sleep 1; i=$((i + 1)); done
+            signal_tree KILL
+            exit 0
+        fi
+        [ "$timeout" -gt 0 ] 2>/dev/null || continue
         if [ "$ran" -ge "$timeout" ]; then
             : > "$ctl/timed_out"
             signal_tree TERM
