@@ -612,7 +612,7 @@ class Head:
             self._ledger_script(h), h.spec.ledger_dir, name=name, head=self.head_id,
             user=h.user or "dssh", machine=self.machine, sweep=self.sweep.key, job=job,
             kind=kind, cpus=cpus, gpus=gpus, cap_cpus=h.slots.cpus, cap_slots=h.spec.slots,
-            cap_gpus=h.spec.gpus, run_dir=run_dir)
+            cap_gpus=h.slots.gpus, run_dir=run_dir)
         return cmd, f"{h.spec.ledger_dir}/c-{name}"
 
     def _refused(self, h: HostRt, led: ledger.Ledger, build: bool = False) -> None:
@@ -1521,7 +1521,7 @@ rm -rf "$b" && mkdir "$b" && claim
         claim_cmd = ledger.claims_command(
             self._ledger_script(h), h.spec.ledger_dir, head=self.head_id, user=user,
             machine=self.machine, sweep=self.sweep.key, cap_cpus=h.slots.cpus,
-            cap_slots=h.spec.slots, cap_gpus=h.spec.gpus)
+            cap_slots=h.spec.slots, cap_gpus=h.slots.gpus)
         n = len(starts)
         script = (
             "".join(funcs) + remote.DETACH + remote.pause_gate(pause, wrapper, h.pconf)

@@ -156,3 +156,26 @@ def test_nothing_starts_outside_the_owners_hours(lab: dict) -> None:
     spans = intervals(d / "results/default/evening", w1)
     # (job.json holds whole seconds)
     assert len(spans) == 3 and min(s for s, _ in spans) >= opens - 1.5, (spans, opens)
+
+
+def test_the_owner_keeps_a_gpu_to_themselves(lab: dict) -> None:
+    """The inventory lists GPUs 0 and 1 (declared, not probed: no GPU on this machine);
+    the owner lets dssh have GPU 1 only."""
+    ws, d, owners = lab["ws"], lab["dir"], lab["owners"]
+    w1 = ws.hosts[0].name
+    owner_writes(owners, "gpus: [1]\n")
+    inv = ws.write_inventory(d / "gpu-inventory.yaml", overrides={w1: {
+        "cpus": 4, "gpus": [0, 1], "policy_files": [str(owners / "*" / ".distribute-policy")]}})
+    r = dssh("hosts", "-i", inv, "--json", cwd=d)
+    row = next(x for x in json.loads(r.stdout) if x["host"] == w1)
+    assert row["capacity"]["gpus"] == [1] and row["policy"]["gpus"] == [1], row
+    write(d / "sweep.yaml", """
+        name: gpu
+        run: {command: "echo $CUDA_VISIBLE_DEVICES > {output}/gpu.txt; sleep 0.3", gpus: 1}
+        params: {i: [1, 2, 3]}
+        """)
+    r = dssh("run", "sweep.yaml", "-i", inv, "--hosts", w1, cwd=d)
+    assert r.returncode == 0, explain(r)
+    results = d / "results/default/gpu"
+    assert {(results / row["job"] / "gpu.txt").read_text().strip()
+            for row in summary(results)} == {"1"}
