@@ -126,3 +126,22 @@ def test_scale_hosts_status_startup_growth(speed: dict) -> None:
     assert sizes == [[200, 2000], [200, 2000]]
     assert [p["n"] for p in s["growth"]["hosts"]["series"][0]["points"]] == [2, 5]
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark needs root (its own unix users)")
+def test_pause_latency_benchmark_runs_every_mode(tmp_path: Path) -> None:
+    """``bench/pause_latency`` once per mode: pause files with and without a head, and the
+    owner typing at a terminal (pause_when). No latency is asserted, only that each mode
+    stopped and resumed the job's tree."""
+    if not (SSHD.is_file() and os.access(SSHD, os.X_OK)):
+        pytest.skip(f"{SSHD} missing: the benchmark runs on real OpenSSH workstations")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSSH_")}
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "pause_latency"), "--trials", "1",
+                        "--json"], capture_output=True, text=True, timeout=300, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert set(report["summary"]) == {"head connected", "head killed",
+                                      "owner typing, head killed"}
+    for mode, s in report["summary"].items():
+        assert s["failures"] == 0 and s["stop"]["n"] == 1 and s["resume"]["n"] == 1, (mode, s)

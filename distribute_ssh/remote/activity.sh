@@ -12,7 +12,7 @@
 #   when_clear SECS  how long every signal must be clear before dssh's jobs go on
 # STATE holds one line: UPTIME HELD_UNTIL LOAD_MILLI REASON..., in /proc/uptime seconds:
 # the host is held (behaves as paused) while HELD_UNTIL is ahead of the uptime. Wrappers
-# read it with shell builtins and call this script at most every 2 s.
+# read it with shell builtins and call this script about once a second.
 conf=$1
 report=
 if [ "$conf" = --report ]; then report=1; conf=$2; state=$3; else state=$2; fi

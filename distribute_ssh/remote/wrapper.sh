@@ -113,7 +113,7 @@ pause_check() {
     [ "$pause_until" -gt 0 ]
 }
 
-# The owner's activity (pause_when, SPEC §6c): activity.sh looks at most every 2 s for
+# The owner's activity (pause_when, SPEC §6c): activity.sh looks about once a second for
 # all of the host's jobs and keeps its verdict in $astate, read here with builtins.
 activity_check() {
     read -r a_up _ < /proc/uptime
@@ -121,7 +121,7 @@ activity_check() {
     a_at=x; a_held=0; areason=
     [ -f "$astate" ] && read -r a_at a_held _ areason < "$astate"
     case $a_at in ''|*[!0-9]*) a_at=-99 ;; esac
-    if [ $((a_up - a_at)) -ge 2 ] || [ "$a_at" -gt "$a_up" ]; then
+    if [ $((a_up - a_at)) -ge 1 ] || [ "$a_at" -gt "$a_up" ]; then
         sh "$act" "$conf" "$astate" 2>/dev/null
         [ -f "$astate" ] && read -r a_at a_held _ areason < "$astate"
     fi
