@@ -191,6 +191,8 @@ class HostRt:
     tz: int = 0  # its clock's offset from UTC, in minutes (for the owners' hours)
     activity: bool = False  # pause_when: the owner's activity is looked at there
     closed: bool = False  # outside the hours its owners allow dssh to start work
+    policy_error: str = ""  # its owners' policy, read again during the run, is broken
+    cpus_base: int = 1  # its cpus before its owners' policy (inventory, or probed)
     hours_watch: asyncio.Task | None = None
     pause_files: list[str] = attrs.Factory(list)  # its patterns, ~ made absolute
     paused_until: float = 0.0
@@ -533,29 +535,11 @@ class Head:
             if word in names:
                 fname, data = remote.script(word)
                 await conn.write_file(f"{bin_dir}/{fname}", data, 0o700)
-        eff = h.policy = policy.combine(h.spec, policy.parse_found(owners))
-        if eff.errors:
-            raise HostError(h.spec.name, f"its owner's policy cannot be read, so dssh starts "
-                                         f"nothing there until it is fixed: "
-                                         f"{'; '.join(eff.errors)}")
-        if eff.cpus == 0:
-            raise HostError(h.spec.name, "its owners' policy allows dssh no cpus (cpus: 0 in "
-                            + ", ".join(f.path for f in eff.files
-                                        if f.policy and f.policy.cpus == 0) + ")")
-        gpus = tuple(g for g in h.spec.gpus if eff.gpus is None or g in eff.gpus)
-        conf = remote.pause_conf(conn.home, h.spec.pause_files, eff.max_pause,
-                                 h.spec.on_pause, eff.nice, h.spec.pause_when,
-                                 f"{bin_dir}/{remote.script('activity')[0]}",
-                                 f"{h.workdir}/activity.state", gpus, h.spec.ledger_dir)
-        h.pconf = f"{h.workdir}/pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
-        h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
-        h.activity = "\nactivity " in conf  # the owner's activity pauses it too (SPEC §6c)
-        await conn.run(f"[ -f {q(h.pconf)} ] || printf '%s' {q(conf)} > {q(h.pconf)}\n",
-                       timeout=30)
-        if eff.cpus is not None:
-            cpus = min(cpus or 1, eff.cpus)
+        h.cpus_base = cpus or 1
+        cpus, gpus = await self._apply_policy(
+            h, conn, policy.combine(h.spec, policy.parse_found(owners)))
         h.store = HostStore(conn, h.workdir, copy=h.user == "root", meter=h.meter)
-        h.slots = HostSlots(h.spec.name, cpus or 1, h.spec.slots, gpus,
+        h.slots = HostSlots(h.spec.name, cpus, h.spec.slots, gpus,
                             h.spec.capabilities, available=False)
         self._reserve_existing(h)
         # No start of this head is in flight yet: claims it holds for unstarted runs are
@@ -569,6 +553,68 @@ class Head:
         if led.error:
             raise HostError(h.spec.name, f"cannot use its ledger: {led.error}")
         self._apply_ledger(h, led)
+
+    # -- the owners' policies (SPEC §6b) ------------------------------------------------------
+    async def _apply_policy(self, h: HostRt, conn: HostConnection, eff: Effective
+                            ) -> tuple[int, tuple[int, ...]]:
+        """Make the host's pause settings file say what ``eff`` says; the cpus and GPUs it
+        leaves dssh. HostError when it closes the host."""
+        if eff.errors:
+            raise HostError(h.spec.name, f"its owner's policy cannot be read, so dssh starts "
+                                         f"nothing there until it is fixed: "
+                                         f"{'; '.join(eff.errors)}")
+        if eff.cpus == 0:
+            raise HostError(h.spec.name, "its owners' policy allows dssh no cpus (cpus: 0 in "
+                            + ", ".join(f.path for f in eff.files
+                                        if f.policy and f.policy.cpus == 0) + ")")
+        gpus = tuple(g for g in h.spec.gpus if eff.gpus is None or g in eff.gpus)
+        conf = remote.pause_conf(conn.home, h.spec.pause_files, eff.max_pause,
+                                 h.spec.on_pause, eff.nice, h.spec.pause_when,
+                                 f"{h.workdir}/bin/{remote.script('activity')[0]}",
+                                 f"{h.workdir}/activity.state", gpus, h.spec.ledger_dir)
+        pconf = f"{h.workdir}/pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
+        await conn.run(f"[ -f {q(pconf)} ] || printf '%s' {q(conf)} > {q(pconf)}\n",
+                       timeout=30)
+        h.pconf = pconf
+        h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
+        h.activity = "\nactivity " in conf  # the owner's activity pauses it too (SPEC §6c)
+        h.policy = eff
+        return (h.cpus_base if eff.cpus is None else min(h.cpus_base, eff.cpus)), gpus
+
+    async def _refresh_policy(self, h: HostRt) -> None:
+        """Read the owners' files again: a changed policy holds for what starts from now
+        on (running jobs keep their nice level and room); a broken one closes the host
+        until it is fixed."""
+        conn = h.conn
+        if conn is None or h.slots is None or h.status not in ("ready", "paused", "failed"):
+            return
+        if h.status == "failed" and not h.policy_error:
+            return  # failed for another reason (a build, a quarantine): stays so
+        res = await conn.run(policy.read_script(h.spec.policy_files, conn.home), timeout=30)
+        eff = policy.combine(h.spec, policy.parse_found(res.text))
+        if eff == h.policy and not h.policy_error:
+            return
+        try:
+            cpus, gpus = await self._apply_policy(h, conn, eff)
+        except HostError as e:
+            if h.policy_error != str(e):
+                h.policy_error = str(e)
+                h.status, h.detail = "failed", h.policy_error
+                h.slots.available = False
+                self.reporter.event("host", f"excluded: {e}; its running jobs go on",
+                                    host=h.spec.name)
+                self._record_host(h)
+                self.wakeup.set()
+            return
+        h.slots.cpus, h.slots.gpus = cpus, gpus
+        if h.policy_error:
+            h.policy_error, h.status, h.detail = "", "ready", ""
+            h.slots.available = not h.closed
+        self.reporter.event("host", f"{h.spec.name}: its owners' policy is now: "
+                                    f"{eff.describe()}", host=h.spec.name)
+        self._record_host(h)
+        self._check_hours(h)
+        self.wakeup.set()
 
     # -- the ledger shared with other heads (SPEC §6a) ----------------------------------------
     def _ledger_script(self, h: HostRt) -> str:
@@ -796,10 +842,13 @@ class Head:
             ticker.cancel()
 
     async def _tick(self, h: HostRt) -> None:
-        """A slow safety net: catch an end the watcher missed."""
+        """A slow safety net: catch an end the watcher missed. And the owners' policies
+        are read again, so a changed one holds within seconds."""
         while True:
             await asyncio.sleep(RECONCILE_EVERY)
             await self._reattach_quietly(h)
+            with contextlib.suppress(HostError):
+                await self._refresh_policy(h)
 
     def _on_end(self, h: HostRt, name: str, attempt: str, rc: str = "") -> None:
         j = self.by_name.get(name)

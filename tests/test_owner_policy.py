@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, summary, write
+from helpers import dssh, explain, start_head, summary, write
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"),
                                 reason="needs root to create the workstation owner's account")
@@ -179,3 +179,41 @@ def test_the_owner_keeps_a_gpu_to_themselves(lab: dict) -> None:
     results = d / "results/default/gpu"
     assert {(results / row["job"] / "gpu.txt").read_text().strip()
             for row in summary(results)} == {"1"}
+
+
+def test_a_policy_changed_during_a_run_holds_for_what_starts_next(lab: dict) -> None:
+    ws, d, owners = lab["ws"], lab["dir"], lab["owners"]
+    w1 = ws.hosts[0].name
+    inv = ws.write_inventory(d / "two.yaml", overrides={w1: {
+        "cpus": 2, "policy_files": [str(owners / "*" / ".distribute-policy")]}})
+    write(d / "sweep.yaml", """
+        name: changing
+        run: {command: "sleep 3", cpus: 1}
+        params: {i: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}
+        """)
+    head = start_head(d, "run", "sweep.yaml", "-i", inv, "--hosts", w1)
+    try:
+        def running() -> int:
+            st = json.loads(dssh("status", "changing", "--json", cwd=d).stdout or "{}")
+            return sum(j["state"] == "RUNNING" for j in st.get("jobs", []))
+
+        deadline = time.monotonic() + 60
+        while running() < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        owner_writes(owners, "cpus: 1\n")  # the owner wants most of the machine back
+        out, err = head.communicate(timeout=180)
+    finally:
+        if head.poll() is None:
+            head.kill()
+    assert head.returncode == 0, (out, err)
+    line = next((x for x in out.splitlines() if "its owners' policy is now: at most 1 cpus"
+                 in x), "")
+    assert line, out
+    changed = dt.datetime.fromisoformat(line.split()[0]).timestamp()
+    spans = intervals(d / "results/default/changing", w1)
+    after = [s for s in spans if s[0] >= changed + 1]
+    assert len(after) >= 2, (spans, changed)
+    # what started after the change ran alone: after everything before it had ended
+    for i, (start, _) in enumerate(spans):
+        if start >= changed + 1:
+            assert all(start >= end - 1 for _, end in spans[:i]), (spans, changed)
