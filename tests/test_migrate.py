@@ -55,6 +55,7 @@ def test_a_long_pause_moves_the_job_with_its_checkpoint(tmp_path: Path, fresh_wo
             head.kill()
     assert head.returncode == 0, (out, err)
     assert f"moving: moved off {w1.name} after a long pause; 2 files saved go with it" in out, out
+    assert "FAILED" not in out and "quarantined" not in out, out
     results = tmp_path / "results/default/moving"
     (row,) = summary(results)
     assert row["status"] == "COMPLETED" and row["host"] == w2.name, row
@@ -83,3 +84,44 @@ def _cmdline(p: Path) -> bytes:
         return (p / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_job_that_cannot_save_starts_over_elsewhere_and_is_not_a_failure(
+        tmp_path: Path, fresh_workdirs) -> None:
+    """No trap: the default SIGTERM ends it (exit 143). That is not a failure: no retry is
+    used (retries: 0), no host is blamed; the next attempt starts from nothing."""
+    ws = fresh_workdirs
+    w1, w2 = ws.hosts[0], ws.hosts[1]
+    inv = ws.write_inventory(tmp_path / "inventory.yaml", overrides={
+        w1.name: {"cpus": 1, "migrate_after": "2s"}, w2.name: {"cpus": 1}})
+    sweep = write_yaml(tmp_path / "sweep.yaml", {"name": "restart", "run": {
+        "command": "ls input > {output}/seen.txt; sleep 5", "cpus": 1}})
+    flag1, flag2 = w1.home / ".distribute-pause", w2.home / ".distribute-pause"
+    flag2.touch()
+    try:
+        head = start_head(tmp_path, "run", sweep, "-i", inv, "--hosts", f"{w1.name},{w2.name}")
+
+        def on_ws1() -> bool:
+            st = json.loads(dssh("status", "restart", "--json", cwd=tmp_path).stdout or "{}")
+            return any(j["state"] == "RUNNING" and j["host"] == w1.name
+                       for j in st.get("jobs", []))
+
+        assert wait_for(on_ws1, 60), "the job did not start on ws1"
+        flag2.unlink()
+        flag1.touch()
+        out, err = head.communicate(timeout=120)
+    finally:
+        flag1.unlink(missing_ok=True)
+        flag2.unlink(missing_ok=True)
+        if head.poll() is None:
+            head.kill()
+    assert head.returncode == 0, (out, err)
+    assert f"restart: moved off {w1.name} after a long pause; 1 file saved" in out, out
+    assert "FAILED" not in out
+    (row,) = summary(tmp_path / "results/default/restart")
+    assert (row["status"], row["host"], row["attempts"]) == ("COMPLETED", w2.name, "2"), row
+    # its first attempt's outputs came along as the checkpoint of the second
+    job = tmp_path / "results/default/restart" / row["job"]
+    assert (job / "seen.txt").read_text() == "checkpoint\n"
+    first = json.loads((job / ".attempts/1/job.json").read_text())
+    assert first["status"] == "MIGRATED" and first["exit_code"] == 143, first

@@ -343,7 +343,8 @@ if kill -0 "-$job" 2>/dev/null && alive; then end_leftovers; fi
 printf '' > "$ctl/finished"
 # One write of a few bytes: a reader finds the file empty (not ended yet) or whole.
 echo "$rc" > "$ctl/exit_code"
-event "$name $rc"
+# (a job moved off a long pause did not fail, whatever its exit code: it says so)
+if [ -f "$ctl/migrated" ]; then event "$name migrated"; else event "$name $rc"; fi
 # ...then, once the head has heard, any that left the group but carry the job's mark.
 # A head following the host looks for those when it collects the job (for a whole batch
 # of jobs at once); with none following, the wrapper looks itself.
