@@ -99,7 +99,7 @@ def parse_hours(text: str) -> tuple[Window, ...]:
     return tuple(windows)
 
 
-def _hours(inst: Any, a: attrs.Attribute, v: Any) -> None:
+def check_hours(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is not None:
         try:
             parse_hours(v)
@@ -113,7 +113,7 @@ def _cpus(inst: Any, a: attrs.Attribute, v: Any) -> None:
                                            "jobs may use here together (0: none)")
 
 
-def _nice(inst: Any, a: attrs.Attribute, v: Any) -> None:
+def check_nice(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is not None and not 0 <= v <= 19:
         raise FieldValueError(yaml_key(a), f"must be between 0 and 19, got {v}: higher is "
                                            "gentler to the machine's own users")
@@ -140,8 +140,8 @@ class PolicyFile:
 
     cpus: int | None = attrs.field(default=None, validator=_cpus)
     gpus: list[int] | None = attrs.field(default=None, validator=_gpus)
-    nice: int | None = attrs.field(default=None, validator=_nice)
-    hours: str | None = attrs.field(default=None, validator=_hours)
+    nice: int | None = attrs.field(default=None, validator=check_nice)
+    hours: str | None = attrs.field(default=None, validator=check_hours)
     max_pause: Duration | None = attrs.field(default=None, validator=_duration)
 
 

@@ -129,3 +129,13 @@ def wait_until_running(cwd: Path, sweep: str, timeout: float = 60) -> list[dict[
                 return jobs
         time.sleep(0.2)
     raise AssertionError(f"no job of {sweep} ran within {timeout:.0f} s")
+
+
+def wait_for(pred: Any, timeout: float = 10.0, step: float = 0.1) -> bool:
+    """Poll ``pred`` until it is true or ``timeout`` seconds have passed; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()

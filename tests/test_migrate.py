@@ -10,41 +10,27 @@ import shutil
 import time
 from pathlib import Path
 
-from helpers import dssh, start_head, summary, write_yaml
+from helpers import dssh, start_head, summary, wait_for, write_yaml
 
 SOLVER = Path(__file__).resolve().parent.parent / "examples" / "checkpoint" / "solver.sh"
 
 
-def wait_for(pred, timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
-def test_a_long_pause_moves_the_job_with_its_checkpoint(tmp_path: Path, fresh_workdirs) -> None:
-    ws = fresh_workdirs
+def pause_ws1_for_long(d: Path, ws, sweep: Path, name: str, settle: float = 0.0) -> str:
+    """Run the sweep's one job on ws1 (ws2 paused meanwhile), then pause ws1 and free ws2
+    until the run ends; the head's output."""
     w1, w2 = ws.hosts[0], ws.hosts[1]
-    inv = ws.write_inventory(tmp_path / "inventory.yaml", overrides={
-        w1.name: {"cpus": 1}, w2.name: {"cpus": 1}})
-    shutil.copy(SOLVER, tmp_path / "solver.sh")
-    sweep = write_yaml(tmp_path / "sweep.yaml", {"name": "moving", "run": {
-        "command": "sh input/solver.sh 12", "files": ["solver.sh"], "cpus": 1,
-        "migrate_after": "3s", "migrate_signal": "USR1", "migrate_grace": "10s"}})
     flag1, flag2 = w1.home / ".distribute-pause", w2.home / ".distribute-pause"
     flag2.touch()  # ws2 is taken for now: the job starts on ws1
+    head = start_head(d, "run", sweep, "-i", d / "inventory.yaml", "--hosts",
+                      f"{w1.name},{w2.name}")
     try:
-        head = start_head(tmp_path, "run", sweep, "-i", inv, "--hosts", f"{w1.name},{w2.name}")
-
         def on_ws1() -> bool:
-            st = json.loads(dssh("status", "moving", "--json", cwd=tmp_path).stdout or "{}")
+            st = json.loads(dssh("status", name, "--json", cwd=d).stdout or "{}")
             return any(j["state"] == "RUNNING" and j["host"] == w1.name
                        for j in st.get("jobs", []))
 
         assert wait_for(on_ws1, 60), "the job did not start on ws1"
-        time.sleep(2.5)  # a few steps done
+        time.sleep(settle)  # a few steps done
         flag2.unlink()
         flag1.touch()  # ws1's owner needs the machine, for long
         out, err = head.communicate(timeout=120)
@@ -54,6 +40,19 @@ def test_a_long_pause_moves_the_job_with_its_checkpoint(tmp_path: Path, fresh_wo
         if head.poll() is None:
             head.kill()
     assert head.returncode == 0, (out, err)
+    return out
+
+
+def test_a_long_pause_moves_the_job_with_its_checkpoint(tmp_path: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    w1, w2 = ws.hosts[0], ws.hosts[1]
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={
+        w1.name: {"cpus": 1}, w2.name: {"cpus": 1}})
+    shutil.copy(SOLVER, tmp_path / "solver.sh")
+    sweep = write_yaml(tmp_path / "sweep.yaml", {"name": "moving", "run": {
+        "command": "sh input/solver.sh 12", "files": ["solver.sh"], "cpus": 1,
+        "migrate_after": "3s", "migrate_signal": "USR1", "migrate_grace": "10s"}})
+    out = pause_ws1_for_long(tmp_path, ws, sweep, "moving", settle=2.5)
     assert f"moving: moved off {w1.name} after a long pause; 2 files saved go with it" in out, out
     assert "FAILED" not in out and "quarantined" not in out, out
     results = tmp_path / "results/default/moving"
@@ -92,30 +91,11 @@ def test_a_job_that_cannot_save_starts_over_elsewhere_and_is_not_a_failure(
     used (retries: 0), no host is blamed; the next attempt starts from nothing."""
     ws = fresh_workdirs
     w1, w2 = ws.hosts[0], ws.hosts[1]
-    inv = ws.write_inventory(tmp_path / "inventory.yaml", overrides={
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={
         w1.name: {"cpus": 1, "migrate_after": "2s"}, w2.name: {"cpus": 1}})
     sweep = write_yaml(tmp_path / "sweep.yaml", {"name": "restart", "run": {
         "command": "ls input > {output}/seen.txt; sleep 5", "cpus": 1}})
-    flag1, flag2 = w1.home / ".distribute-pause", w2.home / ".distribute-pause"
-    flag2.touch()
-    try:
-        head = start_head(tmp_path, "run", sweep, "-i", inv, "--hosts", f"{w1.name},{w2.name}")
-
-        def on_ws1() -> bool:
-            st = json.loads(dssh("status", "restart", "--json", cwd=tmp_path).stdout or "{}")
-            return any(j["state"] == "RUNNING" and j["host"] == w1.name
-                       for j in st.get("jobs", []))
-
-        assert wait_for(on_ws1, 60), "the job did not start on ws1"
-        flag2.unlink()
-        flag1.touch()
-        out, err = head.communicate(timeout=120)
-    finally:
-        flag1.unlink(missing_ok=True)
-        flag2.unlink(missing_ok=True)
-        if head.poll() is None:
-            head.kill()
-    assert head.returncode == 0, (out, err)
+    out = pause_ws1_for_long(tmp_path, ws, sweep, "restart")
     assert f"restart: moved off {w1.name} after a long pause; 1 file saved" in out, out
     assert "FAILED" not in out
     (row,) = summary(tmp_path / "results/default/restart")

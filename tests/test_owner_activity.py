@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, start_head, summary, write
+from helpers import dssh, explain, start_head, summary, wait_for, write
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd")
                                 or not shutil.which("script"),
@@ -51,15 +51,6 @@ def job_states(user: str) -> list[str]:
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
     return out
-
-
-def wait_for(pred, timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture

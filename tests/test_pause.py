@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, start_head, summary, write_yaml
+from helpers import dssh, explain, start_head, summary, wait_for, write_yaml
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"),
                                 reason="needs root to create the workstation owners' accounts")
@@ -68,15 +68,6 @@ def proc_states(user: str, word: str) -> list[str]:
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
     return out
-
-
-def wait_for(pred, timeout: float = 10.0, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 # A job with a tree to stop: a busy child in its own session, a busy child in the job's

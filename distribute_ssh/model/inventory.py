@@ -11,6 +11,7 @@ import attrs
 
 from ..durations import parse_duration
 from ..errors import ConfigError
+from ..policy import check_hours, check_nice
 from .yamlload import (
     ENV_NAME_RE,
     NAME_RE,
@@ -105,23 +106,6 @@ def _names(inst: Any, a: attrs.Attribute, v: Any) -> None:
                                                "[python3, gpu]")
 
 
-def _nice(inst: Any, a: attrs.Attribute, v: Any) -> None:
-    if v is not None and not 0 <= v <= 19:
-        raise FieldValueError(yaml_key(a), f"must be between 0 and 19, got {v}: higher is "
-                                           "gentler to the machine's own users; remove the "
-                                           "line for the default (10)")
-
-
-def _hours(inst: Any, a: attrs.Attribute, v: Any) -> None:
-    if v is not None:
-        from ..policy import parse_hours
-
-        try:
-            parse_hours(v)
-        except ValueError as e:
-            raise FieldValueError(yaml_key(a), str(e)) from None
-
-
 def _load(inst: Any, a: attrs.Attribute, v: Any) -> None:
     if v is not None and not 0 < v <= 1000:
         raise FieldValueError(yaml_key(a), f"must be more than 0, got {v}: the number of busy "
@@ -176,8 +160,8 @@ class HostSettings:
     ledger_dir: str | None = attrs.field(default=None, validator=_ledger_dir)
     # Owner etiquette (SPEC §6b): the jobs' nice level, when dssh may start work, and
     # where the owners' policy files are.
-    nice: int | None = attrs.field(default=None, validator=_nice)
-    hours: str | None = attrs.field(default=None, validator=_hours)
+    nice: int | None = attrs.field(default=None, validator=check_nice)
+    hours: str | None = attrs.field(default=None, validator=check_hours)
     policy_files: list[str] | None = None
     pause_when: PauseWhen | None = None
     # a job suspended this long moves to another host (SPEC §6d)
