@@ -141,9 +141,9 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
                             f"ended {format_until(e['until'])}: touch it again to pause")
     for d in row["closed_homes"]:
         row["notes"].append(
-            f"cannot look into {d}: a pause file there is invisible to dssh's user. Its owner "
-            "can run 'chmod o+x ~' (others may pass through, not list), or pause with "
-            "'touch /tmp/.distribute-pause' instead")
+            f"cannot look into {d}: a pause file there is invisible to dssh's user, and so "
+            "is a .distribute-policy. Its owner can run 'chmod o+x ~' (others may pass "
+            "through, not list), or pause with 'touch /tmp/.distribute-pause' instead")
     missing = [c for c in host.capabilities if c in ("python3", "apptainer", "podman", "bwrap")
                and c not in found_tools]
     for c in missing:

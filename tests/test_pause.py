@@ -142,7 +142,8 @@ def test_closed_home_is_invisible_and_named_by_hosts(lab: dict) -> None:
     r = rows["ws1"]
     assert not r["paused"]
     assert str(owners / f"{OWNER}2") in r["closed_homes"]
-    assert any("chmod o+x ~" in n and "/tmp/.distribute-pause" in n for n in r["notes"])
+    assert any("chmod o+x ~" in n and "/tmp/.distribute-pause" in n
+               and "so is a .distribute-policy" in n for n in r["notes"])
     text = dssh("hosts", "-i", lab["inv"], cwd=d).stdout
     assert f"cannot look into {owners / (OWNER + '2')}" in text
     # the open home's flag is seen, with its owner
