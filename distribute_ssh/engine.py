@@ -193,6 +193,7 @@ class HostRt:
     closed: bool = False  # outside the hours its owners allow dssh to start work
     policy_error: str = ""  # its owners' policy, read again during the run, is broken
     cpus_base: int = 1  # its cpus before its owners' policy (inventory, or probed)
+    confs: set[str] = attrs.Factory(set)  # the pause settings files in its workdir
     hours_watch: asyncio.Task | None = None
     pause_files: list[str] = attrs.Factory(list)  # its patterns, ~ made absolute
     paused_until: float = 0.0
@@ -501,7 +502,9 @@ class Head:
             + ("" if h.spec.cpus else
                "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n")
             + remote.install_check(bin_dir, names)
-            # The host's clock (for the owners' hours), then its owners' policy files.
+            # The pause settings files there already, the host's clock (for the owners'
+            # hours), then its owners' policy files.
+            + 'echo "confs $(cd "$w" && echo pause-*.conf)"\n'
             + "echo \"clock $(date '+%s %z')\"\necho '-- policy'\n"
             + policy.read_script(h.spec.policy_files, conn.home)
             # The ledger, when its script is there already (see _forget).
@@ -532,6 +535,8 @@ class Head:
                     cpus = int(rest)
             if word == "clock":
                 h.tz = policy.parse_tz(rest.partition(" ")[2])
+            if word == "confs":
+                h.confs = set(rest.split())
             if word in names:
                 fname, data = remote.script(word)
                 await conn.write_file(f"{bin_dir}/{fname}", data, 0o700)
@@ -572,9 +577,12 @@ class Head:
                                  h.spec.on_pause, eff.nice, h.spec.pause_when,
                                  f"{h.workdir}/bin/{remote.script('activity')[0]}",
                                  f"{h.workdir}/activity.state", gpus, h.spec.ledger_dir)
-        pconf = f"{h.workdir}/pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
-        await conn.run(f"[ -f {q(pconf)} ] || printf '%s' {q(conf)} > {q(pconf)}\n",
-                       timeout=30)
+        name = f"pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
+        pconf = f"{h.workdir}/{name}"
+        if name not in h.confs:  # (its name is its content's hash)
+            await conn.run(f"[ -f {q(pconf)} ] || printf '%s' {q(conf)} > {q(pconf)}\n",
+                           timeout=30)
+            h.confs.add(name)
         h.pconf = pconf
         h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
         h.activity = "\nactivity " in conf  # the owner's activity pauses it too (SPEC §6c)
