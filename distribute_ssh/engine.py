@@ -1161,6 +1161,11 @@ class Head:
         if self.build_id is None:
             h.status = "ready"
             return
+        if h.policy.hours and not h.policy.open_at(policy.host_now(h.tz)):
+            # A build is work too: it waits for the hours its owners allow.
+            self._check_hours(h)  # says so; a task follows the hours
+            while h.closed and h.conn is not None:
+                await asyncio.sleep(0.5)
         h.status = "building"
         self.reporter.update(self)
         conn = h.conn

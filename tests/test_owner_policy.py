@@ -146,6 +146,7 @@ def test_nothing_starts_outside_the_owners_hours(lab: dict) -> None:
     assert "now: outside the hours its owners allow (18:00-08:00) until" in r.stdout, r.stdout
     write(d / "sweep.yaml", """
         name: evening
+        build: {command: "date +%s.%N"}
         run: {command: "true", cpus: 1}
         params: {i: [1, 2, 3]}
         """)
@@ -156,6 +157,10 @@ def test_nothing_starts_outside_the_owners_hours(lab: dict) -> None:
     spans = intervals(d / "results/default/evening", w1)
     # (job.json holds whole seconds)
     assert len(spans) == 3 and min(s for s, _ in spans) >= opens - 1.5, (spans, opens)
+    # the build, work too, waited as well (its log holds the time it ran, to the ns)
+    log = (d / "results/default/evening" / f"build-{w1}.log").read_text().splitlines()
+    built = float(next(x for x in log if x and not x.startswith("#")))
+    assert built >= opens - 0.5, (built, opens)
 
 
 def test_the_owner_keeps_a_gpu_to_themselves(lab: dict) -> None:
