@@ -1759,9 +1759,10 @@ rm -rf "$b" && mkdir "$b" && claim
         ck = self._checkpoint_dir(job)
         new = ck.with_name(f".new-{ck.name}")
         shutil.rmtree(new, ignore_errors=True)
-        shutil.copytree(staging, new, symlinks=True,
-                        ignore=lambda d, names: [n for n in names if Path(d) == staging
-                                                 and n in ("stdout.txt", "stderr.txt")])
+        new.mkdir(parents=True)
+        for p in staging.iterdir():  # moved, not copied: a solver's state may be large
+            if p.name not in ("stdout.txt", "stderr.txt"):
+                os.replace(p, new / p.name)
         place(new, ck)
         self._store_result(job, staging, info)
 
