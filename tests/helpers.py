@@ -6,7 +6,9 @@ import csv
 import json
 import os
 import pty
+import pwd
 import select
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -139,3 +141,43 @@ def wait_for(pred: Any, timeout: float = 10.0, step: float = 0.1) -> bool:
             return True
         time.sleep(step)
     return pred()
+
+
+def local_user(name: str, home: str | os.PathLike = "/nonexistent") -> pwd.struct_passwd:
+    """A local unix user (created, as root, when missing): a workstation's owner, say."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", name], check=True)
+        return pwd.getpwnam(name)
+
+
+def owner_home(base: Path, name: str, mode: int) -> Path:
+    """``base/name``: a home of the local user ``name``, theirs, with ``mode``."""
+    home = base / name
+    local_user(name, home)
+    home.mkdir()
+    shutil.chown(home, name, name)
+    home.chmod(mode)
+    return home
+
+
+def proc_states(user: str, word: str) -> list[str]:
+    """States (R, S, T, ...) of the user's processes whose command line ends with ``word``."""
+    uid = pwd.getpwnam(user).pw_uid
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if p.stat().st_uid != uid:
+                continue
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            last = cmd.split()[-1] if cmd.split() else ""
+            if not last.startswith(word):  # the busy children end with their marker
+                continue
+            stat = (p / "stat").read_text()
+            out.append(stat[stat.rindex(")") + 2])
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return out

@@ -6,7 +6,6 @@ stand-in ``nvidia-smi`` on PATH that answers as the real one does for one GPU pr
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import local_user
 
 from distribute_ssh import remote
 
@@ -25,16 +25,8 @@ USER = "dssh-actcheck"  # dssh's SSH user on this "host"
 OTHER = "dssh-actother"  # someone else, with a process on a GPU
 
 
-def user(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", name], check=True)
-        return pwd.getpwnam(name)
-
-
 def run_activity(tmp: Path, conf: str, path: str) -> list[str]:
-    user(USER)
+    local_user(USER)
     tmp.chmod(0o755)
     script = tmp / "activity.sh"
     script.write_bytes(remote.script("activity")[1])
@@ -66,7 +58,7 @@ esac
 
 
 def test_another_users_process_on_a_gpu_dssh_hands_out_holds_the_host(tmp_path: Path) -> None:
-    user(OTHER)
+    local_user(OTHER)
     other = subprocess.Popen(["runuser", "-u", OTHER, "--", "sleep", "60"])
     try:
         pid = 0

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, start_head, summary, wait_for, write
+from helpers import (
+    dssh,
+    explain,
+    local_user,
+    proc_states,
+    start_head,
+    summary,
+    wait_for,
+    write,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd")
                                 or not shutil.which("script"),
@@ -27,30 +35,14 @@ JOB = f"sh -c 'i=0; while [ $i -lt {{secs}} ]; do sleep 1; i=$((i+1)); done # {M
 
 @pytest.fixture(scope="module")
 def owner() -> str:
-    try:
-        pwd.getpwnam(OWNER)
-    except KeyError:
-        subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", OWNER],
-                       check=True)
+    local_user(OWNER)
     yield OWNER
     subprocess.run(["pkill", "-u", OWNER], capture_output=True)
 
 
 def job_states(user: str) -> list[str]:
     """States (S, R, T, ...) of the job's main loop (its command line ends with MARK)."""
-    uid = pwd.getpwnam(user).pw_uid
-    out = []
-    for p in Path("/proc").iterdir():
-        try:
-            if not p.name.isdigit() or p.stat().st_uid != uid:
-                continue
-            if (p / "cmdline").read_bytes().rstrip(b"\0").split(b" ")[-1] != MARK.encode():
-                continue
-            stat = (p / "stat").read_text()
-            out.append(stat[stat.rindex(")") + 2])
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue
-    return out
+    return proc_states(user, MARK)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, start_head, summary, wait_for, write_yaml
+from helpers import (
+    dssh,
+    explain,
+    owner_home,
+    proc_states,
+    start_head,
+    summary,
+    wait_for,
+    write_yaml,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"),
                                 reason="needs root to create the workstation owners' accounts")
@@ -29,14 +37,7 @@ def owners() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="dssh-owners-"))
     base.chmod(0o755)
     for name, mode in ((f"{OWNER}1", 0o711), (f"{OWNER}2", 0o700)):
-        home = base / name
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", name], check=True)
-        home.mkdir()
-        shutil.chown(home, name, name)
-        home.chmod(mode)
+        owner_home(base, name, mode)
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
@@ -47,27 +48,6 @@ def as_owner(owner: str, *cmd: str) -> None:
 
 def flag(owners: Path, owner: str) -> Path:
     return owners / owner / ".distribute-pause"
-
-
-def proc_states(user: str, word: str) -> list[str]:
-    """States (R, S, T, ...) of the user's processes whose command line ends with ``word``."""
-    uid = pwd.getpwnam(user).pw_uid
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            if p.stat().st_uid != uid:
-                continue
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            last = cmd.split()[-1] if cmd.split() else ""
-            if not last.startswith(word):  # the busy children end with their marker
-                continue
-            stat = (p / "stat").read_text()
-            out.append(stat[stat.rindex(")") + 2])
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue
-    return out
 
 
 # A job with a tree to stop: a busy child in its own session, a busy child in the job's
