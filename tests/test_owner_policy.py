@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -15,35 +14,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, start_head, summary, write
+from helpers import dssh, explain, owner_home, start_head, summary, write
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"),
                                 reason="needs root to create the workstation owner's account")
 
 OWNER = "dssh-polowner"
+OWNER2 = "dssh-polowner2"  # a second owner of the same machine
 
 
 @pytest.fixture(scope="module")
 def owners() -> Iterator[Path]:
-    """The owner's home, open to others (0711), as on a machine whose owner lets dssh look."""
+    """Two owners' homes, open to others (0711), as on a machine whose owners let dssh look."""
     base = Path(tempfile.mkdtemp(prefix="dssh-policy-owners-"))
     base.chmod(0o755)
-    home = base / OWNER
-    try:
-        pwd.getpwnam(OWNER)
-    except KeyError:
-        subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", OWNER], check=True)
-    home.mkdir()
-    shutil.chown(home, OWNER, OWNER)
-    home.chmod(0o711)
+    for name in (OWNER, OWNER2):
+        owner_home(base, name, 0o711)
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
 
-def owner_writes(owners: Path, text: str) -> Path:
+def owner_writes(owners: Path, text: str, owner: str = OWNER) -> Path:
     """The owner writes their policy file themselves (as their own user, readable by all)."""
-    path = owners / OWNER / ".distribute-policy"
-    subprocess.run(["runuser", "-u", OWNER, "--", "sh", "-c", 'umask 022; cat > "$1"', "sh",
+    path = owners / owner / ".distribute-policy"
+    subprocess.run(["runuser", "-u", owner, "--", "sh", "-c", 'umask 022; cat > "$1"', "sh",
                     str(path)], input=text, text=True, check=True)
     return path
 
@@ -51,7 +45,8 @@ def owner_writes(owners: Path, text: str) -> Path:
 @pytest.fixture
 def lab(tmp_path: Path, fresh_workdirs, owners: Path) -> dict:
     ws = fresh_workdirs
-    (owners / OWNER / ".distribute-policy").unlink(missing_ok=True)
+    for o in (OWNER, OWNER2):
+        (owners / o / ".distribute-policy").unlink(missing_ok=True)
     pattern = [str(owners / "*" / ".distribute-policy")]
     inv = ws.write_inventory(tmp_path / "inventory.yaml", overrides={
         ws.hosts[0].name: {"cpus": 4, "policy_files": pattern},
@@ -222,3 +217,46 @@ def test_a_policy_changed_during_a_run_holds_for_what_starts_next(lab: dict) -> 
     for i, (start, _) in enumerate(spans):
         if start >= changed + 1:
             assert all(start >= end - 1 for _, end in spans[:i]), (spans, changed)
+
+
+def test_two_owners_combine_by_the_strictest_rule_also_for_max_pause(lab: dict) -> None:
+    """Two owners' files and the inventory: the fewest cpus, the highest nice, the longest
+    pause. The inventory lets an empty pause file hold 5 s; one owner says 1h: a file a
+    minute old still pauses the host, for dssh hosts and for a run."""
+    ws, d, owners = lab["ws"], lab["dir"], lab["owners"]
+    w = ws.hosts[0]
+    owner_writes(owners, "cpus: 3\nnice: 12\nmax_pause: 1h\n")
+    owner_writes(owners, "cpus: 1\nnice: 15\n", owner=OWNER2)
+    inv = ws.write_inventory(d / "pause.yaml", overrides={w.name: {
+        "cpus": 4, "max_pause": "5s", "pause_files": ["~/.distribute-pause"],
+        "policy_files": [str(owners / "*" / ".distribute-policy")]}})
+    flag = w.home / ".distribute-pause"
+    flag.touch()
+    old = time.time() - 60
+    os.utime(flag, (old, old))
+    try:
+        r = dssh("hosts", "-i", inv, cwd=d)
+        assert f"policy: {w.name}: at most 1 cpus, nice 15, pauses up to 1h" in r.stdout, r.stdout
+        row = next(x for x in r.stdout.splitlines() if x.startswith(w.name + " "))
+        assert str(flag) in row, r.stdout  # paused by it, though older than 5 s
+        write(d / "sweep.yaml", """
+            name: held
+            run: {command: "ps -o ni= -p $$ > {output}/nice.txt", cpus: 1}
+            """)
+        head = start_head(d, "run", "sweep.yaml", "-i", inv, "--hosts", w.name)
+        try:
+            time.sleep(4)
+            st = json.loads(dssh("status", "held", "--json", cwd=d).stdout)
+            assert st["jobs"][0]["state"] == "PENDING", st
+            assert str(flag) in json.dumps(st["paused_hosts"]), st
+            flag.unlink()
+            out, err = head.communicate(timeout=60)
+        finally:
+            if head.poll() is None:
+                head.kill()
+        assert head.returncode == 0, (out, err)
+    finally:
+        flag.unlink(missing_ok=True)
+    results = d / "results/default/held"
+    (row,) = summary(results)
+    assert (results / row["job"] / "nice.txt").read_text().strip() == "15"
