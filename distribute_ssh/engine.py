@@ -572,7 +572,7 @@ class Head:
             raise HostError(h.spec.name, "its owners' policy allows dssh no cpus (cpus: 0 in "
                             + ", ".join(f.path for f in eff.files
                                         if f.policy and f.policy.cpus == 0) + ")")
-        gpus = tuple(g for g in h.spec.gpus if eff.gpus is None or g in eff.gpus)
+        gpus = eff.allowed_gpus(h.spec.gpus)
         conf = remote.pause_conf(conn.home, h.spec.pause_files, eff.max_pause,
                                  h.spec.on_pause, eff.nice, h.spec.pause_when,
                                  f"{h.workdir}/bin/{remote.script('activity')[0]}",

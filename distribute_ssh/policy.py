@@ -229,6 +229,10 @@ class Effective:
     def errors(self) -> list[str]:
         return [f.error for f in self.files if f.error]
 
+    def allowed_gpus(self, gpus: Iterable[int]) -> tuple[int, ...]:
+        """Of the host's GPUs, those its owners let dssh hand out."""
+        return tuple(g for g in gpus if self.gpus is None or g in self.gpus)
+
     def open_at(self, when: dt.datetime) -> bool:
         m = when.hour * 60 + when.minute
         return all(any(w.open_at(when.weekday(), m) for w in ws) for ws in self.hours)

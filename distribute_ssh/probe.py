@@ -73,7 +73,7 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
             clock, _, found = pol.text.partition("\n")
             eff = policy.combine(host, policy.parse_found(found))
             _policy_row(row, eff, policy.parse_tz(clock.split(" ")[-1]))
-            gpus = tuple(g for g in host.gpus if eff.gpus is None or g in eff.gpus)
+            gpus = eff.allowed_gpus(host.gpus)
             res = await conn.run(probe_script(host, conn.expand(host.workdir), conn.home,
                                               eff.max_pause, gpus), timeout=30)
     except (DsshError, TimeoutError) as e:
