@@ -27,6 +27,10 @@ def kill_script(dirs: list[str], remove: bool = True) -> str:
     then remove the dirs (a running head keeps them: it collects them as CANCELLED)."""
     return ("for d in " + " ".join(q(d) for d in dirs) + "; do\n" + r"""
   c="$d/.dssh"; [ -d "$c" ] || continue
+  # A run handed over in a chain and not started yet is taken back (O_EXCL, as its
+  # wrapper would take it): it never starts.
+  [ -e "$c/launched" ] || ! (set -C; printf 'withdrawn\n' > "$c/launched") 2>/dev/null \
+    || : > "$c/withdrawn"
   : > "$c/cancelled"
   if [ -f "$c/job_pid" ]; then
     kill -TERM "-$(cat "$c/job_pid")" 2>/dev/null
@@ -39,7 +43,7 @@ while [ $i -lt 20 ]; do
   for d in """ + " ".join(q(d) for d in dirs) + r"""; do
     c="$d/.dssh"
     # still to end: launched, no exit code, and its wrapper alive (or not yet started)
-    if [ -d "$c" ] && [ -f "$c/launched" ] && [ ! -s "$c/exit_code" ]; then
+    if [ -d "$c" ] && [ -f "$c/launched" ] && [ ! -f "$c/withdrawn" ] && [ ! -s "$c/exit_code" ]; then
       if [ ! -s "$c/pid" ] || kill -0 "$(cat "$c/pid")" 2>/dev/null; then left=1; fi
     fi
   done

@@ -79,6 +79,15 @@ COLLECT_BATCH = 64  # ended jobs brought home from one host together, at most
 # moment freed, a collection for the jobs that end with it. Each round trip costs the
 # host a login shell and a few processes, whatever its size.
 START_GATHER = 0.025
+# A slot's chain (SPEC §5): jobs that take seconds or less are handed to a host a few at
+# a time, the slot's wrapper starting each when the one before has ended. At most
+# CHAIN_MAX jobs, and about CHAIN_SECONDS of work as the jobs ended so far took, so that
+# what a host was handed and has not started yet is never more than a moment's work
+# (owners' hours and policies, other heads' turns, a host lost: it is soon given back or
+# done). Judged once CHAIN_AFTER jobs have ended; never while the queue is short.
+CHAIN_MAX = 8
+CHAIN_SECONDS = 1.0
+CHAIN_AFTER = 8
 COLLECT_GATHER = 0.1
 GATHER_STEP = 0.004
 # A job whose outputs and logs are no bigger than this comes home in its batch's one tar
@@ -175,6 +184,8 @@ class JobRt:
     collect_fails: int = 0  # collections in a row the results dir refused
     start_fails: int = 0  # starts that failed on a host (not a host lost, not a full ledger)
     order: int = 0  # its place in the sweep: the queue is taken in this order
+    next_id: int = -1  # the job handed over to follow it in its slot's chain
+    queued: bool = False  # handed to its host in a chain, its turn not come yet
 
 
 @attrs.define
@@ -218,7 +229,8 @@ class HostRt:
     # stay free for starting jobs.
     collecting: asyncio.Semaphore = attrs.Factory(lambda: asyncio.Semaphore(COLLECTIONS))
     # Jobs placed here, waiting for the next batch of starts (one round trip each batch).
-    to_start: list[tuple[JobRt, int, tuple[int, ...]]] = attrs.Factory(list)
+    # Each with the jobs that follow it in its slot's chain (SPEC §5), if any.
+    to_start: list[tuple[JobRt, int, tuple[int, ...], list[JobRt]]] = attrs.Factory(list)
     starter: asyncio.Task | None = None
     start_inflight: int = 0  # batches of starts on their way
     # Ended jobs waiting for the next batch of collections.
@@ -322,6 +334,9 @@ class Head:
         self.halted = False  # max_failures reached: no new starts
         self.first_failure: int | None = None  # the job that failed first in this run
         self.first_start = 0.0  # when this run started its first job (for the ETA)
+        # How long jobs took, start to end heard, in this run: how long a chain may be.
+        self.ended_n = 0
+        self.ended_secs = 0.0
         # Who this head is, in the mark a collected run leaves on its host and in its
         # claims in the hosts' ledgers.
         self.machine = socket.gethostname()
@@ -817,6 +832,9 @@ class Head:
                 # Recorded first: the copy that may live on there is stopped once it is back.
                 self.state.set_attempt(j.id, j.attempts, st.ABANDONED, "host lost")
                 j.held = False  # the host's slots are counted afresh when it is back
+                if j.queued:  # handed over in a chain, not started: nothing is in flight
+                    j.busy = j.queued = False
+                j.next_id = -1
                 self._set(j, "requeued", state=st.PENDING,
                           reason=f"host {h.spec.name} lost for over "
                                  f"{self._grace(h):.0f}s")
@@ -839,6 +857,10 @@ class Head:
                 if what in ("~suspend", "~resume", "~paused"):
                     name, _, attempt = rest.rpartition(".")
                     self._on_pause_event(h, what, name, attempt)
+                    continue
+                if what == "~withdrawn":
+                    name, _, attempt = rest.rpartition(".")
+                    self._withdrawn(h, name, attempt)
                     continue
                 head, _, rc = line.strip().partition(" ")
                 name, _, attempt = head.rpartition(".")
@@ -863,17 +885,65 @@ class Head:
         if j is None or j.host != h.spec.name or str(j.attempts) != attempt:
             return
         if rc.lstrip("-").isdigit():
+            took = time.monotonic() - j.dispatched
+            self.ended_n += 1
+            self.ended_secs += took
             # Judge the host before its slot is handed out again (see _judge_host).
-            self._judge_host(h, j, int(rc) == 0, time.monotonic() - j.dispatched)
+            self._judge_host(h, j, int(rc) == 0, took)
             if int(rc) != 0 and j.attempts - j.retry_base > self.sweep.run.retries:
                 # Failed for good: counted now, before the slot takes another job.
                 self._count_failure(j)
+        self._chain_next(h, j)  # the slot goes on to the next job of its chain, if any
         self._release(h, j)  # its processes are gone: the next job may start now
         if j.state in (st.RUNNING, st.SUSPENDED) and not j.busy:
             j.busy = True
             self._spawn(self._collect(h, j))
         elif j.state == st.STARTING:
             j.ended = True
+
+    def _chain_next(self, h: HostRt, j: JobRt) -> None:
+        """The job has ended: the next of its chain has started in its slot (the wrapper
+        takes it before it tells of the end), or is being given back (~withdrawn)."""
+        if j.next_id < 0:
+            return
+        b = self.jobs.get(j.next_id)
+        j.next_id = -1
+        if b is None or not b.queued or b.host != h.spec.name:
+            return
+        b.queued = False
+        if j.held:  # the slot passes on: its room is not given back in between
+            j.held, b.held = False, True
+        else:
+            self._hold(h, b)
+        b.dispatched, b.judged = time.monotonic(), False
+        self._started(h, b, b.attempts, 0)
+
+    def _withdrawn(self, h: HostRt, name: str, attempt: str) -> None:
+        """A wrapper gave back a job of its chain, not started (its host is paused): the
+        job is queued again, as if never started; its dir is gone already."""
+        j = self.by_name.get(name)
+        if (j is None or j.host != h.spec.name or str(j.attempts) != attempt
+                or j.state not in (st.STARTING, st.RUNNING)):
+            return
+        attempt = j.attempts
+        self._unstart(h, j, attempt, undo=True)
+        with self.state.tx() as db:
+            self.state.event(db, self.sweep_id, j.id, "given-back", h.spec.name,
+                             {"attempt": attempt, "why": "its host is paused"})
+        self.reporter.event("job", f"{j.planned.name}: given back by {h.spec.name} before "
+                                   "it started there (the host is paused); queued again",
+                            job=j.planned.name)
+        self.wakeup.set()
+
+    def _chain_of(self, j: JobRt) -> list[JobRt]:
+        """The job and those still queued to follow it in its slot's chain."""
+        out = [j]
+        while out[-1].next_id >= 0:
+            k = self.jobs.get(out[-1].next_id)
+            if k is None or not k.queued or k in out:
+                break
+            out.append(k)
+        return out
 
     def _on_pause_event(self, h: HostRt, what: str, name: str, attempt: str) -> None:
         j = self.by_name.get(name)
@@ -1036,9 +1106,14 @@ class Head:
             elif what == "collected":
                 self._taken_elsewhere(h, j, line.split(None, 2)[2] if len(parts) > 2 else "?")
             elif what in ("missing", "new", "claimed"):
-                # Never launched (a claim of our own is from a start cut short): safe to
-                # start again, under the same attempt number.
-                await self._remove_quietly(h, j.remote_dir)
+                # Never launched (a claim of our own is from a start cut short, or a run
+                # handed over in a chain that an earlier life of this head left): safe to
+                # start again, under the same attempt number, once taken back from any
+                # wrapper that could still take it (O_EXCL, see remote.withdraw).
+                if what != "missing" and not await self._take_back(h, j.remote_dir):
+                    if j.state != st.RUNNING:
+                        self._set(j, "reattached", state=st.RUNNING)
+                    continue
                 self._release(h, j)
                 self._set(j, "requeued", state=st.PENDING, attempts=max(0, j.attempts - 1),
                           reason="its start was interrupted")
@@ -1070,6 +1145,16 @@ class Head:
                 self.reporter.event("job", f"{j.planned.name}: lost on {h.spec.name} (it "
                                            "rebooted); requeued")
         self.wakeup.set()
+
+    async def _take_back(self, h: HostRt, jdir: str) -> bool:
+        """Take a run never launched back from its host (its dir removed): False when a
+        chain's wrapper launched it first, or the host could not be asked."""
+        assert h.conn is not None
+        try:
+            res = await h.conn.run(remote.withdraw([jdir]), timeout=60)
+        except HostError:
+            return False
+        return res.text.split()[1:2] == ["gone"]
 
     async def _settle_strays_quietly(self, h: HostRt) -> None:
         with contextlib.suppress(HostError):
@@ -1496,7 +1581,7 @@ rm -rf "$b" && mkdir "$b" && claim
                 await self._start_batch(h, batch)
             finally:
                 h.start_inflight -= 1
-                self.starting -= len(batch)
+                self.starting -= sum(1 + len(b[3]) for b in batch)
                 if not self.starting:
                     self.started_all.set()
 
@@ -1517,23 +1602,31 @@ rm -rf "$b" && mkdir "$b" && claim
         ended already: the jobs being started or collected are busy."""
         return any(not self.jobs[i].busy for i in self.on_host.get(h.spec.name, ()))
 
-    async def _start_batch(self, h: HostRt, batch: list[tuple[JobRt, int, tuple[int, ...]]]
+    async def _start_batch(self, h: HostRt,
+                           batch: list[tuple[JobRt, int, tuple[int, ...], list[JobRt]]]
                            ) -> None:
         """One round trip starts a batch of jobs without input files: a look at the
-        owner's pause files, one claim in the host's ledger for all of them, their dirs,
-        and each job's wrapper, detached."""
+        owner's pause files, one claim in the host's ledger for each slot, their dirs,
+        and each slot's wrapper, detached. A slot may be handed a chain: the jobs that
+        follow its first get their dirs and commands, and are started there, one after
+        the other, by the slot's wrapper (SPEC §5)."""
         conn = h.conn
         if conn is None or h.slots is None:  # lost meanwhile: back to the queue
-            for job, _, _ in batch:
+            for job, _, _, follow in batch:
                 self._release(h, job)
                 job.busy = False
+                for f in follow:
+                    f.busy = f.queued = False
             return
         now = time.time()
-        starts = []
-        for job, cpus, gpus in batch:
-            attempt = job.attempts + 1
-            jdir = self._job_dir(h, job, attempt)
-            starts.append((job, cpus, gpus, attempt, jdir))
+        starts = []  # (job, cpus, gpus, attempt, jdir), the chains' members in order
+        chains: list[list[int]] = []  # indices into starts, the first one starting now
+        for job, cpus, gpus, follow in batch:
+            chains.append([])
+            for member in [job, *follow]:
+                attempt = member.attempts + 1
+                chains[-1].append(len(starts))
+                starts.append((member, cpus, gpus, attempt, self._job_dir(h, member, attempt)))
         with self.state.tx() as db:
             for job, cpus, gpus, attempt, jdir in starts:
                 # From now on its end may be heard, even before the answer to its start.
@@ -1544,39 +1637,65 @@ rm -rf "$b" && mkdir "$b" && claim
                 db.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, host, "
                            "remote_dir, state, started) VALUES (?,?,?,?,?,?)",
                            (job.id, attempt, h.spec.name, jdir, st.STARTING, now))
+        for members in chains:
+            for a, b in itertools.pairwise(members):
+                starts[a][0].next_id = starts[b][0].id
         user = h.user or "dssh"
         requests, funcs, claims, made, took = [], [], [], [], []
         wrapper, timeout, log = self._wrapper(h), self._timeout(), self._event_log(h)
         migrate = self._migrate(h)
-        for i, (job, cpus, gpus, attempt, jdir) in enumerate(starts):
+        for c, members in enumerate(chains):
+            job, cpus, gpus, attempt, jdir = starts[members[0]]
             name = f"{job.planned.name}.{attempt}"
             cname = ledger.claim_name(user, jdir)
             claim = f"{h.spec.ledger_dir}/c-{cname}"
             claims.append(claim)
             requests.append(ledger.claims_request(cname, name, "job", cpus, gpus, jdir))
-            script = self._command_script(h, job, cpus, gpus, attempt, jdir)
+            # The chain's later members first, the last one first: each learns the run
+            # that follows it (nx) before its own predecessor is written.
+            body = ["  nx=; qd=\n"]
+            for i in reversed(members[1:]):
+                m_job, _, _, m_attempt, m_dir = starts[i]
+                ctl = f"{m_dir}/.dssh"
+                script = self._command_script(h, m_job, cpus, gpus, m_attempt, m_dir)
+                body.append(
+                    f"  case $mine in *\" {i} \"*)\n"
+                    f"    if printf '%s' {q(script)} >| {q(ctl + '/command.sh')}; then\n"
+                    f"      [ -z \"$nx\" ] || printf '%s\\n' \"$nx\" >| {q(ctl + '/next')}\n"
+                    f"      nx={q(m_dir + chr(10) + m_job.planned.name + '.' + str(m_attempt))}\n"
+                    f"      qd=\"$qd {i}\"; echo 'queued {i}'\n"
+                    f"    else echo 'failed {i}'; fi ;;\n"
+                    "  esac\n")
+            i0 = members[0]
             ctl = f"{jdir}/.dssh"
-            # The dir is ours if we create its claim mark (O_EXCL: set -C); a start of
-            # this attempt made before (by another head, or by an earlier life of this
-            # one) has made it already.
-            funcs.append(
-                f"j{i}() {{\n"
+            script = self._command_script(h, job, cpus, gpus, attempt, jdir)
+            orphans = "for x in $qd; do echo \"orphan $x\"; done"
+            body.append(
+                f"  case $mine in *\" {i0} \"*) ;; *) {orphans}; return ;; esac\n"
                 f"  printf '%s' {q(script)} >| {q(ctl + '/command.sh')} || "
-                f"{{ rm -f {q(claim)}; echo 'failed {i}'; return; }}\n"
+                f"{{ rm -f {q(claim)}; echo 'failed {i0}'; {orphans}; return; }}\n"
+                f"  [ -z \"$nx\" ] || printf '%s\\n' \"$nx\" >| {q(ctl + '/next')}\n"
                 f"  printf '' >| {q(ctl + '/launched')}\n"
                 f"  {remote.start_wrapper(wrapper, jdir, timeout, log, name, h.pconf, claim, migrate)}"
-                f"  echo \"started {i} $!\"\n}}\n")
+                f"  echo \"started {i0} $!\"\n")
+            funcs.append(f"k{c}() {{\n" + "".join(body) + "}\n")
             # (case arms, not functions: a function's "set --" would not reach "$@")
-            made.append(f"  {i}) set -- \"$@\" {q(ctl)} ;;\n")
-            # The dir is ours if we create its claim mark (O_EXCL: set -C); a start of
-            # this attempt made before (by another head, or by an earlier life of this
-            # one) has made it already. Only then do its input/ and outputs/ exist.
-            took.append(
-                f"  {i}) if printf '%s\\n' {q(self.head_id)} > {q(ctl + '/claim')} "
-                f"2>/dev/null; then\n"
-                f"    set -- \"$@\" {q(jdir + '/input')} {q(jdir + '/outputs')}; "
-                f"mine=\"$mine {i} \"\n"
-                f"  else rm -f {q(claim)}; echo 'exists {i}'; fi ;;\n")
+            made.append(f"  {c}) set -- \"$@\" "
+                        + " ".join(q(starts[i][4] + "/.dssh") for i in members) + " ;;\n")
+            # A dir is ours if we create its claim mark (O_EXCL: set -C); a start of this
+            # attempt made before (by another head, or by an earlier life of this one) has
+            # made it already. Only then do its input/ and outputs/ exist.
+            arm = [f"  {c}) ch=\"$ch {c}\"\n"]
+            for i in members:
+                m_dir = starts[i][4]
+                gone = f"rm -f {q(claim)}; " if i == i0 else ""
+                arm.append(
+                    f"    if printf '%s\\n' {q(self.head_id)} > {q(m_dir + '/.dssh/claim')} "
+                    f"2>/dev/null; then\n"
+                    f"      set -- \"$@\" {q(m_dir + '/input')} {q(m_dir + '/outputs')}; "
+                    f"mine=\"$mine {i} \"\n"
+                    f"    else {gone}echo 'exists {i}'; fi\n")
+            took.append("".join(arm) + "  ;;\n")
         # A quick look for pause files first; the owner's activity needs the wrapper.
         pause = "true" if h.activity else \
             remote.any_pause_file(h.pause_files) if h.pause_files else "false"
@@ -1584,7 +1703,7 @@ rm -rf "$b" && mkdir "$b" && claim
             self._ledger_script(h), h.spec.ledger_dir, head=self.head_id, user=user,
             machine=self.machine, sweep=self.sweep.key, cap_cpus=h.slots.cpus,
             cap_slots=h.spec.slots, cap_gpus=h.slots.gpus)
-        n = len(starts)
+        n = len(chains)
         script = (
             "".join(funcs) + remote.DETACH + remote.pause_gate(pause, wrapper, h.pconf)
             + f"o=$({claim_cmd} <<'DSSH_CLAIMS'\n{''.join(requests)}DSSH_CLAIMS\n)\n"
@@ -1595,16 +1714,17 @@ rm -rf "$b" && mkdir "$b" && claim
             "set --\n"
             + _each_granted(n, "".join(made))
             + '[ $# = 0 ] || mkdir -p "$@" || { echo mkdir-failed; exit 0; }\n'
-            "set -C; set --; mine=\n"
+            "set -C; set --; mine=; ch=\n"
             + _each_granted(n, "".join(took))
             + '[ $# = 0 ] || mkdir -p "$@" || { echo mkdir-failed; exit 0; }\n'
-            "for i in $mine; do \"j$i\"; done\n")
+            "for c in $ch; do \"k$c\"; done\n")
         try:
             res = await conn.run(script, timeout=60)
         except HostUnreachable:
             # Whether they started is unknown: they stay STARTING, checked on reconnect.
             for job, *_ in starts:
-                job.busy = False
+                job.busy = job.queued = False
+                job.next_id = -1
             return
         except HostError as e:
             res = None
@@ -1632,12 +1752,22 @@ rm -rf "$b" && mkdir "$b" && claim
             f = line.split()
             if len(f) >= 2 and f[1].isdigit():
                 outcome[int(f[1])] = f
+        chain_of = {i: c for c, members in enumerate(chains) for i in members}
         undo: list[str] = []  # what starts that did not happen left on the host
         with self.state.tx() as db:
-            self._start_outcomes(h, starts, verdicts, outcome, error, after, claims, db, undo)
-        refused = any(i < len(verdicts) and verdicts[i][0] in ("full", "yield")
-                      for i in range(n)) and not error
-        again = any((outcome.get(i) or [""])[0] == "exists" for i in range(n))
+            self._start_outcomes(h, starts, chains, chain_of, verdicts, outcome, error,
+                                 after, claims, db, undo)
+        for members in chains:
+            # The chain as the host made it: its first job, if started, then those queued.
+            if len(members) > 1:
+                live = [starts[i][0] for i in members
+                        if (outcome.get(i) or [""])[0] in ("started", "queued")]
+                for a, b in itertools.pairwise(live):
+                    if a.next_id >= 0:  # (not handed over already)
+                        a.next_id = b.id
+        refused = any(c < len(verdicts) and verdicts[c][0] in ("full", "yield")
+                      for c in range(n)) and not error
+        again = any((outcome.get(i) or [""])[0] == "exists" for i in range(len(starts)))
         if refused:
             led.verdict = next(v for v, _ in verdicts if v != "ok")
             self._refused(h, led)
@@ -1648,36 +1778,56 @@ rm -rf "$b" && mkdir "$b" && claim
             await self._reattach(h, quiet=True)
         self.reporter.update(self)
 
-    def _start_outcomes(self, h: HostRt, starts: list, verdicts: list[tuple[str, str]],
+    def _start_outcomes(self, h: HostRt, starts: list, chains: list[list[int]],
+                        chain_of: dict[int, int], verdicts: list[tuple[str, str]],
                         outcome: dict[int, list[str]], error: str, after: str,
                         claims: list[str], db: Any, undo: list[str]) -> None:
         """What became of each start of a batch, recorded in one transaction."""
         for i, (job, _, _, attempt, jdir) in enumerate(starts):
-            verdict = verdicts[i][0] if i < len(verdicts) else ""
+            c = chain_of[i]
+            first = chains[c][0] == i
+            verdict = verdicts[c][0] if c < len(verdicts) else ""
             got = (outcome.get(i) or [""])[0]
+            if not first and got in ("", "failed", "orphan") and not job.queued:
+                continue  # already given back, or followed, by what its host said since
+            if not first:
+                job.queued = got == "queued" and job.queued
             if verdict in ("full", "yield") and not error:
                 # Other heads hold the room: back to the queue, as if never started.
                 self._unstart(h, job, attempt, undo=True, db=db)
             elif verdict == "error" and not error:
-                self._start_failed(h, job, attempt, f"its ledger: {verdicts[i][1]}", db=db)
+                if first:
+                    self._start_failed(h, job, attempt, f"its ledger: {verdicts[c][1]}",
+                                       db=db)
+                else:
+                    self._unstart(h, job, attempt, undo=True, db=db)
                 undo.append(jdir)
             elif got == "started":
                 h.registered = h.full_noted = False
                 f = outcome[i]
                 self._started(h, job, attempt, int(f[2]) if len(f) > 2 and f[2].isdigit()
                               else 0, db=db)
+            elif got == "queued":
+                pass  # its turn comes when the job before it in the chain has ended
             elif got == "exists":
                 self._follow(h, job, attempt, db=db)
+            elif got == "orphan" or (not first and not error and got == ""):
+                # Its chain's first job did not start: back to the queue, its dir removed.
+                self._unstart(h, job, attempt, undo=True, db=db)
+                undo.append(jdir)
             else:
                 self._start_failed(h, job, attempt,
                                    error or f"the host did not start it: {after.strip()}",
                                    db=db)
-                undo += [jdir, claims[i]]
+                undo.append(jdir)
+                if first:
+                    undo.append(claims[c])
 
     def _unstart(self, h: HostRt, job: JobRt, attempt: int, *, undo: bool = False,
                  reason: str | None = None, db: Any = None) -> None:
         """A start that did not happen: the job goes back to the queue."""
         self._release(h, job)
+        job.queued, job.next_id = False, -1
         if undo:
             self.state.undo_start(job.id, attempt, db=db)
             self._move(job, st.PENDING)
@@ -1783,6 +1933,7 @@ rm -rf "$b" && mkdir "$b" && claim
     # -- collection -------------------------------------------------------------------------
     async def _collect(self, h: HostRt, job: JobRt) -> None:
         """Collect an ended job with the next batch from its host."""
+        self._chain_next(h, job)  # (its end was found by looking, not heard)
         h.to_collect.append(job)
         if h.collector is None or h.collector.done():
             h.collector = self._spawn(self._collect_batches(h))
@@ -2442,23 +2593,31 @@ set --
         if any(s.available and not s.full for s in slots):
             placed = place_jobs(((j.id, need) for j in queued), slots, _Avoid(self.jobs),
                                 one_need=True)
-        # What is left in the queue: enough of it to tell whether it wants room here.
-        left = [j.id for j in itertools.islice(queued, LOOK_AHEAD)]
+        chain = self._chain_len(slots) if placed else 1
         for p in placed:
             job = self.jobs[p.job]
             job.busy = True
             job.held = True
             h = self.hosts[p.host]
-            if job.planned.files or job.id in self.checkpointed or any(
-                    c in h.workdir + job.planned.name for c in "\t\n"):
+            if not self._batchable(h, job):
                 # One at a time: its inputs go up between its claim and its start; or its
                 # dir's name would not fit on a line of the batch's claim requests.
                 self._spawn(self._dispatch(h, job, p.cpus, p.gpus))
                 continue
-            self.starting += 1
-            h.to_start.append((job, p.cpus, p.gpus))
+            follow: list[JobRt] = []
+            while chain > 1 and len(follow) < chain - 1 and not self._migrate(h):
+                nxt = next(queued, None)
+                if nxt is None:
+                    break
+                if self._batchable(h, nxt) and h.spec.name not in nxt.avoid:
+                    nxt.busy = nxt.queued = True
+                    follow.append(nxt)
+            self.starting += 1 + len(follow)
+            h.to_start.append((job, p.cpus, p.gpus, follow))
             if h.starter is None or h.starter.done():
                 h.starter = self._spawn(self._start_batches(h))
+        # What is left in the queue: enough of it to tell whether it wants room here.
+        left = [j.id for j in itertools.islice(queued, LOOK_AHEAD)]
         # Hosts where jobs left in the queue wait for room other heads hold: stand in
         # their ledgers' queues. With nothing left to start, leave them.
         for h in ready:
@@ -2473,6 +2632,23 @@ set --
             h.waiting = False
             if h.registered and not self.starting and not self.by_state.get(st.PENDING):
                 self._spawn(self._unwait(h))
+
+    def _batchable(self, h: HostRt, job: JobRt) -> bool:
+        """Can the job start in a batch (with no inputs to send first, its dir's name fit
+        for a line of the batch's claim requests)?"""
+        return not (job.planned.files or job.id in self.checkpointed or any(
+            c in h.workdir + job.planned.name for c in "\t\n"))
+
+    def _chain_len(self, slots: list[HostSlots]) -> int:
+        """How many jobs a slot is handed at once (SPEC §5, "Chains"): about
+        CHAIN_SECONDS of work, as long as the jobs ended so far took; one until enough
+        have ended to tell, and while the queue would not give every slot that many."""
+        if self.ended_n < CHAIN_AFTER:
+            return 1
+        mean = self.ended_secs / self.ended_n
+        k = min(CHAIN_MAX, int(CHAIN_SECONDS / max(mean, 0.001)))
+        room = sum(s.limit_slots or s.limit_cpus for s in slots) or 1
+        return max(1, min(k, self.by_state.get(st.PENDING, 0) // room))
 
     def _take_requests(self) -> None:
         """Requests other commands left for this head: `dssh cancel` while it runs."""

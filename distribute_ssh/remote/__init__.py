@@ -166,6 +166,26 @@ done""")
     return "\n".join(lines) + "\n"
 
 
+def withdraw(dirs: list[str]) -> str:
+    """Take runs never launched back from a host: for each dir print ``<index> gone`` (taken
+    back and removed) or ``<index> launched`` (started, or about to be, by a wrapper).
+    Taking one back creates its ``.dssh/launched`` with O_EXCL, as a chain's wrapper does
+    to take its next run: of the two, exactly one wins. A launch older than CLAIM_STALE
+    with no wrapper's pid is a start cut short: it goes too."""
+    return ("set -C; i=0\nfor d in " + " ".join(q(d) for d in dirs) + "; do\n" + r"""  c="$d/.dssh"
+  if [ ! -d "$c" ]; then rm -rf -- "$d"; echo "$i gone"
+  elif printf 'withdrawn\n' 2>/dev/null > "$c/launched"; then rm -rf -- "$d"; echo "$i gone"
+  elif [ -s "$c/pid" ]; then echo "$i launched"
+  else
+    m=$(stat -c %Y "$c/launched" 2>/dev/null || echo 0)
+    if [ $(( $(date +%s) - m )) -lt """ + str(CLAIM_STALE) + r""" ]; then echo "$i launched"
+    else rm -rf -- "$d"; echo "$i gone"; fi
+  fi
+  i=$((i + 1))
+done
+""")
+
+
 # What goes from a collected run dir $d: everything but .dssh/ with its marks (collected,
 # claim) and, when $k is set (outputs kept for `dssh pull`), outputs/ and .dssh/kept;
 # appended to "$@".

@@ -20,6 +20,15 @@
 #   wrapper.sh --pause-state CONF   prints "paused UNTIL FILE" or "free", for heads.
 #   wrapper.sh --pause-report CONF  one line per pause file found, and closed homes.
 # PAUSE_CONF lines: "max_pause SECONDS", "on_pause suspend|drain", "file PATTERN".
+#
+# A slot's chain (SPEC §5, "Chains"): when DIR/.dssh/next names another run dir (its
+# path, then its job's name, one per line), that run was handed to this host to follow
+# this one in the same slot. When this job has ended, the wrapper takes it (creating its
+# .dssh/launched, O_EXCL: a head that took it back first wins) and becomes its wrapper,
+# keeping the claim: a short job then costs no round trip and no start of its own. While
+# the owner has paused the host, it takes nothing: it gives the rest of the chain back
+# (each such run's launched says "withdrawn", its dir is removed, and "~withdrawn NAME" goes
+# to EVENT_LOG for the head to queue it again).
 dir=$1
 timeout=${2:-0}
 notify=${3:-}
@@ -177,34 +186,28 @@ if [ "$1" = --pause-report ]; then
     exit 0
 fi
 
-cd "$dir" || exit 1
-ctl=.dssh
 read_conf "$pconf"
-echo $$ > "$ctl/pid"
-read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null && echo "$boot" > "$ctl/boot_id"
-# When the job started and ended are these files' modification times (to the nanosecond):
-# written by the shell itself, they cost no process. Every process a job's start or end
-# costs is one the host's owner pays for, thousands of times in a sweep of short jobs.
-printf '' > "$ctl/started"
-if [ -n "$claim" ] && [ -f "$claim" ]; then
-    # Field 22 of /proc/PID/stat: when this process started, which tells it from a later
-    # one that reuses its pid. One short append: a reader sees the claim signed or not,
-    # never half.
-    read -r s < /proc/$$/stat
-    s=${s##*) }
-    # shellcheck disable=SC2086
-    set -- $s
-    printf 'pid %s\npstart %s\n' "$$" "${20}" >> "$claim"
-fi
-# A mark every process of the job inherits, to find ones that left its process tree.
-run_mark="DSSH_RUN=$PWD"
-# The job gets its own session, so its whole tree can be signalled as one group.
+# This process: its start time (field 22 of /proc/PID/stat, which tells it from a later
+# one that reuses its pid) and its nice level (field 19).
+read -r s < /proc/$$/stat
+s=${s##*) }
+# shellcheck disable=SC2086
+set -- $s
+pstart=${20}
+mynice=${17}
 # The owners' nice level (inventory `nice`, their policy files): gentle to their work.
-set --
-case $nice in [1-9]|1[0-9]) set -- nice -n "$nice" ;; esac
-DSSH_RUN=$PWD setsid "$@" sh "$ctl/command.sh" > "$ctl/stdout.txt" 2> "$ctl/stderr.txt" < /dev/null &
-job=$!
-echo "$job" > "$ctl/job_pid"
+# The wrapper takes it itself, once, so its jobs (a whole chain of them) inherit it
+# without a process each; only if that did not work does each job get its own `nice`.
+case $nice in
+    [1-9]|1[0-9])
+        if [ "$mynice" -lt "$nice" ] 2>/dev/null && [ -z "$DSSH_NICED" ]; then
+            export DSSH_NICED=1
+            exec nice -n "$nice" sh "$0" "$dir" "$timeout" "$notify" "$name" "$pconf" \
+                "$claim" "$migrate"
+        fi ;;
+esac
+unset DSSH_NICED
+read -r boot < /proc/sys/kernel/random/boot_id 2>/dev/null
 
 # The job's processes: its descendants, and any process carrying its mark (children that
 # called setsid and were re-parented, daemons it started).
@@ -228,7 +231,6 @@ tree() {
             sed 's|^/proc/||; s|/environ$||'
     } | sort -u
 }
-
 # Live members (kill -0 also sees zombies that init has not reaped yet).
 alive() {
     pids=$(tree)
@@ -248,23 +250,115 @@ event() {
     [ -n "$notify" ] && echo "$1" >> "$notify"
 }
 
+# Give back the rest of a chain, from run dir $1 (job $2) on: each run not taken yet is
+# marked withdrawn (O_EXCL, as a take would be), its dir removed, and its head told.
+give_back() {
+    g_dir=$1
+    g_name=$2
+    g_dirs=
+    g_names=
+    set -C
+    while [ -n "$g_dir" ] && printf 'withdrawn\n' > "$g_dir/.dssh/launched" 2>/dev/null; do
+        g_dirs="$g_dirs$g_dir$NL"
+        g_names="$g_names$g_name$NL"
+        g_next=
+        g_nn=
+        [ -f "$g_dir/.dssh/next" ] && { read -r g_next; read -r g_nn; } < "$g_dir/.dssh/next"
+        g_dir=$g_next
+        g_name=$g_nn
+    done
+    set +C
+    [ -n "$g_dirs" ] || return 0
+    old_ifs=$IFS
+    IFS=$NL
+    set -f
+    # shellcheck disable=SC2086
+    rm -rf -- $g_dirs
+    for g_name in $g_names; do event "~withdrawn $g_name"; done
+    set +f
+    IFS=$old_ifs
+}
+
 # Seconds since boot, from the kernel, with no process: the clock the timeout runs on.
 uptime_s() { read -r up _ < /proc/uptime; up=${up%.*}; }
 
-# One loop watches the pause files and the timeout while the job runs.
+# Like a batch system, a job ends with its leftovers: processes it left behind.
+end_leftovers() {
+    signal_tree TERM
+    signal_tree CONT
+    i=0
+    while [ $i -lt 20 ] && alive; do sleep 0.1; i=$((i + 1)); done
+    signal_tree KILL
+}
+
 mig_after=0; mig_sig=TERM; mig_grace=60
 case $migrate in
     *:*:*) mig_after=${migrate%%:*}; r=${migrate#*:}; mig_sig=${r%%:*}; mig_grace=${r#*:} ;;
 esac
+signed=
+mon=
+# Where the watch learns which run is the current one (next to the event log the head
+# follows; the wrapper's pid makes it its own).
+cur="${notify:-$dir}.run-$$"
+
+# One run after the other: the first, then those of its slot's chain that it takes.
+while :; do
+cd "$dir" || exit 1
+ctl=.dssh
+# What follows in this slot's chain, read before this run can be retired.
+nxt=
+nname=
+[ -f "$ctl/next" ] && { read -r nxt; read -r nname; } < "$ctl/next"
+echo $$ > "$ctl/pid"
+[ -n "$boot" ] && echo "$boot" > "$ctl/boot_id"
+# When the job started and ended are these files' modification times (to the nanosecond):
+# written by the shell itself, they cost no process. Every process a job's start or end
+# costs is one the host's owner pays for, thousands of times in a sweep of short jobs.
+printf '' > "$ctl/started"
+if [ -z "$signed" ] && [ -n "$claim" ] && [ -f "$claim" ]; then
+    # The claim, signed with this process's pid and start time, so every head can tell
+    # it is live. One short append: a reader sees the claim signed or not, never half.
+    printf 'pid %s\npstart %s\n' "$$" "$pstart" >> "$claim"
+    signed=1
+fi
+# A mark every process of the job inherits, to find ones that left its process tree.
+run_mark="DSSH_RUN=$PWD"
+# The job gets its own session, so its whole tree can be signalled as one group.
+set --
+case $nice in [1-9]|1[0-9]) [ "$mynice" -ge "$nice" ] 2>/dev/null || set -- nice -n "$nice" ;; esac
+if [ -f "$ctl/cancelled" ]; then
+    # Cancelled before its turn came (a run handed over in a chain): it never runs.
+    sh -c 'exit 143' &
+else
+    DSSH_RUN=$PWD setsid "$@" sh "$ctl/command.sh" > "$ctl/stdout.txt" 2> "$ctl/stderr.txt" < /dev/null &
+fi
+job=$!
+echo "$job" > "$ctl/job_pid"
+
+# The run the watch below is about: its job's pid, its dir, its name. One write per run,
+# by the shell itself: a chain's runs share one watch, not one process each.
+printf '%s\n%s\n%s\n' "$job" "$PWD" "$name" > "$cur"
+# One loop watches the pause files and the timeout while the jobs run, one after the other.
+[ -n "$mon" ] || {
 (
     paused=0
     ran=0
     susp=0
+    done_with=
     uptime_s
     last=$up
     while :; do
         sleep 1
         kill -0 $$ 2>/dev/null || exit 0  # the wrapper is gone (killed): so is its watch
+        m_job=; m_dir=; m_name=
+        { read -r m_job; read -r m_dir; read -r m_name; } < "$cur" 2>/dev/null
+        [ -n "$m_job" ] || m_job=$job  # (not readable: the run it was started with)
+        uptime_s
+        if [ "$m_job" != "$job" ]; then  # the next run of the chain: counted afresh
+            job=$m_job; ctl=$m_dir/.dssh; name=$m_name; run_mark="DSSH_RUN=$m_dir"
+            paused=0; ran=0; susp=0; last=$up
+        fi
+        [ "$done_with" != "$job" ] || continue  # stopped already: its end is near
         if pause_check; then
             if [ $paused = 0 ]; then
                 paused=1
@@ -290,7 +384,6 @@ esac
             fi
             event "~resume $name"
         fi
-        uptime_s
         # Only running time counts against the timeout.
         if [ $paused = 0 ] || [ "$on_pause" != suspend ]; then
             ran=$((ran + up - last))
@@ -308,7 +401,8 @@ esac
             i=0
             while [ $i -lt "$mig_grace" ] && alive; do sleep 1; i=$((i + 1)); done
             signal_tree KILL
-            exit 0
+            done_with=$job
+            continue
         fi
         [ "$timeout" -gt 0 ] 2>/dev/null || continue
         if [ "$ran" -ge "$timeout" ]; then
@@ -318,28 +412,38 @@ esac
             i=0
             while [ $i -lt 10 ] && alive; do sleep 1; i=$((i + 1)); done
             signal_tree KILL
-            exit 0
+            done_with=$job
+            continue
         fi
     done
 ) &
 mon=$!
+}
 wait "$job"
 rc=$?
-kill "$mon" 2>/dev/null
-# Like a batch system, a job ends with its leftovers: processes it left behind.
-end_leftovers() {
-    signal_tree TERM
-    signal_tree CONT
-    i=0
-    while [ $i -lt 20 ] && alive; do sleep 0.1; i=$((i + 1)); done
-    signal_tree KILL
-}
 # Those still in its process group first (a builtin check: no cost when there are none)...
 if kill -0 "-$job" 2>/dev/null && alive; then end_leftovers; fi
 [ -e "$ctl/suspended" ] || [ -e "$ctl/paused" ] && rm -f "$ctl/suspended" "$ctl/paused"
-# The claim is given back by marking it ended (heads count it no more, and remove it):
-# an append by the shell itself, where removing it would cost a process.
-[ -n "$claim" ] && [ -f "$claim" ] && [ ! -L "$claim" ] && printf 'ended\n' >> "$claim"
+# The next run of the chain, taken before this job's end is told: a head that hears the
+# end knows the slot's next run has started, or hears it given back.
+if [ -n "$nxt" ]; then
+    if pause_check || [ -f "$ctl/migrated" ]; then
+        give_back "$nxt" "$nname"
+        nxt=
+    else
+        set -C
+        printf '%s\n' "$$" > "$nxt/.dssh/launched" 2>/dev/null || nxt=
+        set +C
+    fi
+fi
+if [ -z "$nxt" ]; then
+    # The claim is given back by marking it ended (heads count it no more, and remove
+    # it): an append by the shell itself, where removing it would cost a process.
+    [ -n "$claim" ] && [ -f "$claim" ] && [ ! -L "$claim" ] && printf 'ended\n' >> "$claim"
+elif [ -n "$claim" ] && [ -f "$claim" ] && [ ! -L "$claim" ]; then
+    # The claim goes on, for the next run of the chain: the same process holds the slot.
+    printf 'job %s\ndir %s\n' "$nname" "$nxt" >> "$claim"
+fi
 printf '' > "$ctl/finished"
 # One write of a few bytes: a reader finds the file empty (not ended yet) or whole.
 echo "$rc" > "$ctl/exit_code"
@@ -355,4 +459,11 @@ fi
 if [ -z "$watched" ] && grep -q -l -F -x -z -- "$run_mark" /proc/[0-9]*/environ 2>/dev/null; then
     end_leftovers
 fi
-exit 0
+if [ -z "$nxt" ]; then
+    kill "$mon" 2>/dev/null
+    rm -f "$cur"
+    exit 0
+fi
+dir=$nxt
+name=$nname
+done
