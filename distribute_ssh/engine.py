@@ -85,7 +85,7 @@ START_GATHER = 0.025
 # what a host was handed and has not started yet is never more than a moment's work
 # (owners' hours and policies, other heads' turns, a host lost: it is soon given back or
 # done). Judged once CHAIN_AFTER jobs have ended; never while the queue is short.
-CHAIN_MAX = 8
+CHAIN_MAX = 32
 CHAIN_SECONDS = 1.0
 CHAIN_AFTER = 8
 COLLECT_GATHER = 0.1
@@ -334,6 +334,8 @@ class Head:
         self.halted = False  # max_failures reached: no new starts
         self.first_failure: int | None = None  # the job that failed first in this run
         self.first_start = 0.0  # when this run started its first job (for the ETA)
+        # Jobs of chains that have started, to be recorded as running (_record_handed).
+        self.handed: list[tuple[HostRt, JobRt, int]] = []
         # How long jobs took, start to end heard, in this run: how long a chain may be.
         self.ended_n = 0
         self.ended_secs = 0.0
@@ -916,7 +918,20 @@ class Head:
         else:
             self._hold(h, b)
         b.dispatched, b.judged = time.monotonic(), False
-        self._started(h, b, b.attempts, 0)
+        # Recorded with the others handed on in the same moment, in one transaction: a
+        # stream of short jobs would otherwise cost the head a commit each.
+        if not self.handed:
+            asyncio.get_running_loop().call_soon(self._record_handed)
+        self.handed.append((h, b, b.attempts))
+
+    def _record_handed(self) -> None:
+        """Record the jobs of chains that started since the last time as running."""
+        handed, self.handed = self.handed, []
+        with self.state.tx() as db:
+            for h, b, attempt in handed:
+                # (not if given back meanwhile, or requeued with its host lost)
+                if b.state == st.STARTING and b.host == h.spec.name and b.attempts == attempt:
+                    self._started(h, b, attempt, 0, db=db)
 
     def _withdrawn(self, h: HostRt, name: str, attempt: str) -> None:
         """A wrapper gave back a job of its chain, not started (its host is paused): the
