@@ -14,8 +14,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
+from .hosts.quick_import import asyncssh
 from .hosts.ssh import _ssh_config_paths, revoked_keys
 from .model.inventory import Host, Inventory
 

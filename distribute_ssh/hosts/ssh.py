@@ -19,8 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from ..errors import (
     AuthenticationFailed,
     HostError,
@@ -29,6 +27,7 @@ from ..errors import (
 )
 from ..model.inventory import Host
 from .base import LOCAL_DISK_ERRNOS, PRELUDE, Completed, HostConnection, RemoteEntry
+from .quick_import import asyncssh
 
 # OpenSSH allows 10 sessions per connection by default (MaxSessions). dssh's budget:
 # 1 SFTP, 1 watcher, SHELLS long-lived shells for quick commands, the rest one-off channels.
