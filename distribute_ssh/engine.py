@@ -236,6 +236,7 @@ class HostRt:
     # Ended jobs waiting for the next batch of collections.
     to_collect: list[JobRt] = attrs.Factory(list)
     collector: asyncio.Task | None = None
+    ended_at: int = 0  # the Head's count of ends heard when one was last heard here
 
     @property
     def hopeful(self) -> bool:
@@ -336,6 +337,9 @@ class Head:
         self.first_start = 0.0  # when this run started its first job (for the ETA)
         # Jobs of chains that have started, to be recorded as running (_record_handed).
         self.handed: list[tuple[HostRt, JobRt, int]] = []
+        # Ends heard, and how many of them the scheduler had seen when it last placed jobs.
+        self.ends = 0
+        self.placed_at = 0
         # How long jobs took, start to end heard, in this run: how long a chain may be.
         self.ended_n = 0
         self.ended_secs = 0.0
@@ -897,6 +901,8 @@ class Head:
                 self._count_failure(j)
         self._chain_next(h, j)  # the slot goes on to the next job of its chain, if any
         self._release(h, j)  # its processes are gone: the next job may start now
+        self.ends += 1
+        h.ended_at = self.ends
         if j.state in (st.RUNNING, st.SUSPENDED) and not j.busy:
             j.busy = True
             self._spawn(self._collect(h, j))
@@ -1606,7 +1612,9 @@ rm -rf "$b" && mkdir "$b" && claim
         once the last of them has ended (a wave of equal jobs, say), waiting longer
         gains nothing."""
         end = time.monotonic() + most
-        while self._may_end_soon(h):
+        # ...and until the scheduler has placed jobs in the slots the last end freed (it
+        # runs in its own task: without this a wave's last end missed its batch).
+        while self._may_end_soon(h) or self.placed_at < h.ended_at:
             left = end - time.monotonic()
             if left <= 0:
                 return
@@ -2591,6 +2599,7 @@ set --
 
     def _schedule(self) -> None:
         ready = [h for h in self.hosts.values() if h.status == "ready" and h.slots is not None]
+        self.placed_at = self.ends
         if not ready:
             return
         need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.needs))
