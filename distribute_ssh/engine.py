@@ -956,16 +956,6 @@ class Head:
                             job=j.planned.name)
         self.wakeup.set()
 
-    def _chain_of(self, j: JobRt) -> list[JobRt]:
-        """The job and those still queued to follow it in its slot's chain."""
-        out = [j]
-        while out[-1].next_id >= 0:
-            k = self.jobs.get(out[-1].next_id)
-            if k is None or not k.queued or k in out:
-                break
-            out.append(k)
-        return out
-
     def _on_pause_event(self, h: HostRt, what: str, name: str, attempt: str) -> None:
         j = self.by_name.get(name)
         if what in ("~suspend", "~paused") and h.status != "paused":

@@ -195,12 +195,16 @@ s=${s##*) }
 set -- $s
 pstart=${20}
 mynice=${17}
+# A chain of runs to follow this one (see above)?
+chained=
+[ -f "$dir/.dssh/next" ] && chained=1
 # The owners' nice level (inventory `nice`, their policy files): gentle to their work.
-# The wrapper takes it itself, once, so its jobs (a whole chain of them) inherit it
-# without a process each; only if that did not work does each job get its own `nice`.
+# A chain's wrapper takes it itself, once, so its jobs inherit it without a process
+# each; a single job (or if that did not work) gets its own `nice`.
 case $nice in
     [1-9]|1[0-9])
-        if [ "$mynice" -lt "$nice" ] 2>/dev/null && [ -z "$DSSH_NICED" ]; then
+        if [ -n "$chained" ] && [ "$mynice" -lt "$nice" ] 2>/dev/null \
+                && [ -z "$DSSH_NICED" ]; then
             export DSSH_NICED=1
             exec nice -n "$nice" sh "$0" "$dir" "$timeout" "$notify" "$name" "$pconf" \
                 "$claim" "$migrate"
@@ -335,9 +339,9 @@ fi
 job=$!
 echo "$job" > "$ctl/job_pid"
 
-# The run the watch below is about: its job's pid, its dir, its name. One write per run,
-# by the shell itself: a chain's runs share one watch, not one process each.
-printf '%s\n%s\n%s\n' "$job" "$PWD" "$name" > "$cur"
+# The run the watch below is about: its job's pid, its dir, its name. One write per run
+# of a chain, by the shell itself: a chain's runs share one watch, not one process each.
+[ -z "$chained" ] || printf '%s\n%s\n%s\n' "$job" "$PWD" "$name" > "$cur"
 # One loop watches the pause files and the timeout while the jobs run, one after the other.
 [ -n "$mon" ] || {
 (
@@ -351,7 +355,7 @@ printf '%s\n%s\n%s\n' "$job" "$PWD" "$name" > "$cur"
         sleep 1
         kill -0 $$ 2>/dev/null || exit 0  # the wrapper is gone (killed): so is its watch
         m_job=; m_dir=; m_name=
-        { read -r m_job; read -r m_dir; read -r m_name; } < "$cur" 2>/dev/null
+        [ -z "$chained" ] || { read -r m_job; read -r m_dir; read -r m_name; } < "$cur" 2>/dev/null
         [ -n "$m_job" ] || m_job=$job  # (not readable: the run it was started with)
         uptime_s
         if [ "$m_job" != "$job" ]; then  # the next run of the chain: counted afresh
@@ -461,7 +465,7 @@ if [ -z "$watched" ] && grep -q -l -F -x -z -- "$run_mark" /proc/[0-9]*/environ 
 fi
 if [ -z "$nxt" ]; then
     kill "$mon" 2>/dev/null
-    rm -f "$cur"
+    [ -z "$chained" ] || rm -f "$cur"
     exit 0
 fi
 dir=$nxt
