@@ -31,15 +31,22 @@ def _chain(base: Path, n: int, command: str = "echo $$ > outputs/me.txt") -> lis
     return dirs
 
 
-def _run_wrapper(base: Path, first: Path, pause_files: str = "/nonexistent/pause") -> Path:
-    """Run the wrapper on the chain from ``first``, as a batch starts it; its claim."""
+def _start_wrapper(base: Path, first: Path, pause_files: str = "/nonexistent/pause",
+                   on_pause: str = "drain", timeout: int = 0) -> subprocess.Popen[bytes]:
+    """Start the wrapper on the chain from ``first``, as a batch starts it."""
     conf = base / "pause.conf"
-    conf.write_text(f"max_pause 3600\non_pause drain\nfile {pause_files}\n")
+    conf.write_text(f"max_pause 3600\non_pause {on_pause}\nfile {pause_files}\n")
     claim = base / "claim"
     claim.write_text("user me\njob j0.1\ndir x\n")
-    subprocess.run(["sh", str(WRAPPER), str(first), "0", str(base / "events"), "j0.1",
-                    str(conf), str(claim)], stdin=subprocess.DEVNULL, timeout=60, check=True)
-    return claim
+    return subprocess.Popen(["sh", str(WRAPPER), str(first), str(timeout),
+                             str(base / "events"), "j0.1", str(conf), str(claim)],
+                            stdin=subprocess.DEVNULL)
+
+
+def _run_wrapper(base: Path, first: Path, pause_files: str = "/nonexistent/pause") -> Path:
+    """Run the wrapper on the chain from ``first`` to its end; its claim."""
+    assert _start_wrapper(base, first, pause_files).wait(timeout=60) == 0
+    return base / "claim"
 
 
 def test_a_chain_runs_in_one_wrapper_one_job_after_the_other(tmp_path: Path) -> None:
@@ -102,6 +109,55 @@ def test_a_run_cancelled_before_its_turn_never_runs(tmp_path: Path) -> None:
     assert (dirs[1] / ".dssh" / "exit_code").read_text() == "143\n"
     assert not (dirs[1] / "outputs" / "r.txt").exists()
     assert (dirs[2] / "outputs" / "r.txt").read_text() == "ran\n"  # the chain went on
+
+
+def test_the_watch_follows_the_chain_a_pause_stops_the_job_running_now(tmp_path: Path) -> None:
+    """One watch loop serves the whole chain: a pause file stops whichever job is running
+    (its whole tree, SIGSTOP) and its removal continues it."""
+    flag = tmp_path / "pause-me"
+    dirs = _chain(tmp_path, 3, command="sleep 1.5; echo done > outputs/r.txt")
+    w = _start_wrapper(tmp_path, dirs[0], pause_files=str(flag), on_pause="suspend")
+    try:
+        assert wait_for(lambda: (dirs[1] / ".dssh" / "job_pid").exists(), 30, 0.02)
+        flag.touch()  # the owner sits down while the chain's second job runs
+        job = int((dirs[1] / ".dssh" / "job_pid").read_text())
+
+        def stopped() -> bool:
+            with open(f"/proc/{job}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+        assert wait_for(stopped, 5, 0.05), "the running job of the chain was not stopped"
+        assert wait_for((dirs[1] / ".dssh" / "suspended").exists, 5, 0.05)
+        time.sleep(2)  # stopped jobs do not end
+        assert not (dirs[1] / ".dssh" / "exit_code").exists()
+        flag.unlink()
+        assert w.wait(timeout=60) == 0
+    finally:
+        flag.unlink(missing_ok=True)
+        if w.poll() is None:
+            w.kill()
+    assert all((d / "outputs" / "r.txt").read_text() == "done\n" for d in dirs)
+    events = (tmp_path / "events").read_text().splitlines()
+    # (a job whose time was up while stopped ends at once when continued: its end may be
+    # told before the resume is)
+    assert events[:2] == ["j0.1 0", "~suspend j1.1"] and events[-1] == "j2.1 0", events
+    assert sorted(events[2:4]) == ["j1.1 0", "~resume j1.1"], events
+
+
+def test_a_job_of_a_chain_past_its_timeout_is_stopped_and_the_chain_goes_on(
+        tmp_path: Path) -> None:
+    dirs = _chain(tmp_path, 3)
+    (dirs[1] / ".dssh" / "command.sh").write_text("sleep 60\n")
+    for d in (dirs[0], dirs[2]):
+        (d / ".dssh" / "command.sh").write_text("echo ran > outputs/r.txt\n")
+    t0 = time.monotonic()
+    assert _start_wrapper(tmp_path, dirs[0], timeout=2).wait(timeout=60) == 0
+    assert time.monotonic() - t0 < 30
+    assert (dirs[1] / ".dssh" / "timed_out").exists()
+    assert (dirs[1] / ".dssh" / "exit_code").read_text().strip() in ("143", "137")
+    assert not (dirs[0] / ".dssh" / "timed_out").exists()
+    assert (dirs[2] / "outputs" / "r.txt").read_text() == "ran\n"
+    assert not (dirs[2] / ".dssh" / "timed_out").exists()  # counted afresh
 
 
 # --------------------------------------------------------------- on real sshd workstations
