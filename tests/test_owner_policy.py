@@ -158,6 +158,29 @@ def test_nothing_starts_outside_the_owners_hours(lab: dict) -> None:
     assert built >= opens - 0.5, (built, opens)
 
 
+def test_dssh_why_says_the_jobs_wait_for_the_owners_hours(lab: dict) -> None:
+    """Noon on the host (DSSH_CLOCK_OFFSET), the owner allows evenings only: the head
+    waits (killed here, as a closed laptop would be) and `dssh why` tells why."""
+    ws, d, owners = lab["ws"], lab["dir"], lab["owners"]
+    w1 = ws.hosts[0].name
+    owner_writes(owners, "hours: 18:00-08:00\n")
+    now = dt.datetime.now()
+    env = {"DSSH_CLOCK_OFFSET": str((now.replace(hour=12, minute=0, second=0)
+                                     - now).total_seconds())}
+    write(d / "sweep.yaml", """
+        name: noon
+        run: {command: "true", cpus: 1}
+        params: {i: [1, 2]}
+        """)
+    with pytest.raises(subprocess.TimeoutExpired):
+        dssh("run", "sweep.yaml", "-i", lab["inv"], "--hosts", w1, cwd=d, env=env, timeout=8)
+    assert not list(d.rglob("job.json"))  # nothing ran
+    why = dssh("why", "noon", "-i", lab["inv"], cwd=d, env=env)
+    assert why.returncode == 0, explain(why)
+    line = next((x for x in why.stdout.splitlines() if x.strip().startswith(w1)), "")
+    assert "outside the hours its owners allow (18:00-08:00)" in line, why.stdout
+
+
 def test_the_owner_keeps_a_gpu_to_themselves(lab: dict) -> None:
     """The inventory lists GPUs 0 and 1 (declared, not probed: no GPU on this machine);
     the owner lets dssh have GPU 1 only."""
