@@ -1089,6 +1089,7 @@ class Head:
             return
         asked = [(j.attempts, j.remote_dir) for j in mine]
         res = await h.conn.run(remote.inspect([j.remote_dir for j in mine]), timeout=60)
+        back: list[int] = []  # indices into mine of runs to take back, in one round trip
         for line in res.text.splitlines():
             parts = line.split()
             if len(parts) < 2 or not parts[0].isdigit() or int(parts[0]) >= len(mine):
@@ -1121,13 +1122,10 @@ class Head:
                 # handed over in a chain that an earlier life of this head left): safe to
                 # start again, under the same attempt number, once taken back from any
                 # wrapper that could still take it (O_EXCL, see remote.withdraw).
-                if what != "missing" and not await self._take_back(h, j.remote_dir):
-                    if j.state != st.RUNNING:
-                        self._set(j, "reattached", state=st.RUNNING)
-                    continue
-                self._release(h, j)
-                self._set(j, "requeued", state=st.PENDING, attempts=max(0, j.attempts - 1),
-                          reason="its start was interrupted")
+                if what == "missing":
+                    self._start_again(h, j)
+                else:
+                    back.append(int(parts[0]))
             elif what == "lost" and parts[2:3] != ["reboot"]:
                 # Same boot, wrapper gone without an exit code: killed from outside (kill -9
                 # of its session, the out-of-memory killer). A failure like any other: its
@@ -1155,17 +1153,40 @@ class Head:
                           reason=f"{h.spec.name} rebooted while it ran")
                 self.reporter.event("job", f"{j.planned.name}: lost on {h.spec.name} (it "
                                            "rebooted); requeued")
+        if back:
+            gone = await self._take_back(h, [mine[i].remote_dir for i in back])
+            for i, taken in zip(back, gone, strict=True):
+                j = mine[i]
+                if (j.busy or j.state not in st.ACTIVE_STATES or j.host != h.spec.name
+                        or (j.attempts, j.remote_dir) != asked[i]):
+                    continue  # (changed while the host answered: what is true now counts)
+                if taken:
+                    self._start_again(h, j)
+                elif j.state != st.RUNNING:  # a chain's wrapper launched it first
+                    self._set(j, "reattached", state=st.RUNNING)
         self.wakeup.set()
 
-    async def _take_back(self, h: HostRt, jdir: str) -> bool:
-        """Take a run never launched back from its host (its dir removed): False when a
-        chain's wrapper launched it first, or the host could not be asked."""
+    def _start_again(self, h: HostRt, j: JobRt) -> None:
+        """A run never launched: back to the queue, to start again under the same attempt."""
+        self._release(h, j)
+        self._set(j, "requeued", state=st.PENDING, attempts=max(0, j.attempts - 1),
+                  reason="its start was interrupted")
+
+    async def _take_back(self, h: HostRt, jdirs: list[str]) -> list[bool]:
+        """Take runs never launched back from their host (their dirs removed), in one round
+        trip: for each, False when a chain's wrapper launched it first, or the host could not
+        be asked."""
         assert h.conn is not None
         try:
-            res = await h.conn.run(remote.withdraw([jdir]), timeout=60)
+            res = await h.conn.run(remote.withdraw(jdirs), timeout=60)
         except HostError:
-            return False
-        return res.text.split()[1:2] == ["gone"]
+            return [False] * len(jdirs)
+        gone = [False] * len(jdirs)
+        for line in res.text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and int(parts[0]) < len(jdirs):
+                gone[int(parts[0])] = parts[1] == "gone"
+        return gone
 
     async def _settle_strays_quietly(self, h: HostRt) -> None:
         with contextlib.suppress(HostError):
