@@ -538,6 +538,7 @@ class Head:
             raise HostError(h.spec.name, f"cannot create the workdir {h.workdir}: "
                                          f"{res.stderr.decode(errors='replace').strip()}")
         cpus = h.spec.cpus
+        missing: list[tuple[str, bytes]] = []
         text, _, looked = res.text.partition("-- ledger\n")
         text, _, owners = text.partition("-- policy\n")
         for line in text.splitlines():
@@ -559,32 +560,36 @@ class Head:
             if word == "confs":
                 h.confs = set(rest.split())
             if word in names:
-                fname, data = remote.script(word)
-                await conn.write_file(f"{bin_dir}/{fname}", data, 0o700)
+                missing.append(remote.script(word))
+        # The scripts missing there (a new workdir, or a new dssh) go at once, over SFTP.
+        await asyncio.gather(*(conn.write_file(f"{bin_dir}/{fname}", data, 0o700)
+                               for fname, data in missing))
         h.cpus_base = cpus or 1
-        cpus, gpus = await self._apply_policy(
-            h, conn, policy.combine(h.spec, policy.parse_found(owners)))
+        # The ledger's script was missing when its claims were to be looked at: that is done
+        # now, in the round trip that writes the pause settings file, if one is needed.
+        forget = "" if looked else ledger.forget_command(
+            self._ledger_script(h), h.spec.ledger_dir, self.head_id, h.user or "dssh")
+        cpus, gpus, said = await self._apply_policy(
+            h, conn, policy.combine(h.spec, policy.parse_found(owners)), forget)
         h.store = HostStore(conn, h.workdir, copy=h.user == "root", meter=h.meter)
         h.slots = HostSlots(h.spec.name, cpus, h.spec.slots, gpus,
                             h.spec.capabilities, available=False)
         self._reserve_existing(h)
         # No start of this head is in flight yet: claims it holds for unstarted runs are
         # from its earlier life, cut short ("forget"), in the same round trip when it can.
-        if not looked:
-            res = await conn.run(ledger.forget_command(
-                self._ledger_script(h), h.spec.ledger_dir, self.head_id, h.user or "dssh"),
-                timeout=30)
-            looked = res.text
+        if forget:
+            looked = said if said is not None else (await conn.run(forget, timeout=30)).text
         led, _ = ledger.parse(looked)
         if led.error:
             raise HostError(h.spec.name, f"cannot use its ledger: {led.error}")
         self._apply_ledger(h, led)
 
     # -- the owners' policies (SPEC §6b) ------------------------------------------------------
-    async def _apply_policy(self, h: HostRt, conn: HostConnection, eff: Effective
-                            ) -> tuple[int, tuple[int, ...]]:
+    async def _apply_policy(self, h: HostRt, conn: HostConnection, eff: Effective,
+                            also: str = "") -> tuple[int, tuple[int, ...], str | None]:
         """Make the host's pause settings file say what ``eff`` says; the cpus and GPUs it
-        leaves dssh. HostError when it closes the host."""
+        leaves dssh, and what ``also`` printed when it ran in the same round trip (None when
+        no round trip was needed). HostError when it closes the host."""
         if eff.errors:
             raise HostError(h.spec.name, f"its owner's policy cannot be read, so dssh starts "
                                          f"nothing there until it is fixed: "
@@ -600,15 +605,17 @@ class Head:
                                  f"{h.workdir}/activity.state", gpus, h.spec.ledger_dir)
         name = f"pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
         pconf = f"{h.workdir}/{name}"
+        said = None
         if name not in h.confs:  # (its name is its content's hash)
-            await conn.run(f"[ -f {q(pconf)} ] || printf '%s' {q(conf)} > {q(pconf)}\n",
-                           timeout=30)
+            res = await conn.run(f"[ -f {q(pconf)} ] || printf '%s' {q(conf)} > {q(pconf)}\n"
+                                 + also, timeout=30)
+            said = res.text
             h.confs.add(name)
         h.pconf = pconf
         h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
         h.activity = "\nactivity " in conf  # the owner's activity pauses it too (SPEC §6c)
         h.policy = eff
-        return (h.cpus_base if eff.cpus is None else min(h.cpus_base, eff.cpus)), gpus
+        return (h.cpus_base if eff.cpus is None else min(h.cpus_base, eff.cpus)), gpus, said
 
     async def _refresh_policy(self, h: HostRt) -> None:
         """Read the owners' files again: a changed policy holds for what starts from now
@@ -624,7 +631,7 @@ class Head:
         if eff == h.policy and not h.policy_error:
             return
         try:
-            cpus, gpus = await self._apply_policy(h, conn, eff)
+            cpus, gpus, _ = await self._apply_policy(h, conn, eff)
         except HostError as e:
             if h.policy_error != str(e):
                 h.policy_error = str(e)
