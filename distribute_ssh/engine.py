@@ -170,7 +170,9 @@ class JobRt:
     remote_dir: str | None = None
     cpus: int = 0
     gpus: tuple[int, ...] = ()
-    avoid: set[str] = attrs.Factory(set)
+    # hosts to try it elsewhere than; one empty set shared by all until it has some (a set
+    # each would cost a sweep of 100,000 jobs some 20 MB)
+    avoid: frozenset[str] = frozenset()
     busy: bool = False  # a dispatch or collection is in flight
     dispatched: float = 0.0  # monotonic time its current attempt was started
     judged: bool = False  # its current attempt counted towards its host's fail streak
@@ -851,7 +853,7 @@ class Head:
                 self._set(j, "requeued", state=st.PENDING,
                           reason=f"host {h.spec.name} lost for over "
                                  f"{self._grace(h):.0f}s")
-                j.avoid.add(h.spec.name)
+                j.avoid |= {h.spec.name}
                 self.reporter.event("job", f"{j.planned.name}: requeued, {h.spec.name} is gone")
 
     async def _watch(self, h: HostRt) -> None:
@@ -1897,7 +1899,7 @@ rm -rf "$b" && mkdir "$b" && claim
                       reason=str(e))
             self.reporter.event("job", f"{job.planned.name}: could not start on "
                                        f"{h.spec.name}: {e}")
-        job.avoid.add(h.spec.name)
+        job.avoid |= {h.spec.name}
         job.busy = False
 
     def _follow(self, h: HostRt, job: JobRt, attempt: int, db: Any = None) -> None:
@@ -2370,7 +2372,7 @@ set --
         self.checkpointed.add(job.id)
         self._release(h, job)
         job.retry_base += 1  # the attempt is given back: moving is not failing
-        job.avoid.add(h.spec.name)
+        job.avoid |= {h.spec.name}
         saved = f"{len(files)} file{'s' if len(files) != 1 else ''}"
         with self.state.tx() as db:
             db.execute("UPDATE attempts SET state=?, exit_code=?, finished=? "
@@ -2439,7 +2441,7 @@ set --
             self.checkpointed.discard(job.id)
             shutil.rmtree(self._checkpoint_dir(job), ignore_errors=True)
         if retry:
-            job.avoid.add(h.spec.name)
+            job.avoid |= {h.spec.name}
         else:
             job.finished_here = time.time()
         if not job.judged:  # ended unseen by the watcher (found by looking)
@@ -2505,7 +2507,7 @@ set --
         if j.id in h.given_back:
             return
         h.given_back.add(j.id)
-        j.avoid.add(h.spec.name)
+        j.avoid |= {h.spec.name}
         j.retry_base += 1
         if j.state in (st.FAILED, st.TIMEOUT):
             self._set(j, "requeued", state=st.PENDING, retry_base=j.retry_base,
