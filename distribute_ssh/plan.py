@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from .model.sweep import File, Sweep
+from .model.sweep import MAX_VALUES, File, Sweep
 
 # Placeholders every command may use besides the sweep's parameters.
 RUNTIME_FIELDS = ("job", "cpus", "gpus", "build", "input", "output", "attempt")
@@ -276,7 +276,7 @@ def _resolve_files(sweep: Sweep, files: list[File], params: dict[str, Any],
     return out
 
 
-MAX_JOBS = 1_000_000
+MAX_JOBS = MAX_VALUES
 MAX_NAME = 200  # bytes of a job name: a directory name, with room for what dssh adds
 
 

@@ -631,6 +631,14 @@ def test_build_id_from_a_python_built_sweep(tmp_path: Path) -> None:
 
 # -- richer parameters: ranges, zip groups, exclude, files chosen by parameter -------------
 
+def test_a_range_may_hold_more_than_100000_values(tmp_path: Path) -> None:
+    """One range may make as many jobs as a whole sweep (a seed swept 1..150000, say)."""
+    sweep = sweep_from(tmp_path, "name: big\nrun: {command: echo}\n"
+                                 "params: {seed: {start: 1, stop: 150000}}\n")
+    assert len(sweep.params["seed"]) == 150000
+    assert sweep.params["seed"][-1] == 150000
+
+
 def test_ranges_and_linspace_become_lists(tmp_path: Path) -> None:
     s = sweep_from(tmp_path, """
 name: r
@@ -685,6 +693,11 @@ params: {mesh: [coarse, fine]}
                                                      "stop not below start"]),
     ("params: {re: {start: 1, stop: 5, step: 0}}", ["params.re", "step more than 0"]),
     ("params: {re: {linspace: [0, 1]}}", ["params.re", "[first, last, count]"]),
+    ("params: {re: {start: 1, stop: 1000001}}", ["sweep.yaml:3", "params.re",
+                                                 "range has 1000001 values",
+                                                 "1000000 jobs", "use a larger step"]),
+    ("params: {re: {linspace: [0, 1, 2000000]}}", ["sweep.yaml:3", "params.re",
+                                                   "linspace has 2000000 values", "use fewer"]),
     ("params: {re: {from: 1, to: 2}}", ["params.re", "got the keys from, to"]),
     ("params: {a: [1, 2], b: [1]}\nzip: [[a, b]]", ["zip[0]", "as many values each",
                                                    "a: 2, b: 1"]),

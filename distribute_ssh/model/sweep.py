@@ -317,6 +317,10 @@ def _number(v: Any) -> bool:
     return type(v) in (int, float)
 
 
+# The most jobs a sweep may make (plan.MAX_JOBS); one range or linspace may make them all.
+MAX_VALUES = 1_000_000
+
+
 def expand_ranges(data: dict, source: Source) -> dict:
     """``{start, stop, step}`` and ``{linspace: [a, b, n]}`` parameter values, as lists."""
     params = data.get("params")
@@ -335,9 +339,10 @@ def expand_ranges(data: dict, source: Source) -> dict:
                                   f"1 or more), got {lin!r}", path=source.filename,
                                   line=source.line(("params", k)), key=f"params.{k}")
             a, b, n = lin
-            if n > 100_000:
-                raise ConfigError(f"{where}: this linspace has {n} values: more than 100000 "
-                                  "jobs' worth; use fewer", path=source.filename,
+            if n > MAX_VALUES:
+                raise ConfigError(f"{where}: this linspace has {n} values, more than a whole "
+                                  f"sweep's {MAX_VALUES} jobs: use fewer, or split the sweep",
+                                  path=source.filename,
                                   line=source.line(("params", k)), key=f"params.{k}")
             step = (b - a) / (n - 1) if n > 1 else 0
             params[k] = [round(a + i * step, 12) for i in range(n)]
@@ -352,9 +357,10 @@ def expand_ranges(data: dict, source: Source) -> dict:
                                   path=source.filename, line=source.line(("params", k)),
                                   key=f"params.{k}")
             n = int((b - a) / step + 1e-9) + 1
-            if n > 100_000:
-                raise ConfigError(f"{where}: this range has {n} values: more than 100000 "
-                                  "jobs' worth; use a larger step", path=source.filename,
+            if n > MAX_VALUES:
+                raise ConfigError(f"{where}: this range has {n} values, more than a whole "
+                                  f"sweep's {MAX_VALUES} jobs: use a larger step, or split "
+                                  "the sweep", path=source.filename,
                                   line=source.line(("params", k)), key=f"params.{k}")
             ints = all(type(x) is int for x in (a, b, step))
             params[k] = [a + i * step if ints else round(a + i * step, 12) for i in range(n)]
