@@ -51,7 +51,7 @@ from .store import HostStore, Item, prune_script
 from .store import expand as expand_inputs
 from .summary import epoch as _epoch
 from .summary import iso as _iso
-from .summary import summary_csv
+from .summary import write_summary_csv
 from .transfer import Fetched, Meter, fetch, fetch_small, name_list
 
 _FIND_KINDS = {b"f": "file", b"d": "dir", b"l": "link"}
@@ -116,7 +116,12 @@ class JobResult:
     attempts: int
     exit_code: int | None
     params: dict[str, Any]
-    results_dir: Path
+    root: Path = attrs.field(repr=False)  # the sweep's results dir, shared by its jobs
+
+    @property
+    def results_dir(self) -> Path:
+        """The job's own results dir."""
+        return self.root / self.name
 
 
 @attrs.define
@@ -2932,28 +2937,27 @@ set --
             raise ResultsDirError(
                 f"every job is collected, but {self.results_dir / 'summary.csv'} could not be "
                 "written (see above); run the sweep again once the results dir is writable")
-        rows = self.state.jobs(self.sweep_id)
         results = [JobResult(r["name"], r["state"], r["host"], r["attempts"], r["exit_code"],
-                             json.loads(r["params"]), self.results_dir / r["name"]) for r in rows]
+                             json.loads(r["params"]), self.results_dir)
+                   for r in self.state.each_job(
+                       self.sweep_id, "name, state, host, attempts, exit_code, params")]
         ok = all(r.status == st.COMPLETED for r in results)
         return RunResult(self.sweep.key, self.results_dir, results, 0 if ok else 1,
                          "already complete" if resumed else "")
 
     def write_summary(self) -> bool:
         """Write summary.csv; False (and a warning) when the results dir refuses it."""
-        rows = self.state.jobs(self.sweep_id)
         pnames = list(self.sweep.params)
         for j in self.sweep.jobs:
             pnames += [k for k in j.params if k not in pnames]
-        text = summary_csv([
-            {"job": r["name"], "status": r["state"], "host": r["host"],
-             "attempts": r["attempts"], "exit_code": r["exit_code"], "started": r["started"],
-             "finished": r["finished"], "params": json.loads(r["params"])} for r in rows], pnames)
+        rows = self.state.each_job(self.sweep_id, "name AS job, state AS status, host, "
+                                                  "attempts, exit_code, started, finished, params")
         path = self.results_dir / "summary.csv"
         try:
             self.results_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(".summary.csv.tmp")
-            tmp.write_text(text)
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                write_summary_csv(f, rows, pnames)
             os.replace(tmp, path)
         except OSError as e:
             self.reporter.event("warning", f"cannot write {path}: {e.strerror or e}")

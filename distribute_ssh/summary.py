@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 
 from .plan import value_text
 
@@ -29,20 +31,31 @@ def iso(t: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
 
 
-def summary_csv(rows: list[dict[str, Any]], pnames: list[str]) -> str:
-    """Rows of ``job, status, host, attempts, exit_code, started, finished`` (epochs) and
-    ``params``. A field holding a carriage return is quoted like one holding a newline,
-    so a parameter value cannot forge a row for readers that end lines at either."""
+def summary_csv(rows: Iterable[Mapping[str, Any]], pnames: list[str]) -> str:
+    """The text of ``summary.csv`` for ``rows`` (see write_summary_csv)."""
     buf = io.StringIO()
-    plain = csv.writer(buf, lineterminator="\n")
-    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    write_summary_csv(buf, rows, pnames)
+    return buf.getvalue()
+
+
+def write_summary_csv(out: TextIO, rows: Iterable[Mapping[str, Any]], pnames: list[str]
+                      ) -> None:
+    """Rows of ``job, status, host, attempts, exit_code, started, finished`` (epochs) and
+    ``params``, written as they come (a sweep of 100,000 jobs is never all in memory at
+    once). ``params`` is a dict, or its JSON text. A field holding a carriage return is
+    quoted like one holding a newline, so a parameter value cannot forge a row for
+    readers that end lines at either."""
+    plain = csv.writer(out, lineterminator="\n")
+    quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     plain.writerow(HEAD + pnames)
     for r in rows:
         s, f = r["started"], r["finished"]
+        params = r["params"]
+        if isinstance(params, str):
+            params = json.loads(params)
         cells = [r["job"], r["status"], r["host"] or "", r["attempts"],
                  "" if r["exit_code"] is None else r["exit_code"], iso(s) or "",
                  iso(f) or "", round(f - s, 3) if s and f else ""]
-        cells += [value_text(r["params"][p]) if p in r["params"] else "" for p in pnames]
+        cells += [value_text(params[p]) if p in params else "" for p in pnames]
         w = quoted if any("\r" in str(c) for c in cells) else plain
         w.writerow(cells)
-    return buf.getvalue()
