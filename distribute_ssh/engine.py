@@ -51,7 +51,7 @@ from .store import HostStore, Item, prune_script
 from .store import expand as expand_inputs
 from .summary import epoch as _epoch
 from .summary import iso as _iso
-from .summary import write_summary_csv
+from .summary import write_summary
 from .transfer import Fetched, Meter, fetch, fetch_small, name_list
 
 _FIND_KINDS = {b"f": "file", b"d": "dir", b"l": "link"}
@@ -2955,10 +2955,7 @@ set --
         path = self.results_dir / "summary.csv"
         try:
             self.results_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(".summary.csv.tmp")
-            with open(tmp, "w", encoding="utf-8", newline="") as f:
-                write_summary_csv(f, rows, pnames)
-            os.replace(tmp, path)
+            write_summary(path, rows, pnames)
         except OSError as e:
             self.reporter.event("warning", f"cannot write {path}: {e.strerror or e}")
             return False

@@ -639,8 +639,6 @@ def collect(out_dir: str | os.PathLike, results: str | os.PathLike | None = None
 
 
 def _write_summary(rdir: Path, rows: list[dict[str, Any]], pnames: list[str]) -> None:
-    from .summary import summary_csv
+    from .summary import write_summary
 
-    tmp = rdir / ".summary.csv.tmp"
-    tmp.write_text(summary_csv(rows, pnames))
-    os.replace(tmp, rdir / "summary.csv")
+    write_summary(rdir / "summary.csv", rows, pnames)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from .plan import value_text
@@ -31,11 +32,13 @@ def iso(t: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
 
 
-def summary_csv(rows: Iterable[Mapping[str, Any]], pnames: list[str]) -> str:
-    """The text of ``summary.csv`` for ``rows`` (see write_summary_csv)."""
-    buf = io.StringIO()
-    write_summary_csv(buf, rows, pnames)
-    return buf.getvalue()
+def write_summary(path: Path, rows: Iterable[Mapping[str, Any]], pnames: list[str]) -> None:
+    """Write ``path`` (summary.csv) whole or not at all: through a temporary file next to
+    it. OSError when the results dir refuses it."""
+    tmp = path.with_name(".summary.csv.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        write_summary_csv(f, rows, pnames)
+    os.replace(tmp, path)
 
 
 def write_summary_csv(out: TextIO, rows: Iterable[Mapping[str, Any]], pnames: list[str]
