@@ -398,12 +398,13 @@ def makespan(lab: Lab, args: argparse.Namespace, pv: str | None, rep: Report) ->
             met(span / ideal <= T_MAKESPAN))
     prepared = [r["prepared"] for r in runs[DSSH] if "prepared" in r]
     if prepared:
-        # Where the start-up goes: Python, the imports, the sweep and the state file; then
-        # the connections, each host's set-up and the first batch of starts.
+        # Where the start-up goes: Python, dssh's modules, the sweep and the state file;
+        # then asyncssh (imported only once there is a host to connect to), the
+        # connections, each host's set-up and the first batch of starts.
         p0 = statistics.median(prepared)
         rep.row(f"makespan: dssh's start-up, from its process start to its first job start "
-                f"(Python, imports, sweep and state file {p0:.2f} s; connections, set-up and "
-                f"the first start {first - p0:.2f} s)", fmt_s(first))
+                f"(Python, dssh's modules, sweep and state file {p0:.2f} s; asyncssh, "
+                f"connections, set-up and the first start {first - p0:.2f} s)", fmt_s(first))
     if PAR_CM in summary:
         p = summary[PAR_CM]["median_s"]
         rep.row(f"{what} vs {PAR_CM}", fmt_s(d), fmt_s(p), f"{d / p:.2f}x")
