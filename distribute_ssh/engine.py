@@ -2736,7 +2736,9 @@ set --
     def _uncollectable(self) -> DsshError | None:
         """When every job left has ended but the results dir refused it twice, the run
         stops: waiting longer would only hold the hosts' results back from a later run."""
-        if self.starting or self._finished():
+        # (a queued job has not ended: no need to look at each of a large sweep's jobs, a
+        # few times a second, while any is queued)
+        if self.starting or self._finished() or self.by_state.get(st.PENDING):
             return None
         left = [j for j in self.jobs.values() if j.state not in st.FINISHED_STATES]
         if not all(
