@@ -375,7 +375,10 @@ class Head:
         self.lock.acquire()
         self.sweep_id = self.state.upsert_sweep(self.sweep.namespace, self.sweep.name,
                                                 self.sweep_file or "", str(self.results_dir))
-        existing = {r["name"]: r for r in self.state.jobs(self.sweep_id)}
+        # (only the columns looked at: with a sweep of 100,000 jobs whole rows cost the
+        # head's peak memory tens of MB)
+        existing = {r["name"]: r for r in self.state.each_job(
+            self.sweep_id, "id, name, state, definition")}
         wanted = {j.name for j in self.planned}
         with self.state.tx() as db:
             for name, row in existing.items():
@@ -409,7 +412,8 @@ class Head:
                 else:
                     db.execute("UPDATE jobs SET seq=? WHERE id=?", (pj.index, row["id"]))
         by_name = {j.name: j for j in self.planned}
-        for row in self.state.jobs(self.sweep_id):
+        for row in self.state.each_job(self.sweep_id, "id, name, state, attempts, host, "
+                                       "remote_dir, cpus, gpus, retry_base"):
             pj = by_name.get(row["name"])
             if pj is None:
                 continue

@@ -38,10 +38,18 @@ class PlannedJob:
 
     index: int
     name: str
-    params: dict[str, Any]
+    # Its parameters' names (one tuple shared by the jobs that have the same) and values:
+    # a dict each would cost a sweep of 100,000 jobs some 15 MB more of the head's memory.
+    keys: tuple[str, ...]
+    values: tuple[Any, ...]
     files: tuple[tuple[str, str], ...]  # (local path, name inside input/)
     definition: str  # hash of everything that defines the job's result
     priority: float = 0.0  # higher starts first (run.priority); not part of the definition
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Its parameters, in the sweep's order (a new dict at each call)."""
+        return dict(zip(self.keys, self.values, strict=True))
 
 
 def _key(path: tuple) -> str:
@@ -315,8 +323,14 @@ def combinations(sweep: Sweep) -> list[dict[str, Any]]:
     return out
 
 
-def _priority(sweep: Sweep, name: str, params: dict[str, Any], where: tuple,
-              origin: str) -> float:
+def _origin(where: tuple, params: dict[str, Any]) -> str:
+    """Where a job comes from, as messages say it: ``jobs[3]``, or ``params a=1 b=x``."""
+    if where[:1] == ("jobs",):
+        return _key(where[:2])
+    return "params " + " ".join(f"{k}={value_text(v)}" for k, v in params.items())
+
+
+def _priority(sweep: Sweep, name: str, params: dict[str, Any], where: tuple) -> float:
     """A job's priority: its own (jobs:), else run.priority, a number or a template."""
     if where[:1] == ("jobs",) and sweep.jobs[where[1]].priority is not None:
         return float(sweep.jobs[where[1]].priority)
@@ -328,7 +342,8 @@ def _priority(sweep: Sweep, name: str, params: dict[str, Any], where: tuple,
     missing = [f for f in fields_of(prio, ("run", "priority")) if f not in params]
     if missing:
         raise PlanError(("run", "priority"),
-                        f"run.priority uses {{{missing[0]}}}, which job {name!r} ({origin}) "
+                        f"run.priority uses {{{missing[0]}}}, which job {name!r} "
+                        f"({_origin(where, params)}) "
                         f"does not set: give it a value, or use another parameter")
     text = render(prio, params, quote=False)
     try:
@@ -337,8 +352,9 @@ def _priority(sweep: Sweep, name: str, params: dict[str, Any], where: tuple,
         value = float("nan")
     if value != value or abs(value) == float("inf"):
         raise PlanError(("run", "priority"),
-                        f"run.priority gives {text!r} for job {name!r} ({origin}), which is not "
-                        "a number: use parameters whose values are numbers")
+                        f"run.priority gives {text!r} for job {name!r} "
+                        f"({_origin(where, params)}), which is not a number: use parameters "
+                        "whose values are numbers")
     return value
 
 
@@ -405,13 +421,14 @@ def _expand(sweep: Sweep) -> list[PlannedJob]:
     }
     common_digest = files_digest(common) if common is not None else ""
     jobs: list[PlannedJob] = []
-    seen: dict[str, str] = {}
+    # each name's job, for the message should another take the name: where it is written
+    # (jobs:), or its index in ``jobs`` (params:)
+    seen: dict[str, tuple | int] = {}
+    keysets: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def add(name: str, params: dict[str, Any], extra: list[tuple[str, str]], where: tuple,
             extra_where: tuple | None = None) -> None:
         explicit = where[:1] == ("jobs",)
-        origin = _key(where[:2]) if explicit else \
-            "params " + " ".join(f"{k}={value_text(v)}" for k, v in params.items())
         if name in seen:
             if explicit:
                 fix = "rename one of them"
@@ -424,13 +441,18 @@ def _expand(sweep: Sweep) -> list[PlannedJob]:
             else:
                 fix = "set job_name to tell them apart"
             at = ("job_name",) if (not explicit and sweep.job_name is not None) else where
-            raise PlanError(at, f"{_key(at)}: job name {name!r} is used twice ({seen[name]} "
-                                f"and {origin}): job names must be unique: {fix}")
-        seen[name] = origin
+            first = seen[name]
+            was = _key(first[:2]) if isinstance(first, tuple) else \
+                _origin(("params",), jobs[first].params)
+            raise PlanError(at, f"{_key(at)}: job name {name!r} is used twice ({was} "
+                                f"and {_origin(where, params)}): job names must be unique: "
+                                f"{fix}")
+        seen[name] = where if explicit else len(jobs)
         if len(name.encode()) > MAX_NAME:
             at = ("job_name",) if (not explicit and sweep.job_name is not None) else \
                 where if explicit else ("params",)
-            raise PlanError(at, f"{_key(at)}: job name {name[:40]!r}... ({origin[:60]}) is "
+            raise PlanError(at, f"{_key(at)}: job name {name[:40]!r}... "
+                                f"({_origin(where, params)[:60]}) is "
                                 f"{len(name.encode())} bytes long: at most {MAX_NAME} (it names "
                                 "directories on the hosts and in the results): set a shorter "
                                 "job_name from parameters with short values (e.g. an index "
@@ -445,8 +467,8 @@ def _expand(sweep: Sweep) -> list[PlannedJob]:
                                     f"{missing[0]}: <value> to its params")
             raise PlanError(("run", "command"),
                             f"run.command uses {{{missing[0]}}}, which only some explicit jobs "
-                            f"set, so job {name!r} ({origin}) has no value for it: add "
-                            f"{missing[0]} to params, or remove it from run.command")
+                            f"set, so job {name!r} ({_origin(where, params)}) has no value for "
+                            f"it: add {missing[0]} to params, or remove it from run.command")
         run_files = common if common is not None else _resolve_files(
             sweep, sweep.run.files, params, ("run", "files"))
         for group, at in ((run_files, ("run", "files")), (extra, extra_where or where)):
@@ -467,8 +489,10 @@ def _expand(sweep: Sweep) -> list[PlannedJob]:
         h.update((common_digest if common is not None else files_digest(list(run_files))).encode())
         if extra:
             h.update(files_digest(list(extra)).encode())
-        jobs.append(PlannedJob(len(jobs), name, dict(params), files, h.hexdigest()[:16],
-                               _priority(sweep, name, params, where, origin)))
+        keys = tuple(params)
+        jobs.append(PlannedJob(len(jobs), name, keysets.setdefault(keys, keys),
+                               tuple(params.values()), files, h.hexdigest()[:16],
+                               _priority(sweep, name, params, where)))
 
     if sweep.params:
         used = [False] * len(sweep.exclude)
