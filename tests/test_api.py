@@ -27,6 +27,7 @@ def test_programmatic_sweep_runs(tmp_path: Path, monkeypatch) -> None:
     assert all(j.status == "COMPLETED" and j.host == "here" for j in result.jobs)
     ys = {j.name: int((j.results_dir / "y.txt").read_text()) for j in result.jobs}
     assert ys == {"x-0": 0, "x-1": 7, "x-2": 14, "x-3": 21, "x-4": 28, "extra": 70}
+    assert [j.params for j in result.jobs] == [{"x": i} for i in (0, 1, 2, 3, 4, 10)]
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert db.execute("select count(*) from jobs where state='COMPLETED'").fetchone()[0] == 6
 
