@@ -664,9 +664,11 @@ def _status_all(state: Any, args: argparse.Namespace) -> int:
     out = []
     for r in state.sweeps():
         c = state.counts(r["id"])
+        on_hosts = state.queued_on_hosts(r["id"]) if c.get("STARTING") else 0
         out.append({"sweep": f"{r['namespace']}/{r['name']}", "jobs": sum(c.values()),
                     "completed": c.get("COMPLETED", 0),
-                    "running": c.get("RUNNING", 0) + c.get("STARTING", 0),
+                    "running": c.get("RUNNING", 0) + c.get("STARTING", 0) - on_hosts,
+                    "queued_on_hosts": on_hosts,
                     "pending": c.get("PENDING", 0),
                     "failed": c.get("FAILED", 0) + c.get("TIMEOUT", 0),
                     "cancelled": c.get("CANCELLED", 0), "updated": _fmt_time(r["updated"]),
@@ -726,6 +728,10 @@ def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
         + (", params" if args.json else "") + " FROM jobs WHERE sweep_id=? ORDER BY seq",
         (row["id"],)).fetchall()
     used = {r[2] for r in rows if r[2]}
+    from .state import QUEUED_ON
+
+    # (of the STARTING ones, those queued on a host behind the job before them in its slot)
+    on_hosts = sum(1 for r in rows if r[1] == "STARTING" and (r[7] or "").startswith(QUEUED_ON))
     if wanted is not None:
         rows = [r for r in rows if r[1] in wanted]
     if hosts is not None:
@@ -750,7 +756,8 @@ def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
                          "seconds": None if secs is None else round(secs, 1),
                          "reason": r[7], "params": json.loads(r[8])})
         print(json.dumps({"sweep": f"{row['namespace']}/{row['name']}",
-                          "results": row["results_dir"], "counts": counts, "jobs": jobs,
+                          "results": row["results_dir"], "counts": counts,
+                          "queued_on_hosts": on_hosts, "jobs": jobs,
                           "paused_hosts": paused}, indent=2))
         return EXIT_OK
     rows.sort(key=lambda r: _STATE_ORDER.get(r[1], 5))  # stable: job order within a state
@@ -763,7 +770,8 @@ def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
     total = sum(counts.values())
     shown = f"; {len(rows)} shown" if len(rows) != total else ""
     print(textwrap.fill(f"{row['namespace']}/{row['name']}: {total} jobs: "
-                        f"{summary_counts(counts)}{shown}", width, subsequent_indent="  "))
+                        f"{summary_counts(counts, on_hosts)}{shown}", width,
+                        subsequent_indent="  "))
     _print_jobs(rows, seconds, width)
     if paused:
         from .durations import format_until

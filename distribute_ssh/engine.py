@@ -505,6 +505,8 @@ class Head:
         self.wakeup.set()
 
     def _set(self, job: JobRt, kind: str, db: Any = None, **fields: Any) -> None:
+        if fields.get("state") == st.RUNNING:
+            fields.setdefault("reason", None)  # a running job waits for nothing
         if "state" in fields or "host" in fields:
             self._move(job, fields.get("state"), fields.get("host"))
         for k, v in fields.items():
@@ -1688,13 +1690,18 @@ rm -rf "$b" && mkdir "$b" && claim
                 attempt = member.attempts + 1
                 chains[-1].append(len(starts))
                 starts.append((member, cpus, gpus, attempt, self._job_dir(h, member, attempt)))
+        # A chain's later jobs wait on the host behind the one before them: `dssh status`
+        # shows them as queued there, with that job's name.
+        after = {i: starts[members[k - 1]][0].planned.name
+                 for members in chains for k, i in enumerate(members) if k}
         with self.state.tx() as db:
-            for job, cpus, gpus, attempt, jdir in starts:
+            for i, (job, cpus, gpus, attempt, jdir) in enumerate(starts):
                 # From now on its end may be heard, even before the answer to its start.
                 job.dispatched, job.judged = time.monotonic(), False
                 self._set(job, "starting", db=db, state=st.STARTING, attempts=attempt,
                           host=h.spec.name, remote_dir=jdir, cpus=cpus, gpus=gpus,
-                          exit_code=None, reason=None)
+                          exit_code=None, reason=f"{st.QUEUED_ON}{h.spec.name} after "
+                                                 f"{after[i]}" if i in after else None)
                 db.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, host, "
                            "remote_dir, state, started) VALUES (?,?,?,?,?,?)",
                            (job.id, attempt, h.spec.name, jdir, st.STARTING, now))

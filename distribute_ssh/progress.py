@@ -129,17 +129,21 @@ class LiveReporter(Reporter):
         fill = int(barw * finished / total)
         el = int(time.monotonic() - self._t0)
         moved = sum(h.meter.total for h in head.hosts.values())
+        running: dict[str, list[str]] = {}
+        on_hosts = 0
+        for j in head.jobs.values():
+            if j.state in ("RUNNING", "STARTING", "SUSPENDED") and j.host:
+                if j.queued:  # queued on the host behind another of its slot's chain
+                    on_hosts += j.state == "STARTING"
+                else:
+                    running.setdefault(j.host, []).append(j.planned.name)
         lines = [f"[{'#' * fill}{'-' * (barw - fill)}] {finished}/{total}  "
-                 f"{summary_counts(counts)}  {el // 60}:{el % 60:02d}"
+                 f"{summary_counts(counts, on_hosts)}  {el // 60}:{el % 60:02d}"
                  + _eta(head, finished, total, time.time())
                  + (f"  moved {_bytes(moved)}" if moved else "")]
         stalled = _stalled(head, counts)
         if stalled:
             lines.append(f"  waiting: {stalled}"[: width - 1])
-        running: dict[str, list[str]] = {}
-        for j in head.jobs.values():
-            if j.state in ("RUNNING", "STARTING", "SUSPENDED") and j.host:
-                running.setdefault(j.host, []).append(j.planned.name)
         for name, h in head.hosts.items():
             jobs = running.get(name, [])
             cap = h.slots.slots if h.slots and h.slots.slots else None

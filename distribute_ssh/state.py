@@ -40,13 +40,23 @@ STOPPED = "STOPPED"
 ACTIVE_STATES = (STARTING, RUNNING, SUSPENDED)
 
 
-def summary_counts(counts: dict[str, int]) -> str:
+# The note (jobs.reason) of a job handed to a host's slot in a chain (SPEC §5), STARTING
+# until the job before it in its slot ends: "queued on HOST after JOB".
+QUEUED_ON = "queued on "
+
+
+def summary_counts(counts: dict[str, int], on_hosts: int = 0) -> str:
+    """``done N  running N  queued N  failed N`` (and suspended, cancelled when there are
+    some). ``on_hosts``: of the STARTING jobs, those queued on a host behind another job
+    of their slot's chain: shown as queued there, not as running."""
     done = counts.get("COMPLETED", 0)
-    running = counts.get("RUNNING", 0) + counts.get("STARTING", 0)
+    running = counts.get("RUNNING", 0) + counts.get("STARTING", 0) - on_hosts
     suspended = counts.get("SUSPENDED", 0)
     queued = counts.get("PENDING", 0)
     failed = counts.get("FAILED", 0) + counts.get("TIMEOUT", 0)
     parts = [f"done {done}", f"running {running}", f"queued {queued}", f"failed {failed}"]
+    if on_hosts:
+        parts.insert(2, f"queued on hosts {on_hosts}")
     if suspended:
         parts.insert(2, f"suspended {suspended}")
     if counts.get("CANCELLED"):
@@ -276,6 +286,12 @@ class State:
         return {r[0]: r[1] for r in self.db.execute(
             "SELECT state, COUNT(*) FROM jobs WHERE sweep_id=? GROUP BY state", (sweep_id,))}
 
+    def queued_on_hosts(self, sweep_id: int) -> int:
+        """STARTING jobs queued on a host behind another of their slot's chain."""
+        return self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE sweep_id=? AND state=? AND reason LIKE ?",
+            (sweep_id, STARTING, QUEUED_ON + "%")).fetchone()[0]
+
     def event(self, db: sqlite3.Connection, sweep_id: int, job_id: int | None, kind: str,
               host: str | None = None, detail: Any = None) -> None:
         db.execute("INSERT INTO events (sweep_id, job_id, time, kind, host, detail) "
@@ -313,7 +329,7 @@ class State:
         db.execute("DELETE FROM attempts WHERE job_id=? AND attempt=?", (job_id, attempt))
         db.execute("DELETE FROM events WHERE id=(SELECT MAX(id) FROM events WHERE "
                    "job_id=? AND kind='starting')", (job_id,))
-        db.execute("UPDATE jobs SET state='PENDING', attempts=? WHERE id=?",
+        db.execute("UPDATE jobs SET state='PENDING', attempts=?, reason=NULL WHERE id=?",
                    (attempt - 1, job_id))
 
     def set_attempt(self, job_id: int, attempt: int, state: str, reason: str | None = None

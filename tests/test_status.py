@@ -95,3 +95,33 @@ def test_status_filters_by_state_and_host(big: Path) -> None:
     bad = _status(big, "huge", "--state", db, "--state", "faild")
     assert bad.returncode == 2
     assert "--state faild: neither a job state (running, suspended, failed" in bad.stderr
+
+
+def test_jobs_queued_on_a_host_in_a_chain_are_not_counted_as_running(tmp_path: Path) -> None:
+    """A chain (SPEC §5) hands a slot a few jobs; all but the first wait on the host, recorded
+    as STARTING with the note "queued on HOST after JOB". Status counts them as queued on
+    hosts, not as running, and says behind which job each waits."""
+    st = State(tmp_path / "state.db")
+    sid = st.upsert_sweep("default", "chained", str(tmp_path / "s.yaml"), str(tmp_path / "r"))
+    rows = [("j0", "RUNNING", None), ("j1", "STARTING", "queued on lab1 after j0"),
+            ("j2", "STARTING", "queued on lab1 after j1"), ("j3", "STARTING", None),
+            ("j4", "PENDING", None), ("j5", "COMPLETED", None)]
+    with st.tx() as db:
+        db.executemany("INSERT INTO jobs (sweep_id, seq, name, params, definition, state, "
+                       "attempts, host, reason) VALUES (?,?,?,?,?,?,?,?,?)",
+                       [(sid, i, n, "{}", "d", s, 0 if s == "PENDING" else 1,
+                         None if s == "PENDING" else "lab1", why)
+                        for i, (n, s, why) in enumerate(rows)])
+    st.close()
+    r = _status(tmp_path, "chained", "--state", str(tmp_path / "state.db"))
+    assert r.returncode == 0, r.stderr
+    head = " ".join(r.stdout.split("\njob ")[0].split())  # (wrapped at 80 columns)
+    assert head == "default/chained: 6 jobs: done 1 running 2 queued on hosts 2 queued 1 " \
+        "failed 0", head
+    line = next(x for x in r.stdout.splitlines() if x.startswith("j2 "))
+    assert "STARTING" in line and line.endswith("queued on lab1 after j1"), line
+    r = _status(tmp_path, "chained", "--state", str(tmp_path / "state.db"), "--json")
+    assert json.loads(r.stdout)["queued_on_hosts"] == 2
+    r = _status(tmp_path, "--state", str(tmp_path / "state.db"), "--json")
+    (one,) = json.loads(r.stdout)
+    assert (one["running"], one["queued_on_hosts"], one["pending"]) == (2, 2, 1), one
