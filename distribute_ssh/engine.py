@@ -384,51 +384,61 @@ class Head:
         self.lock.acquire()
         self.sweep_id = self.state.upsert_sweep(self.sweep.namespace, self.sweep.name,
                                                 self.sweep_file or "", str(self.results_dir))
-        # (only the columns looked at: with a sweep of 100,000 jobs whole rows cost the
-        # head's peak memory tens of MB)
-        existing = {r["name"]: r for r in self.state.each_job(
-            self.sweep_id, "id, name, state, definition")}
-        wanted = {j.name for j in self.planned}
+        by_name = {j.name: j for j in self.planned}
+        # What the state holds of each job, in a few words: with a sweep of 100,000 jobs,
+        # whole rows held at once cost the head's peak memory tens of MB. (id, state,
+        # definition unchanged, place in the sweep)
+        existing: dict[str, tuple[int, str, bool, int]] = {}
+        words = self._words
+        for r in self.state.each_job(self.sweep_id, "id, name, state, definition, seq"):
+            pj = by_name.get(r[1])
+            existing[r[1]] = (r[0], words.setdefault(r[2], r[2]),
+                              pj is not None and r[3] == pj.definition, r[4])
         with self.state.tx() as db:
-            for name, row in existing.items():
-                if name not in wanted and row["state"] not in st.ACTIVE_STATES:
-                    db.execute("DELETE FROM jobs WHERE id=?", (row["id"],))
+            for name, (jid, state, _, _) in existing.items():
+                if name not in by_name and state not in st.ACTIVE_STATES:
+                    db.execute("DELETE FROM jobs WHERE id=?", (jid,))
                     self.state.event(db, self.sweep_id, None, "removed", None, {"job": name})
             for pj in self.planned:
                 row = existing.get(pj.name)
-                params = json.dumps(pj.params)
                 if row is None:
                     cur = db.execute(
                         "INSERT INTO jobs (sweep_id, seq, name, params, definition, state) "
-                        "VALUES (?,?,?,?,?,?)",
-                        (self.sweep_id, pj.index, pj.name, params, pj.definition, st.PENDING))
+                        "VALUES (?,?,?,?,?,?)", (self.sweep_id, pj.index, pj.name,
+                                                 json.dumps(pj.params), pj.definition,
+                                                 st.PENDING))
                     self.state.event(db, self.sweep_id, cur.lastrowid, "queued")
-                elif row["definition"] != pj.definition and row["state"] in st.FINISHED_STATES:
+                    continue
+                jid, state, same, seq = row
+                if not same and state in st.FINISHED_STATES:
                     db.execute("UPDATE jobs SET definition=?, params=?, seq=?, state=?, "
                                "exit_code=NULL, reason=NULL WHERE id=?",
-                               (pj.definition, params, pj.index, st.PENDING, row["id"]))
-                    self.state.event(db, self.sweep_id, row["id"], "requeued",
+                               (pj.definition, json.dumps(pj.params), pj.index, st.PENDING,
+                                jid))
+                    self.state.event(db, self.sweep_id, jid, "requeued",
                                      detail={"why": "definition changed"})
                     self.reporter.event("warning", f"{pj.name}: its definition changed since it "
                                                    "ran; running it again")
-                elif self.options.rerun_failed and row["state"] in (st.FAILED, st.TIMEOUT,
-                                                                    st.CANCELLED):
+                elif self.options.rerun_failed and state in (st.FAILED, st.TIMEOUT,
+                                                             st.CANCELLED):
                     # A fresh set of retries; attempt numbers go on, so dirs never clash.
                     db.execute("UPDATE jobs SET seq=?, state=?, retry_base=attempts, "
-                               "reason=NULL WHERE id=?", (pj.index, st.PENDING, row["id"]))
-                    self.state.event(db, self.sweep_id, row["id"], "requeued",
+                               "reason=NULL WHERE id=?", (pj.index, st.PENDING, jid))
+                    self.state.event(db, self.sweep_id, jid, "requeued",
                                      detail={"why": "--rerun-failed"})
-                else:
-                    db.execute("UPDATE jobs SET seq=? WHERE id=?", (pj.index, row["id"]))
-        by_name = {j.name: j for j in self.planned}
+                elif seq != pj.index:  # (the sweep file's order changed)
+                    db.execute("UPDATE jobs SET seq=? WHERE id=?", (pj.index, jid))
+        del existing
         for row in self.state.each_job(self.sweep_id, "id, name, state, attempts, host, "
                                        "remote_dir, cpus, gpus, retry_base"):
             pj = by_name.get(row["name"])
             if pj is None:
                 continue
+            state, host = row["state"], row["host"]  # (one copy of each word, not one a job)
             self.jobs[row["id"]] = JobRt(
-                row["id"], pj, row["state"], row["attempts"], row["host"], row["remote_dir"],
-                row["cpus"] or 0, tuple(json.loads(row["gpus"] or "[]")),
+                row["id"], pj, words.setdefault(state, state), row["attempts"],
+                host and words.setdefault(host, host), row["remote_dir"], row["cpus"] or 0,
+                tuple(json.loads(row["gpus"])) if row["gpus"] else (),
                 retry_base=row["retry_base"])
         self.by_name = {j.planned.name: j for j in self.jobs.values()}
         # The queue's order: higher priority first (run.priority), then the sweep's order.
