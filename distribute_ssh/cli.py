@@ -574,9 +574,7 @@ def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
     names = [h.name for h in capable]
     bid = build_id(sweep)
     plan = {
-        "sweep": sweep.key, "jobs": [
-            {"name": j.name, "params": j.params, "files": [t for _, t in j.files],
-             "hosts": names} for j in jobs],
+        "sweep": sweep.key, "jobs": [],  # (each job's entry only for --json: see below)
         "hosts": {h.name: {"connection": h.connection, "cpus": h.cpus, "slots": h.slots,
                            "gpus": list(h.gpus), "build": bid} for h in capable},
         "excluded_hosts": sorted(set(inventory.hosts) - set(names)),
@@ -584,6 +582,8 @@ def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
         "outside_inputs": outside_inputs(sweep, jobs),
     }
     if args.json:
+        plan["jobs"] = [{"name": j.name, "params": j.params, "files": [t for _, t in j.files],
+                         "hosts": names} for j in jobs]
         print(json.dumps(plan, indent=2))
         return EXIT_OK
     from tabulate import tabulate
