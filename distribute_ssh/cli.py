@@ -728,10 +728,7 @@ def _status_one(state: Any, row: Any, args: argparse.Namespace) -> int:
         + (", params" if args.json else "") + " FROM jobs WHERE sweep_id=? ORDER BY seq",
         (row["id"],)).fetchall()
     used = {r[2] for r in rows if r[2]}
-    from .state import QUEUED_ON
-
-    # (of the STARTING ones, those queued on a host behind the job before them in its slot)
-    on_hosts = sum(1 for r in rows if r[1] == "STARTING" and (r[7] or "").startswith(QUEUED_ON))
+    on_hosts = state.queued_on_hosts(row["id"]) if counts.get("STARTING") else 0
     if wanted is not None:
         rows = [r for r in rows if r[1] in wanted]
     if hosts is not None:

@@ -442,7 +442,7 @@ def _expand(sweep: Sweep) -> list[PlannedJob]:
                 fix = "set job_name to tell them apart"
             at = ("job_name",) if (not explicit and sweep.job_name is not None) else where
             first = seen[name]
-            was = _key(first[:2]) if isinstance(first, tuple) else \
+            was = _origin(first, {}) if isinstance(first, tuple) else \
                 _origin(("params",), jobs[first].params)
             raise PlanError(at, f"{_key(at)}: job name {name!r} is used twice ({was} "
                                 f"and {_origin(where, params)}): job names must be unique: "

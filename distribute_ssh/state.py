@@ -202,9 +202,7 @@ class State:
 
     def _migrate(self) -> None:
         with self.tx():
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    self.db.execute(stmt)
+            self._execute_all(_SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             version = int(row[0]) if row else SCHEMA_VERSION
             if version > SCHEMA_VERSION:
@@ -221,11 +219,16 @@ class State:
                 self.db.execute("ALTER TABLE attempts ADD COLUMN retired INTEGER NOT NULL "
                                 "DEFAULT 0")
                 self.db.execute("UPDATE attempts SET retired=1")
-            for stmt in _INDEXES.split(";"):
-                if stmt.strip():
-                    self.db.execute(stmt)
+            self._execute_all(_INDEXES)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
                             (str(SCHEMA_VERSION),))
+
+    def _execute_all(self, script: str) -> None:
+        """Each statement of ``script`` in the open transaction (executescript would
+        commit it)."""
+        for stmt in script.split(";"):
+            if stmt.strip():
+                self.db.execute(stmt)
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
