@@ -2152,67 +2152,75 @@ done
                 d.mkdir()
 
         try:
-            need = sum(e.size for e in want)
-            await asyncio.to_thread(fresh)
-            free = shutil.disk_usage(staging).free
-            if need + (1 << 20) > free:
-                raise OSError(errno.ENOSPC, f"No space left: the outputs need {need >> 20} "
-                                            f"MiB and {free >> 20} MiB are free")
-            got = await fetch_small(conn, root, want, staging, meter=h.meter, dest=dest)
-        except OSError:
-            return slow + [p[0] for p in plans]  # one at a time: each says what went wrong
-        if got.notes:  # names the head cannot store: those jobs go one at a time
-            bad = {"/".join(n.split("/", 2)[:2]) for n in got.notes if n.count("/") >= 2}
-            slow += [p[0] for p in plans if p[1] in bad or not bad]
-            plans = [p for p in plans if bad and p[1] not in bad]
-        # Another head driving this sweep may have taken the results meanwhile (see
-        # _collect_inner): a mark now means our copy may lack files, and is dropped.
-        mark = await conn.run(
-            f"cd {q(root)} || exit 3\n"
-            f"for r in {' '.join(q(p[1]) for p in plans) or '/'}; do\n"
-            '  if [ -f "$r/.dssh/collected" ]; then echo "$(head -n 1 "$r/.dssh/collected")"\n'
-            "  else echo -; fi\ndone\n", timeout=60)
-        marks = mark.text.splitlines()
-        if len(marks) != len(plans):
-            raise HostError(h.spec.name, f"{root}: an unexpected answer: {marks[-1:]}")
-        done = []
-        stores = []
-        for p, who in zip(plans, marks, strict=True):
-            job, r, exit_code, flag, cancelled, (started, finished), files, _ = p
-            if who != "-":
-                job.busy = False
-                self._taken_elsewhere(h, job, who)
-                continue
-            timed_out, vanished = flag == "1", flag == "v"
-            status = (st.CANCELLED if cancelled else st.TIMEOUT if timed_out
-                      else st.COMPLETED if exit_code == 0 else st.FAILED)
-            retry = (status in (st.FAILED, st.TIMEOUT)
-                     and job.attempts - job.retry_base <= self.sweep.run.retries)
-            info = self._job_info(h, job, status, exit_code, timed_out, started, finished,
-                                  job.remote_dir or "", files, [], [])
-            stores.append((job, dirs[r], info))
-            done.append((job, status, exit_code, timed_out, vanished, started, finished,
-                         retry))
-        try:
-            await asyncio.to_thread(self._store_batch, stores)
-        except OSError:
-            # The head's disk: one at a time, each job then says so and is tried again.
-            return slow + [d[0] for d in done]
-        with contextlib.suppress(OSError):
-            staging.rmdir()  # .incoming/, once nothing else is being collected
-        with self.state.tx() as db:
-            for job, status, exit_code, timed_out, vanished, started, finished, retry in done:
-                self._collected(h, job, db, status, exit_code, timed_out, vanished, started,
-                                finished, [], retry)
-        for job, status, exit_code, _, _, started, finished, retry in done:
-            self._after_collected(h, job, status, exit_code, retry, started, finished)
-        if done:
-            cleanup = asyncio.ensure_future(self._retire_batch(h, root, [
-                (d[0].id, d[0].attempts, rel[d[0].id]) for d in done]))
+            try:
+                need = sum(e.size for e in want)
+                await asyncio.to_thread(fresh)
+                free = shutil.disk_usage(staging).free
+                if need + (1 << 20) > free:
+                    raise OSError(errno.ENOSPC, f"No space left: the outputs need {need >> 20} "
+                                                f"MiB and {free >> 20} MiB are free")
+                got = await fetch_small(conn, root, want, staging, meter=h.meter, dest=dest)
+            except OSError:
+                return slow + [p[0] for p in plans]  # one at a time: each says what went wrong
+            if got.notes:  # names the head cannot store: those jobs go one at a time
+                bad = {"/".join(n.split("/", 2)[:2]) for n in got.notes if n.count("/") >= 2}
+                slow += [p[0] for p in plans if p[1] in bad or not bad]
+                plans = [p for p in plans if bad and p[1] not in bad]
+            # Another head driving this sweep may have taken the results meanwhile (see
+            # _collect_inner): a mark now means our copy may lack files, and is dropped.
+            mark = await conn.run(
+                f"cd {q(root)} || exit 3\n"
+                f"for r in {' '.join(q(p[1]) for p in plans) or '/'}; do\n"
+                '  if [ -f "$r/.dssh/collected" ]; then echo "$(head -n 1 "$r/.dssh/collected")"\n'
+                "  else echo -; fi\ndone\n", timeout=60)
+            marks = mark.text.splitlines()
+            if len(marks) != len(plans):
+                raise HostError(h.spec.name, f"{root}: an unexpected answer: {marks[-1:]}")
+            done = []
+            stores = []
+            for p, who in zip(plans, marks, strict=True):
+                job, r, exit_code, flag, cancelled, (started, finished), files, _ = p
+                if who != "-":
+                    job.busy = False
+                    self._taken_elsewhere(h, job, who)
+                    continue
+                timed_out, vanished = flag == "1", flag == "v"
+                status = (st.CANCELLED if cancelled else st.TIMEOUT if timed_out
+                          else st.COMPLETED if exit_code == 0 else st.FAILED)
+                retry = (status in (st.FAILED, st.TIMEOUT)
+                         and job.attempts - job.retry_base <= self.sweep.run.retries)
+                info = self._job_info(h, job, status, exit_code, timed_out, started, finished,
+                                      job.remote_dir or "", files, [], [])
+                stores.append((job, dirs[r], info))
+                done.append((job, status, exit_code, timed_out, vanished, started, finished,
+                             retry))
+            try:
+                await asyncio.to_thread(self._store_batch, stores)
+            except OSError:
+                # The head's disk: one at a time, each job then says so and is tried again.
+                return slow + [d[0] for d in done]
+            with self.state.tx() as db:
+                for job, status, exit_code, timed_out, vanished, started, finished, retry in done:
+                    self._collected(h, job, db, status, exit_code, timed_out, vanished, started,
+                                    finished, [], retry)
+            for job, status, exit_code, _, _, started, finished, retry in done:
+                self._after_collected(h, job, status, exit_code, retry, started, finished)
+            if done:
+                cleanup = asyncio.ensure_future(self._retire_batch(h, root, [
+                    (d[0].id, d[0].attempts, rel[d[0].id]) for d in done]))
 
-            self.cleanups.add(cleanup)
-            cleanup.add_done_callback(self.cleanups.discard)
-        return slow
+                self.cleanups.add(cleanup)
+                cleanup.add_done_callback(self.cleanups.discard)
+            return slow
+        finally:
+            # What this batch staged and did not put in place (handed to the one-at-a-time
+            # path, taken by another head, a lost host, a full disk, a run ending) goes:
+            # nothing half-written stays in .incoming/.
+            for d in dirs.values():
+                if d.exists():
+                    shutil.rmtree(d, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                staging.rmdir()  # .incoming/, once nothing else is being collected
 
     def _store_batch(self, stores: list[tuple[JobRt, Path, dict[str, Any]]]) -> None:
         """Lay out each job of a batch as its results dir (outputs, stdout.txt, stderr.txt,
@@ -2342,54 +2350,60 @@ set --
             files = [e for e in files if e not in clash]
         staging = self.results_dir / ".incoming" / f"{job.planned.name}.{job.attempts}"
         try:
-            got = await self._fetch(h, conn, jdir, files, staging)
-        except OSError as e:
-            shutil.rmtree(staging, ignore_errors=True)  # give back what space it took
-            raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
-        if got.notes:  # names the head cannot store: they stay on the host
-            notes += got.notes
-            left += [e for e in files if e.path not in got.got]
-            files = [e for e in files if e.path in got.got]
-        # Another head driving this sweep may have taken the results meanwhile: it marks
-        # the dir before it empties it, so no mark now means nothing was taken away while
-        # we copied; a mark means our copy may lack files, and is dropped. Outputs left
-        # for `dssh pull` are marked to stay, with the list of those that went home.
-        retry = (status in (st.FAILED, st.TIMEOUT)
-                 and job.attempts - job.retry_base <= self.sweep.run.retries)
-        keep = ""
-        if left and not retry:  # a retried attempt's files are superseded by the next
-            keep = (f"printf '%s\\n' {q(self.head_id)} > \"$c/kept\"\n"
-                    f"{name_list(e.path for e in files)} > \"$c/taken\"\n")
-        mark = await conn.run(f"c={q(ctl)}\n"
-                              '[ -f "$c/collected" ] && { head -n 1 "$c/collected"; exit 0; }\n'
-                              + keep + "exit 0\n", timeout=30)
-        if mark.text.strip():
-            shutil.rmtree(staging, ignore_errors=True)
-            job.busy = False
-            self._taken_elsewhere(h, job, mark.text.strip())
-            return
-        if migrated:
-            await self._migrated(h, job, staging, exit_code, started, finished, files, notes)
-            return
-        info = self._job_info(h, job, status, exit_code, timed_out, started, finished, jdir,
-                              files, notes, [] if retry else left)
-        if self.options.verify:
-            info["sha256"] = got.digests
-        try:
-            await asyncio.to_thread(self._store_result, job, staging, info)
-        except OSError as e:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
-        with contextlib.suppress(OSError):
-            staging.parent.rmdir()  # .incoming/, once nothing else is being collected
-        with self.state.tx() as db:
-            self._collected(h, job, db, status, exit_code, timed_out, vanished, started,
-                            finished, notes, retry)
-        self._after_collected(h, job, status, exit_code, retry, started, finished)
-        # Remove the job's dir from the host; the run waits for this before it returns.
-        cleanup = asyncio.ensure_future(self._remove_remote(conn, jdir, job.id, job.attempts))
-        self.cleanups.add(cleanup)
-        cleanup.add_done_callback(self.cleanups.discard)
+            try:
+                got = await self._fetch(h, conn, jdir, files, staging)
+            except OSError as e:
+                shutil.rmtree(staging, ignore_errors=True)  # give back what space it took
+                raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
+            if got.notes:  # names the head cannot store: they stay on the host
+                notes += got.notes
+                left += [e for e in files if e.path not in got.got]
+                files = [e for e in files if e.path in got.got]
+            # Another head driving this sweep may have taken the results meanwhile: it marks
+            # the dir before it empties it, so no mark now means nothing was taken away while
+            # we copied; a mark means our copy may lack files, and is dropped. Outputs left
+            # for `dssh pull` are marked to stay, with the list of those that went home.
+            retry = (status in (st.FAILED, st.TIMEOUT)
+                     and job.attempts - job.retry_base <= self.sweep.run.retries)
+            keep = ""
+            if left and not retry:  # a retried attempt's files are superseded by the next
+                keep = (f"printf '%s\\n' {q(self.head_id)} > \"$c/kept\"\n"
+                        f"{name_list(e.path for e in files)} > \"$c/taken\"\n")
+            mark = await conn.run(f"c={q(ctl)}\n"
+                                  '[ -f "$c/collected" ] && { head -n 1 "$c/collected"; exit 0; }\n'
+                                  + keep + "exit 0\n", timeout=30)
+            if mark.text.strip():
+                shutil.rmtree(staging, ignore_errors=True)
+                job.busy = False
+                self._taken_elsewhere(h, job, mark.text.strip())
+                return
+            if migrated:
+                await self._migrated(h, job, staging, exit_code, started, finished, files, notes)
+                return
+            info = self._job_info(h, job, status, exit_code, timed_out, started, finished, jdir,
+                                  files, notes, [] if retry else left)
+            if self.options.verify:
+                info["sha256"] = got.digests
+            try:
+                await asyncio.to_thread(self._store_result, job, staging, info)
+            except OSError as e:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise ResultsDirError(f"{self.results_dir}: {e.strerror or e}") from e
+            with contextlib.suppress(OSError):
+                staging.parent.rmdir()  # .incoming/, once nothing else is being collected
+            with self.state.tx() as db:
+                self._collected(h, job, db, status, exit_code, timed_out, vanished, started,
+                                finished, notes, retry)
+            self._after_collected(h, job, status, exit_code, retry, started, finished)
+            # Remove the job's dir from the host; the run waits for this before it returns.
+            cleanup = asyncio.ensure_future(self._remove_remote(conn, jdir, job.id, job.attempts))
+            self.cleanups.add(cleanup)
+            cleanup.add_done_callback(self.cleanups.discard)
+        finally:
+            # (put in place, it is gone; anything else cut it short: a lost host, a
+            # cancelled run. Nothing half-written stays in .incoming/.)
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
     async def _migrated(self, h: HostRt, job: JobRt, staging: Path, exit_code: int,
                         started: float | None, finished: float | None, files: list,
