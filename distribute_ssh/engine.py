@@ -89,6 +89,9 @@ CHAIN_MAX = 32
 CHAIN_SECONDS = 1.0
 CHAIN_AFTER = 8
 COLLECT_GATHER = 0.1
+# How long a host's collection waits for the starts on their way to other hosts, at most:
+# when many slots free at once, the next jobs start first and the results follow.
+STARTS_FIRST = 0.25
 GATHER_STEP = 0.004
 # A job whose outputs and logs are no bigger than this comes home in its batch's one tar
 # archive (held in memory on its way); bigger ones travel on their own, streamed.
@@ -709,7 +712,12 @@ class Head:
             return False
         name, _, attempt = c.job.rpartition(".")
         j = self.by_name.get(name)
-        return (j is not None and j.held and j.host == h.spec.name
+        # Held or not: a look at the ledger may be older than what the head knows. A job
+        # heard ending (its room given back) may still hold its claim in that look, and a
+        # chain's wrapper that moved on names the next job of its chain before the head
+        # hears of the move. Neither is another head's room. (A job queued again, with a
+        # wrapper that may still run there, is not ours to count: its claim stays foreign.)
+        return (j is not None and j.state in st.ACTIVE_STATES and j.host == h.spec.name
                 and str(j.attempts) == attempt and j.remote_dir == c.dir)
 
     def _job_need(self, h: HostRt) -> tuple[int, int]:
@@ -2025,6 +2033,11 @@ rm -rf "$b" && mkdir "$b" && claim
             await self._gather(h, COLLECT_GATHER)
             # The host's processors go to starting jobs first, as does the connection.
             while h.to_start or h.start_inflight:
+                await asyncio.sleep(GATHER_STEP)
+            # So does the head's own processor: while other hosts' starts are on their way,
+            # a collection (its archive unpacked, its results written) waits a moment.
+            quiet = time.monotonic() + STARTS_FIRST
+            while self.starting and time.monotonic() < quiet:
                 await asyncio.sleep(GATHER_STEP)
             batch, h.to_collect = h.to_collect[:COLLECT_BATCH], h.to_collect[COLLECT_BATCH:]
             slow = batch

@@ -377,3 +377,56 @@ def test_a_blocked_host_waits_and_gpu_less_jobs_overflow_only_when_others_fill_t
     cpu.foreign_cpus, cpu.foreign_jobs = 2, 1  # another head holds half of the CPU host
     assert hosts_of(place(queue(N(cpus=2)), [cpu, gpu])) == ["cpu"]
     assert hosts_of(place(queue(N(cpus=2)), [cpu, gpu])) == ["gpu"]  # now it is full
+
+
+# -- what the head makes of its hosts' ledgers ----------------------------------------------
+def test_a_head_never_takes_its_own_claims_for_another_heads_room(tmp_path) -> None:
+    """A look at a host's ledger is older than what the head knows by the time it reads it:
+    a job heard ending (its room given back) may still hold its claim there, and a chain's
+    wrapper that moved on names its next job before the head hears of the move. Counted as
+    another head's room, each made a head alone on its hosts stand in their ledgers' queues
+    (a `ledger.sh wait` session on the host each time) while it should start jobs."""
+    import yaml
+
+    from distribute_ssh import ledger
+    from distribute_ssh.engine import Head, HostRt, RunOptions
+    from distribute_ssh.model.inventory import load_inventory
+    from distribute_ssh.model.sweep import load_sweep
+
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
+        {"name": "own", "run": {"command": "true"}, "params": {"i": [1, 2, 3, 4]}}))
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(
+        {"hosts": {"ws1": {"address": "127.0.0.1", "cpus": 4}}}))
+    head = Head(load_sweep(tmp_path / "sweep.yaml"), load_inventory(tmp_path / "inventory.yaml"),
+                RunOptions(state_path=tmp_path / "state.db", results=tmp_path / "results"))
+    head.prepare()
+    try:
+        h = HostRt(head.inventory.hosts["ws1"])
+        h.slots = HostSlots("ws1", 4)
+        a, b, c, d = sorted(head.jobs.values(), key=lambda j: j.planned.name)
+        for j, n, state in ((a, 1, "RUNNING"), (b, 1, "STARTING"), (c, 2, "RUNNING"),
+                            (d, 1, "RUNNING")):
+            j.host, j.attempts, j.remote_dir = "ws1", n, f"/w/{j.planned.name}/{n}"
+            j.state = state
+        a.held = False  # ended and heard: its room given back, its claim not yet marked
+        b.queued = True  # the next job of a chain, which its wrapper has just moved on to
+        head._hold(h, d)  # running, counted
+
+        def claim(j, attempt: int, who: str = head.head_id) -> ledger.Claim:
+            return ledger.Claim("me", 1, (), 0.0, "job", "running", head.sweep.key,
+                                f"{j.planned.name}.{attempt}", "m", who,
+                                f"/w/{j.planned.name}/{attempt}")
+
+        head._apply_ledger(h, ledger.Ledger(claims=[claim(a, 1), claim(b, 1), claim(d, 1)]))
+        assert (h.slots.foreign_jobs, h.slots.foreign_cpus) == (0, 0)
+        # Another head's claim is its room; so is one of ours for an attempt we do not
+        # have there (an earlier attempt, say, that an earlier life of this head left).
+        head._apply_ledger(h, ledger.Ledger(claims=[claim(a, 1, "other-head"), claim(c, 1),
+                                                    claim(d, 1)]))
+        assert (h.slots.foreign_jobs, h.slots.foreign_cpus) == (2, 2)
+        # A job queued again (its host was lost, say) while its wrapper may still run there.
+        a.state = "PENDING"
+        head._apply_ledger(h, ledger.Ledger(claims=[claim(a, 1), claim(d, 1)]))
+        assert h.slots.foreign_jobs == 1
+    finally:
+        head.close()
