@@ -84,7 +84,7 @@ def bench_workstations(n: int, *, prefix: str = "dssh-bench",
     """
     old = {s: signal.signal(s, _raise_interrupt)
            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    base = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    base = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=workstations_dir()[0]))
     try:
         ws = start_workstations(n, base, prefix=prefix)  # stops what it started if it fails
         try:
@@ -295,6 +295,56 @@ def _version(argv: Sequence[str], *, stderr: bool = False) -> str:
     return text.splitlines()[0] if text else f"unavailable (exit {r.returncode})"
 
 
+def _mount_of(path: str) -> tuple[str, str, str]:
+    """(mount point, filesystem type, source) of the mount that holds ``path``."""
+    best = ("/", "", "")
+    real = os.path.realpath(path)
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point = left.split()[4].replace("\\040", " ")
+            fstype, source = (right.split() + ["", ""])[:2]
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best[0]):
+                best = (point, fstype, source)
+    return best
+
+
+def _journal_less_ext4(path: str) -> bool:
+    """Is ``path`` on an ext4 filesystem mounted without a journal? There the kernel's inode
+    allocator looks past every inode deleted in the last moments (ext4 ``find_inode_bit``,
+    ``recently_deleted``) at each file it creates, so a host that creates and removes files
+    by the thousand slows down as it goes: on such a machine, perf showed half of all CPU
+    time in those two functions during a dispatch run."""
+    _, fstype, source = _mount_of(path)
+    if fstype != "ext4" or not source.startswith("/dev/"):
+        return False
+    dev = os.path.basename(os.path.realpath(source))
+    try:
+        return not any(e.startswith(dev + "-") for e in os.listdir("/proc/fs/jbd2"))
+    except FileNotFoundError:
+        return True  # no ext4 filesystem here has a journal
+    except OSError:
+        return False
+
+
+def workstations_dir() -> tuple[str | None, str]:
+    """Where the loopback workstations' homes go, and why: ``$DSSH_BENCH_WORKSTATIONS_DIR``
+    if set; else the temp dir, unless that is ext4 without a journal (see
+    :func:`_journal_less_ext4`), which no lab workstation's home is: then /dev/shm (tmpfs),
+    if there is one. The head's own files (state, results) stay in the temp dir."""
+    asked = os.environ.get("DSSH_BENCH_WORKSTATIONS_DIR")
+    if asked:
+        return asked, "$DSSH_BENCH_WORKSTATIONS_DIR"
+    tmp = tempfile.gettempdir()
+    if _journal_less_ext4(tmp) and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) \
+            and _mount_of("/dev/shm")[1] == "tmpfs":
+        return "/dev/shm", (f"{tmp} is ext4 without a journal, where creating files slows "
+                            "as files are removed (no workstation's home is such a "
+                            "filesystem); DSSH_BENCH_WORKSTATIONS_DIR overrides")
+    return None, "the temp dir"
+
+
 def machine_info() -> dict[str, Any]:
     """What the numbers depend on: cores, kernel, Python, OpenSSH, load when measured."""
     try:
@@ -303,6 +353,7 @@ def machine_info() -> dict[str, Any]:
         ncpu = os.cpu_count() or 0
     from distribute_ssh import __version__
 
+    wdir, why = workstations_dir()
     return {
         "nproc": ncpu,
         "kernel": platform.release(),
@@ -310,6 +361,7 @@ def machine_info() -> dict[str, Any]:
         "openssh": _version(["ssh", "-V"], stderr=True),
         "dssh": __version__,
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "workstations_dir": {"dir": wdir or tempfile.gettempdir(), "why": why},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
 
