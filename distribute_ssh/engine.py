@@ -706,8 +706,9 @@ class Head:
         s.ledger_cpus, s.ledger_slots, s.ledger_gpus = led.cap_cpus, led.cap_slots, led.cap_gpus
 
     def _holds(self, h: HostRt, c: ledger.Claim) -> bool:
-        """Is this claim for a job this head already counts against the host? (Found by
-        the claim's job, not by scanning every job: this runs at every start.)"""
+        """Is this claim this head's own: for one of its active jobs on the host, for the
+        job's current attempt and run dir? (Found by the claim's job, not by scanning
+        every job: this runs at every start.)"""
         if c.head != self.head_id or c.kind != "job":
             return False
         name, _, attempt = c.job.rpartition(".")

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,30 @@ def test_pause_latency_benchmark_runs_every_mode(tmp_path: Path) -> None:
                                       "owner typing, head killed"}
     for mode, s in report["summary"].items():
         assert s["failures"] == 0 and s["stop"]["n"] == 1 and s["resume"]["n"] == 1, (mode, s)
+
+
+def test_the_table_says_where_the_workstations_homes_were(speed: dict) -> None:
+    wd = speed["machine"]["workstations_dir"]
+    assert wd["dir"] and wd["why"]
+    assert f"workstations' homes: {wd['dir']} ({wd['why']})" in speed["_stdout"]
+
+
+def test_the_workstations_homes_avoid_only_journal_less_ext4(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/_common.workstations_dir: an asked-for dir wins; tmpfs is never taken for
+    journal-less ext4; the mount found for a path is the deepest one that holds it."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    monkeypatch.setenv("DSSH_BENCH_WORKSTATIONS_DIR", str(tmp_path))
+    assert _common.workstations_dir() == (str(tmp_path), "$DSSH_BENCH_WORKSTATIONS_DIR")
+    monkeypatch.delenv("DSSH_BENCH_WORKSTATIONS_DIR")
+    where, why = _common.workstations_dir()
+    assert where in (None, "/dev/shm") and why
+    if not _common._journal_less_ext4(tempfile.gettempdir()):
+        assert where is None  # the temp dir, as before
+    assert _common._mount_of("/proc/self")[:2] == ("/proc", "proc")
+    if _common._mount_of("/dev/shm")[1] == "tmpfs":
+        assert not _common._journal_less_ext4("/dev/shm")
