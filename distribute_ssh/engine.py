@@ -1224,7 +1224,8 @@ class Head:
         """Take runs never launched back from their host (their dirs removed), in one round
         trip: for each, False when a chain's wrapper launched it first, or the host could not
         be asked."""
-        assert h.conn is not None
+        if h.conn is None:  # lost meanwhile
+            return [False] * len(jdirs)
         try:
             res = await h.conn.run(remote.withdraw(jdirs), timeout=60)
         except HostError:
@@ -1244,7 +1245,8 @@ class Head:
         """Deal with copies of jobs the head gave up on while ``h`` was gone (SPEC §7:
         never two live copies, exactly one result). A job not started elsewhere yet takes
         its old copy back; any other old copy is stopped and its dir removed."""
-        assert h.conn is not None
+        if h.conn is None:  # lost again before its turn came: settled after reconnecting
+            raise HostUnreachable(h.spec.name, "connection lost")
         rows = self.state.abandoned(self.sweep_id, h.spec.name)
         if not rows:
             return
@@ -2322,7 +2324,9 @@ done
         return got
 
     async def _collect_inner(self, h: HostRt, job: JobRt) -> None:
-        assert h.conn is not None and job.remote_dir is not None
+        assert job.remote_dir is not None
+        if h.conn is None:  # lost while the collection waited its turn
+            raise HostUnreachable(h.spec.name, "connection lost; collected after reconnecting")
         conn = h.conn
         jdir = job.remote_dir
         ctl = f"{jdir}/.dssh"

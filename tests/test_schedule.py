@@ -430,3 +430,43 @@ def test_a_head_never_takes_its_own_claims_for_another_heads_room(tmp_path) -> N
         assert h.slots.foreign_jobs == 1
     finally:
         head.close()
+
+
+def test_a_collection_whose_host_is_lost_while_it_waits_is_left_for_the_reconnection(
+        tmp_path) -> None:
+    """A collection waits its turn (starts go first); its host may be lost meanwhile. The
+    jobs then stay to collect once the host is back, and the head goes on: before, the
+    collection took the lost connection for granted and the whole head stopped with an
+    internal error."""
+    import asyncio
+
+    import yaml
+
+    from distribute_ssh.engine import Head, HostRt, RunOptions
+    from distribute_ssh.model.inventory import load_inventory
+    from distribute_ssh.model.sweep import load_sweep
+
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
+        {"name": "lost", "run": {"command": "true"}, "params": {"i": [1, 2]}}))
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(
+        {"hosts": {"ws1": {"address": "127.0.0.1", "cpus": 2}}}))
+    head = Head(load_sweep(tmp_path / "sweep.yaml"), load_inventory(tmp_path / "inventory.yaml"),
+                RunOptions(state_path=tmp_path / "state.db", results=tmp_path / "results"))
+    head.prepare()
+    try:
+        h = HostRt(head.inventory.hosts["ws1"])
+        h.slots = HostSlots("ws1", 2)
+        h.tar = h.find_printf = True
+        jobs = sorted(head.jobs.values(), key=lambda j: j.planned.name)
+        for j in jobs:
+            j.host, j.attempts, j.state = "ws1", 1, "RUNNING"
+            j.remote_dir = f"/w/.dssh/jobs/default/lost/{j.planned.name}/1"
+            j.busy = True
+        h.to_collect = list(jobs)
+        assert h.conn is None  # the host is lost: its connection is gone
+        asyncio.run(head._collect_batches(h))
+        assert h.to_collect == [] and not any(j.busy for j in jobs)
+        assert {j.state for j in jobs} == {"RUNNING"}  # still to collect, nothing lost
+        assert head.fatal is None
+    finally:
+        head.close()
