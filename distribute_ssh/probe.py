@@ -15,44 +15,68 @@ from .model.inventory import Host, Inventory
 
 
 def probe_script(host: Host, workdir: str, home: str, max_pause: float | None = None,
-                 gpus: tuple[int, ...] = ()) -> str:
+                 gpus: tuple[int, ...] = (), policies: bool = False) -> str:
+    """What the host offers now, a line each (see ``probe``); with ``policies``, then a line
+    ``@@policies``, the host's clock and its owners' policy files (``policy.read_script``).
+    The pause files are judged with ``max_pause`` and ``gpus``: when the owners' policies
+    turn out to change them, the caller asks again without ``policies``.
+
+    Every process it starts is one more the host's owner pays for, times a hundred hosts
+    looked at at once: scripts dssh installed are used where they are, and what awk can
+    read itself (memory, load, df's lines) goes through one awk. dssh's jobs running there
+    are counted from the host's ledger, which is read anyway: ``ps`` reads every process
+    of the machine, and on a busy one cost more than all the rest together."""
     conf = remote.pause_conf(home, host.pause_files, max_pause or host.max_pause,
                              host.on_pause, when=host.pause_when, gpus=gpus,
                              ledger_dir=host.ledger_dir)
     _, wrapper = remote.script("wrapper")
-    _, ledger_sh = remote.script("ledger")
-    _, activity = remote.script("activity")
+
+    def shipped(name: str, run: str) -> str:
+        """Run a shipped script (``$s`` its path) from the workdir's bin, or from a temp file
+        where dssh has not installed it yet."""
+        fname, text = remote.script(name)
+        run = run.strip("\n")
+        return f"""if [ -f "$w/bin/{fname}" ]; then s="$w/bin/{fname}"
+    {run}
+elif s=$(mktemp); then
+    printf '%s' {q(text.decode())} > "$s"
+    {run}
+    rm -f "$s"
+fi
+"""
     # The owner's activity (pause_when): every signal, as the host's jobs see it. The
     # verdict kept in the workdir is used and updated, so a hold in force is seen.
-    looks = "when_" in conf
-    act = f"""if a=$(mktemp); then
-    printf '%s' {q(activity.decode())} > "$a"
-    ac=$(mktemp) && printf '%s' {q(conf)} > "$ac" && {{
-        s="$w/activity.state"; [ -d "$w" ] || s=$(mktemp)
-        sh "$a" --report "$ac" "$s" | sed 's/^/activity /'
-        rm -f "$ac"; [ "$s" = "$w/activity.state" ] || rm -f "$s"; }}
-    rm -f "$a"
-fi
-""" if looks else ""
+    act = ("echo @@activity\n" + shipped("activity", """st="$w/activity.state"
+    [ -d "$w" ] || st=$(mktemp)
+    sh "$s" --report "$c" "$st"
+    [ "$st" = "$w/activity.state" ] || rm -f "$st"
+""") + "echo @@activity-end\n"
+           if "when_" in conf else "")
+    led = (f"if [ -d {q(host.ledger_dir)} ]; then\necho @@ledger\n"
+           + shipped("ledger", f"sh \"$s\" show {q(host.ledger_dir)}") + "echo @@ledger-end\nfi\n")
+    pol = ("echo @@policies\necho \"clock $clk\"\n" + policy.read_script(host.policy_files, home)
+           if policies else "")
     return f"""w={q(workdir)}
-{act}echo "cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-awk '/^MemTotal:/ {{print "mem_total", $2}} /^MemAvailable:/ {{print "mem_avail", $2}}' /proc/meminfo
-echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
-if command -v nvidia-smi >/dev/null 2>&1; then echo "gpus_found $(nvidia-smi -L 2>/dev/null | wc -l)"; fi
-d="$w"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-df -Pk "$d" | awk 'NR==2 {{print "disk_free", $4}}'
-echo "jobs $(ps -u "$(id -u)" -o pid=,ppid=,args= 2>/dev/null | awk '/wrapper-[0-9a-f]+[.]sh / && !/--pause/ {{w[$1] = $2}} END {{n = 0; for (p in w) if (!(w[p] in w)) n++; print n}}')"
-for c in python3 apptainer podman bwrap; do command -v "$c" >/dev/null 2>&1 && echo "has $c"; done
-if [ -d {q(host.ledger_dir)} ] && l=$(mktemp); then
-    printf '%s' {q(ledger_sh.decode())} > "$l"
-    sh "$l" show {q(host.ledger_dir)} | sed 's/^/ledger /'
-    rm -f "$l"
-fi
+clk=$(date '+%s %z')
 c=$(mktemp) || exit 1
 trap 'rm -f "$c"' EXIT
 printf '%s' {q(conf)} > "$c"
-set -- --pause-report "$c"
-""" + wrapper.decode()
+{act}d=$w
+while [ ! -d "$d" ]; do case $d in */?*) d=${{d%/*}}; d=${{d:-/}} ;; *) d=/ ;; esac; done
+echo "user ${{USER:-$(id -un)}}"
+df -Pk "$d" 2>/dev/null | awk -v cpus="$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)" '
+BEGIN {{ print "cpus", cpus }}
+FILENAME == "/proc/meminfo" {{ if ($1 == "MemTotal:") print "mem_total", $2
+    else if ($1 == "MemAvailable:") print "mem_avail", $2
+    next }}
+FILENAME == "/proc/loadavg" {{ print "load", $1, $2, $3; next }}
+FNR == 2 {{ print "disk_free", $4 }}' - /proc/meminfo /proc/loadavg
+if command -v nvidia-smi >/dev/null 2>&1; then echo "gpus_found $(nvidia-smi -L 2>/dev/null | wc -l)"; fi
+for t in python3 apptainer podman bwrap; do command -v "$t" >/dev/null 2>&1 && echo "has $t"; done
+{led}( set -- --pause-report "$c" "${{clk%% *}}"
+""" + wrapper.decode() + f"""
+)
+{pol}"""
 
 
 async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]:
@@ -67,15 +91,22 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
             res = await conn.run(slurm_probe_script(host, conn.expand(host.workdir), conn.home),
                                  timeout=30)
         else:
-            # The owners' policies first: their max_pause decides which pause files count.
-            pol = await conn.run("echo \"clock $(date '+%s %z')\"\n"
-                                 + policy.read_script(host.policy_files, conn.home), timeout=30)
-            clock, _, found = pol.text.partition("\n")
+            # One round trip: what the host offers, judged with the inventory's pause
+            # settings, then its owners' policies. Only where those change the settings
+            # (their max_pause decides which pause files count) is it asked again.
+            base = policy.combine(host, [])
+            asked = (base.max_pause, base.allowed_gpus(host.gpus))
+            workdir = conn.expand(host.workdir)
+            res = await conn.run(probe_script(host, workdir, conn.home, *asked, policies=True),
+                                 timeout=30)
+            text, _, found = res.text.partition("\n@@policies\n")
+            clock, _, found = found.partition("\n")
             eff = policy.combine(host, policy.parse_found(found))
             _policy_row(row, eff, policy.parse_tz(clock.split(" ")[-1]))
-            gpus = eff.allowed_gpus(host.gpus)
-            res = await conn.run(probe_script(host, conn.expand(host.workdir), conn.home,
-                                              eff.max_pause, gpus), timeout=30)
+            if (eff.max_pause, eff.allowed_gpus(host.gpus)) != asked:
+                text = (await conn.run(probe_script(host, workdir, conn.home, eff.max_pause,
+                                                    eff.allowed_gpus(host.gpus)),
+                                       timeout=30)).text
     except (DsshError, TimeoutError) as e:
         row["error"] = str(e) if str(e) else "timed out"
         return row
@@ -87,14 +118,19 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
     row["cpus"] = host.cpus
     found_tools = []
     ledger_lines = []
-    for line in res.text.splitlines():
+    login = ""
+    part = ""  # the lines of the ledger and of the owner's activity come between marks
+    for line in text.splitlines():
+        if line in ("@@ledger", "@@activity", "@@ledger-end", "@@activity-end"):
+            part = "" if line.endswith("-end") else line
+            continue
+        if part == "@@ledger":
+            ledger_lines.append(line)
+            continue
+        if part == "@@activity":
+            _activity_line(row, line)
+            continue
         key, _, val = line.partition(" ")
-        if key == "ledger":
-            ledger_lines.append(val)
-            continue
-        if key == "activity":
-            _activity_line(row, val)
-            continue
         try:
             if key == "cpus":
                 row["cpus_probed"] = int(val)
@@ -119,17 +155,20 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
                     row["expired_pause_files"].append(entry)
             elif key == "closed":
                 row["closed_homes"].append(val)
-            elif key == "jobs":
-                row["jobs_running"] = int(val)
+            elif key == "user":
+                login = val
             elif key == "has":
                 found_tools.append(val)
         except ValueError:
             continue
-    row.setdefault("jobs_running", 0)
     pol = row.get("policy") or {}
     if pol.get("cpus") is not None and row.get("cpus"):
         row["cpus"] = min(row["cpus"], pol["cpus"])
-    _ledger_row(row, host, ledger.parse("\n".join(ledger_lines))[0])
+    led = ledger.parse("\n".join(ledger_lines))[0]
+    _ledger_row(row, host, led)
+    # dssh's jobs (and builds) running there under this login: each holds a claim in the
+    # ledger, signed by its wrapper (a slot's chain holds one); no ledger, nothing runs.
+    row["jobs_running"] = sum(c.user == login and c.state == "running" for c in led.claims)
     if pol.get("gpus") is not None:
         for key in ("capacity", "free"):
             row[key]["gpus"] = [g for g in row[key]["gpus"] if g in pol["gpus"]]

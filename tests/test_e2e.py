@@ -342,7 +342,7 @@ def test_ctrl_c_leaves_jobs_running_and_resume_reattaches(project: Path, fresh_w
     ws = fresh_workdirs
     sweep = write_yaml(project / "c.yaml", {
         "name": "interrupt",
-        "run": {"command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 3; "
+        "run": {"command": "echo $DSSH_JOB >> $HOME/starts.log; sleep 5; "
                            "echo {i} > {output}/o.txt", "cpus": 1},
         "params": {"i": list(range(1, 9))},
     })
@@ -359,6 +359,11 @@ def test_ctrl_c_leaves_jobs_running_and_resume_reattaches(project: Path, fresh_w
     # the jobs really are still running on the hosts
     st = json.loads(dssh("status", "interrupt", "--json", cwd=project).stdout)
     assert sum(j["state"] == "RUNNING" for j in st["jobs"]) == 6
+    # and `dssh hosts` counts them where they run
+    hosts = json.loads(dssh("hosts", "-i", project / "inventory.yaml", "--json",
+                            cwd=project).stdout)
+    running = {r["host"]: r["jobs_running"] for r in hosts}
+    assert sum(running.values()) == 6, running
     proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
     assert proc.returncode == 0, explain(proc)
     assert "re-attached" in proc.stdout

@@ -37,7 +37,7 @@ read -r up _ < /proc/uptime
 up=${up%.*}
 at=0 held=0 ema=0 last=
 if [ -f "$state" ]; then read -r at held ema last < "$state" 2>/dev/null; fi
-case "$at$held$ema" in *[!0-9]*) at=0 held=0 ema=0 ;; esac
+case "$at:$held:$ema" in *[!0-9:]*|:*|*::*|*:) at=0 held=0 ema=0 ;; esac  # (or none yet)
 [ "$at" -le "$up" ] || { at=0; held=0; ema=0; }  # the machine rebooted since
 me=$(id -u)
 now=$(date +%s)

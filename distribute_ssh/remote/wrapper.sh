@@ -18,7 +18,7 @@
 # works with no head connected.
 #
 #   wrapper.sh --pause-state CONF   prints "paused UNTIL FILE" or "free", for heads.
-#   wrapper.sh --pause-report CONF  one line per pause file found, and closed homes.
+#   wrapper.sh --pause-report CONF [NOW]  one line per pause file found, and closed homes.
 # PAUSE_CONF lines: "max_pause SECONDS", "on_pause suspend|drain", "file PATTERN".
 #
 # A slot's chain (SPEC §5, "Chains"): when DIR/.dssh/next names another run dir (its
@@ -154,14 +154,15 @@ fi
 # pause file dssh's user cannot see (a home closed to others: chmod o+x fixes it).
 if [ "$1" = --pause-report ]; then
     read_conf "$2"
-    now=$(date +%s)
+    now=${3:-$(date +%s)}
     IFS=$NL
     while read -r line; do
         case $line in "file "*) pat=${line#file } ;; *) continue ;; esac
         for f in $pat; do
             [ -e "$f" ] || [ -L "$f" ] || continue
-            m=$(stat -c %Y -- "$f" 2>/dev/null) || continue
-            o=$(stat -c %U -- "$f" 2>/dev/null)
+            m=$(stat -c '%Y %U' -- "$f" 2>/dev/null) || continue
+            o=${m#* }
+            m=${m%% *}
             secs=$max_pause
             kind=flag
             if [ -f "$f" ] && [ ! -L "$f" ] && [ -r "$f" ]; then
