@@ -380,29 +380,37 @@ def test_a_blocked_host_waits_and_gpu_less_jobs_overflow_only_when_others_fill_t
 
 
 # -- what the head makes of its hosts' ledgers ----------------------------------------------
+def _head_on_one_host(tmp_path, name: str, n: int, cpus: int):
+    """A real, prepared Head for a sweep of ``n`` jobs of ``true`` and one host ``ws1`` of
+    ``cpus`` (not connected: its HostRt as the head keeps it), to call its methods on."""
+    import yaml
+
+    from distribute_ssh.engine import Head, HostRt, RunOptions
+    from distribute_ssh.model.inventory import load_inventory
+    from distribute_ssh.model.sweep import load_sweep
+
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
+        {"name": name, "run": {"command": "true"}, "params": {"i": list(range(1, n + 1))}}))
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(
+        {"hosts": {"ws1": {"address": "127.0.0.1", "cpus": cpus}}}))
+    head = Head(load_sweep(tmp_path / "sweep.yaml"), load_inventory(tmp_path / "inventory.yaml"),
+                RunOptions(state_path=tmp_path / "state.db", results=tmp_path / "results"))
+    head.prepare()
+    h = HostRt(head.inventory.hosts["ws1"])
+    h.slots = HostSlots("ws1", cpus)
+    return head, h
+
+
 def test_a_head_never_takes_its_own_claims_for_another_heads_room(tmp_path) -> None:
     """A look at a host's ledger is older than what the head knows by the time it reads it:
     a job heard ending (its room given back) may still hold its claim there, and a chain's
     wrapper that moved on names its next job before the head hears of the move. Counted as
     another head's room, each made a head alone on its hosts stand in their ledgers' queues
     (a `ledger.sh wait` session on the host each time) while it should start jobs."""
-    import yaml
-
     from distribute_ssh import ledger
-    from distribute_ssh.engine import Head, HostRt, RunOptions
-    from distribute_ssh.model.inventory import load_inventory
-    from distribute_ssh.model.sweep import load_sweep
 
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
-        {"name": "own", "run": {"command": "true"}, "params": {"i": [1, 2, 3, 4]}}))
-    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(
-        {"hosts": {"ws1": {"address": "127.0.0.1", "cpus": 4}}}))
-    head = Head(load_sweep(tmp_path / "sweep.yaml"), load_inventory(tmp_path / "inventory.yaml"),
-                RunOptions(state_path=tmp_path / "state.db", results=tmp_path / "results"))
-    head.prepare()
+    head, h = _head_on_one_host(tmp_path, "own", 4, 4)
     try:
-        h = HostRt(head.inventory.hosts["ws1"])
-        h.slots = HostSlots("ws1", 4)
         a, b, c, d = sorted(head.jobs.values(), key=lambda j: j.planned.name)
         for j, n, state in ((a, 1, "RUNNING"), (b, 1, "STARTING"), (c, 2, "RUNNING"),
                             (d, 1, "RUNNING")):
@@ -440,22 +448,8 @@ def test_a_collection_whose_host_is_lost_while_it_waits_is_left_for_the_reconnec
     internal error."""
     import asyncio
 
-    import yaml
-
-    from distribute_ssh.engine import Head, HostRt, RunOptions
-    from distribute_ssh.model.inventory import load_inventory
-    from distribute_ssh.model.sweep import load_sweep
-
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
-        {"name": "lost", "run": {"command": "true"}, "params": {"i": [1, 2]}}))
-    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(
-        {"hosts": {"ws1": {"address": "127.0.0.1", "cpus": 2}}}))
-    head = Head(load_sweep(tmp_path / "sweep.yaml"), load_inventory(tmp_path / "inventory.yaml"),
-                RunOptions(state_path=tmp_path / "state.db", results=tmp_path / "results"))
-    head.prepare()
+    head, h = _head_on_one_host(tmp_path, "lost", 2, 2)
     try:
-        h = HostRt(head.inventory.hosts["ws1"])
-        h.slots = HostSlots("ws1", 2)
         h.tar = h.find_printf = True
         jobs = sorted(head.jobs.values(), key=lambda j: j.planned.name)
         for j in jobs:
