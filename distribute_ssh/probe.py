@@ -103,9 +103,9 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
             clock, _, found = found.partition("\n")
             eff = policy.combine(host, policy.parse_found(found))
             _policy_row(row, eff, policy.parse_tz(clock.split(" ")[-1]))
-            if (eff.max_pause, eff.allowed_gpus(host.gpus)) != asked:
-                text = (await conn.run(probe_script(host, workdir, conn.home, eff.max_pause,
-                                                    eff.allowed_gpus(host.gpus)),
+            judged = (eff.max_pause, eff.allowed_gpus(host.gpus))
+            if judged != asked:
+                text = (await conn.run(probe_script(host, workdir, conn.home, *judged),
                                        timeout=30)).text
     except (DsshError, TimeoutError) as e:
         row["error"] = str(e) if str(e) else "timed out"
