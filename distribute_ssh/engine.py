@@ -16,6 +16,7 @@ import getpass
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import socket
@@ -88,6 +89,14 @@ START_GATHER = 0.025
 CHAIN_MAX = 32
 CHAIN_SECONDS = 1.0
 CHAIN_AFTER = 8
+# Look-ahead (SPEC §5, "Chains"): when the jobs take about the same time, each as long as a
+# chain's turn or longer, a running job is linked its slot's next job LINK_LEAD seconds
+# before it is expected to end, so the slot goes on without waiting for the head. Only
+# while the durations vary by at most LINK_CV of their mean (a job expected to end soon
+# then does), and never when other heads wait for room there.
+LINK_LEAD = 0.3
+LINK_CV = 0.25
+LINK_MAX_MEAN = 60.0
 COLLECT_GATHER = 0.1
 # How long a host's collection waits for the starts on their way to other hosts, at most:
 # when many slots free at once, the next jobs start first and the results follow.
@@ -204,6 +213,8 @@ class JobRt:
     order: int = 0  # its place in the sweep: the queue is taken in this order
     next_id: int = -1  # the job handed over to follow it in its slot's chain
     queued: bool = False  # handed to its host in a chain, its turn not come yet
+    linked: bool = False  # handed by a look-ahead link to the job before it, not a batch
+    took: bool = False  # ...and its slot's wrapper said it took it (~took)
 
 
 @attrs.define
@@ -254,6 +265,10 @@ class HostRt:
     # Ended jobs waiting for the next batch of collections.
     to_collect: list[JobRt] = attrs.Factory(list)
     collector: asyncio.Task | None = None
+    # Look-ahead links to send (a running job, the job to follow it), one round trip each
+    # batch.
+    to_link: list[tuple[JobRt, JobRt]] = attrs.Factory(list)
+    linker: asyncio.Task | None = None
     ended_at: int = 0  # the Head's count of ends heard when one was last heard here
 
     @property
@@ -362,6 +377,8 @@ class Head:
         # How long jobs took, start to end heard, in this run: how long a chain may be.
         self.ended_n = 0
         self.ended_secs = 0.0
+        self.ended_sq = 0.0  # (their squares: how much they vary, for the look-ahead)
+        self._link_timer: asyncio.TimerHandle | None = None
         # Who this head is, in the mark a collected run leaves on its host and in its
         # claims in the hosts' ledgers.
         self.machine = socket.gethostname()
@@ -887,7 +904,7 @@ class Head:
                 self.state.set_attempt(j.id, j.attempts, st.ABANDONED, "host lost")
                 j.held = False  # the host's slots are counted afresh when it is back
                 if j.queued:  # handed over in a chain, not started: nothing is in flight
-                    j.busy = j.queued = False
+                    j.busy = j.queued = j.linked = False
                 j.next_id = -1
                 self._set(j, "requeued", state=st.PENDING,
                           reason=f"host {h.spec.name} lost for over "
@@ -916,6 +933,13 @@ class Head:
                     name, _, attempt = rest.rpartition(".")
                     self._withdrawn(h, name, attempt)
                     continue
+                if what == "~took":
+                    name, _, attempt = rest.rpartition(".")
+                    b = self.by_name.get(name)
+                    if (b is not None and b.host == h.spec.name and b.queued
+                            and str(b.attempts) == attempt):
+                        b.took = True
+                    continue
                 head, _, rc = line.strip().partition(" ")
                 name, _, attempt = head.rpartition(".")
                 if name:
@@ -942,6 +966,7 @@ class Head:
             took = time.monotonic() - j.dispatched
             self.ended_n += 1
             self.ended_secs += took
+            self.ended_sq += took * took
             # Judge the host before its slot is handed out again (see _judge_host).
             self._judge_host(h, j, int(rc) == 0, took)
             if int(rc) != 0 and j.attempts - j.retry_base > self.sweep.run.retries:
@@ -966,7 +991,11 @@ class Head:
         j.next_id = -1
         if b is None or not b.queued or b.host != h.spec.name:
             return
-        b.queued = False
+        if b.linked and not b.took:
+            # Linked while the job ran, not taken: the wrapper closed the slot first, or
+            # gave it back; the link's answer (or ~withdrawn) settles it.
+            return
+        b.queued = b.linked = b.took = False
         if j.held:  # the slot passes on: its room is not given back in between
             j.held, b.held = False, True
         else:
@@ -1916,7 +1945,7 @@ rm -rf "$b" && mkdir "$b" && claim
                  reason: str | None = None, db: Any = None) -> None:
         """A start that did not happen: the job goes back to the queue."""
         self._release(h, job)
-        job.queued, job.next_id = False, -1
+        job.queued, job.next_id, job.linked, job.took = False, -1, False, False
         if undo:
             self.state.undo_start(job.id, attempt, db=db)
             self._move(job, st.PENDING)
@@ -2727,6 +2756,7 @@ set --
             h.to_start.append((job, p.cpus, p.gpus, follow))
             if h.starter is None or h.starter.done():
                 h.starter = self._spawn(self._start_batches(h))
+        self._look_ahead(ready, queued)
         # What is left in the queue: enough of it to tell whether it wants room here.
         left = [j.id for j in itertools.islice(queued, LOOK_AHEAD)]
         # Hosts where jobs left in the queue wait for room other heads hold: stand in
@@ -2760,6 +2790,188 @@ set --
         k = min(CHAIN_MAX, int(CHAIN_SECONDS / max(mean, 0.001)))
         room = sum(s.limit_slots or s.limit_cpus for s in slots) or 1
         return max(1, min(k, self.by_state.get(st.PENDING, 0) // room))
+
+    def _look_ahead(self, ready: list[HostRt], queued: Any) -> None:
+        """Link the next queued jobs to running ones about to end (SPEC §5, "Chains"): the
+        slot's wrapper starts the linked job as soon as the one before it ends, with no
+        round trip in between. Only while the jobs ended so far took about the same time
+        (so one expected to end soon does), each too long for a chain of two, and on hosts
+        that take new work now; a timer wakes the scheduler when the next link is due."""
+        if self.ended_n < CHAIN_AFTER or self.halted:
+            return
+        mean = self.ended_secs / self.ended_n
+        if not CHAIN_SECONDS / 2 < mean <= LINK_MAX_MEAN:
+            return
+        if self.ended_sq / self.ended_n - mean * mean > (LINK_CV * mean) ** 2:
+            return
+        now = time.monotonic()
+        due_next = math.inf
+        skipped: list[JobRt] = []  # queued jobs that did not suit a host looked at before
+        for h in ready:
+            s = h.slots
+            if (s is None or not s.available or h.closed or h.waiting or s.blocked
+                    or self._migrate(h) or h.conn is None):
+                continue
+            for i in self.on_host.get(h.spec.name, ()):
+                j = self.jobs[i]
+                if (j.state != st.RUNNING or j.busy or j.cancel or j.next_id >= 0
+                        or not j.held or not j.remote_dir):
+                    continue
+                if not self._slot_goes_on(s, j):
+                    continue  # (over what its owners' policy or the ledger now allow)
+                due = j.dispatched + mean - LINK_LEAD
+                if due > now:
+                    due_next = min(due_next, due)
+                    continue
+                b = next((x for x in skipped if self._links_to(h, x)), None)
+                if b is not None:
+                    skipped.remove(b)
+                while b is None:
+                    x = next(queued, None)
+                    if x is None:
+                        return  # nothing left to link
+                    if self._links_to(h, x):
+                        b = x
+                    else:
+                        skipped.append(x)
+                b.busy = b.queued = b.linked = True
+                b.took = False
+                j.next_id = b.id
+                h.to_link.append((j, b))
+                if h.linker is None or h.linker.done():
+                    h.linker = self._spawn(self._link_batches(h))
+        if due_next < math.inf:
+            loop = asyncio.get_running_loop()
+            at = loop.time() + max(0.0, due_next - now)
+            t = self._link_timer
+            if t is None or t.when() <= loop.time() or at < t.when() - 0.001:
+                if t is not None:
+                    t.cancel()
+                self._link_timer = loop.call_at(at, self.wakeup.set)
+
+    @staticmethod
+    def _slot_goes_on(s: HostSlots, j: JobRt) -> bool:
+        """May the job's slot go on to another job as it is (its cpus and GPUs), or is the
+        host now over its limits (a policy changed, a smaller capacity in the ledger)?"""
+        slots = s.limit_slots
+        return (s.free_cpus >= 0 and (slots is None or s.running + s.foreign_jobs <= slots)
+                and all(g in s.gpus and (s.ledger_gpus is None or g in s.ledger_gpus)
+                        for g in j.gpus))
+
+    def _links_to(self, h: HostRt, job: JobRt) -> bool:
+        return (job.state == st.PENDING and not job.busy and self._batchable(h, job)
+                and h.spec.name not in job.avoid)
+
+    async def _link_batches(self, h: HostRt) -> None:
+        """Send the host's look-ahead links, those due at once in one round trip."""
+        while h.to_link:
+            await asyncio.sleep(GATHER_STEP)
+            batch, h.to_link = h.to_link, []
+            await self._link_batch(h, batch)
+
+    def _unlink(self, j: JobRt, b: JobRt) -> None:
+        """A link that was not sent: the job goes back to the queue as it was."""
+        if j.next_id == b.id:
+            j.next_id = -1
+        if b.queued and b.linked and b.state == st.PENDING:
+            b.busy = b.queued = b.linked = b.took = False
+        self.wakeup.set()
+
+    async def _link_batch(self, h: HostRt, batch: list[tuple[JobRt, JobRt]]) -> None:
+        """One round trip: each job's dir and command, and a link to it as the next run of
+        the running job before it (``.dssh/next``, made with ln: it fails if the wrapper
+        has closed the slot already, having ended). Recorded as queued on the host first,
+        so a head that dies meanwhile leaves it for the next head to take back or
+        follow, as any chain's."""
+        conn = h.conn
+        live: list[tuple[JobRt, JobRt, int, str]] = []
+        for j, b in batch:
+            if (conn is None or j.next_id != b.id or j.state != st.RUNNING or j.busy
+                    or j.host != h.spec.name or not b.queued or b.state != st.PENDING):
+                self._unlink(j, b)
+                continue
+            attempt = b.attempts + 1
+            live.append((j, b, attempt, self._job_dir(h, b, attempt)))
+        if not live or conn is None:
+            return
+        now = time.time()
+        with self.state.tx() as db:
+            for j, b, attempt, bdir in live:
+                self._set(b, "starting", db=db, state=st.STARTING, attempts=attempt,
+                          host=h.spec.name, remote_dir=bdir, cpus=j.cpus, gpus=j.gpus,
+                          exit_code=None,
+                          reason=f"{st.QUEUED_ON}{h.spec.name} after {j.planned.name}")
+                db.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, host, "
+                           "remote_dir, state, started) VALUES (?,?,?,?,?,?)",
+                           (b.id, attempt, h.spec.name, bdir, st.STARTING, now))
+        own = f"{h.spec.ledger_dir}/w-{ledger.waiter_name(h.user or 'dssh', self.head_id)}"
+        parts = [
+            # Other heads wait for room here: the slot is theirs to have when it frees.
+            f"for w in {q(h.spec.ledger_dir)}/w-*; do\n"
+            f"  [ -e \"$w\" ] && [ \"$w\" != {q(own)} ] && {{ echo yield; exit 0; }}\n"
+            "done\nset -C\n"]
+        for k, (j, b, attempt, bdir) in enumerate(live):
+            r = f"{j.remote_dir}/.dssh"
+            c = f"{bdir}/.dssh"
+            script = self._command_script(h, b, j.cpus, j.gpus, attempt, bdir)
+            parts.append(
+                f"r={q(r)}; c={q(c)}\n"
+                # the job before it ended, or its wrapper is gone: too late
+                'if [ -e "$r/next" ] || [ -s "$r/exit_code" ] || '
+                '! { read -r p < "$r/pid" && kill -0 "$p"; } 2>/dev/null; then '
+                f"echo 'late {k}'\n"
+                f'elif ! mkdir -p "$c" || ! printf \'%s\\n\' {q(self.head_id)} '
+                f'2>/dev/null > "$c/claim"; then echo \'exists {k}\'\n'
+                f'elif mkdir -p {q(bdir + "/input")} {q(bdir + "/outputs")} && '
+                f'printf \'%s\' {q(script)} >| "$c/command.sh" && '
+                f"printf '%s\\n' {q(bdir + chr(10) + b.planned.name + '.' + str(attempt))} "
+                '> "$c/as-next" && ln "$c/as-next" "$r/next" 2>/dev/null; then '
+                f"echo 'linked {k}'\n"
+                f"else rm -rf -- {q(bdir)}; echo 'late {k}'; fi\n")
+        try:
+            res = await conn.run("".join(parts), timeout=60)
+            text = res.text
+        except HostUnreachable:
+            # Whether they were linked is unknown: they stay queued there, checked on
+            # reconnect, as a chain's are.
+            for j, b, _, _ in live:
+                b.busy = b.queued = b.linked = False
+                if j.next_id == b.id:
+                    j.next_id = -1
+            return
+        except HostError:
+            text = ""
+        got: dict[int, str] = {}
+        for line in text.splitlines():
+            f = line.split()
+            if len(f) == 2 and f[1].isdigit():
+                got[int(f[1])] = f[0]
+        again = False
+        undo: list[str] = []
+        with self.state.tx() as db:
+            for k, (j, b, attempt, bdir) in enumerate(live):
+                what = got.get(k, "")
+                if (b.state != st.STARTING or b.attempts != attempt or b.host != h.spec.name
+                        or not b.queued):
+                    continue  # taken, given back or requeued since, by what the host said
+                if what == "linked":
+                    continue  # its turn comes when the job before it has ended
+                if j.next_id == b.id:
+                    j.next_id = -1
+                if what == "exists":
+                    self._follow(h, b, attempt, db=db)
+                    b.queued = b.linked = False
+                    again = True
+                    continue
+                self._unstart(h, b, attempt, undo=True, db=db)
+                if what != "late":  # (a late one's dir is gone already)
+                    undo.append(bdir)
+        if undo:
+            with contextlib.suppress(HostError):
+                await conn.run("rm -rf -- " + " ".join(q(x) for x in undo) + "\n", timeout=60)
+        if again:
+            await self._reattach(h, quiet=True)
+        self.wakeup.set()
 
     def _take_requests(self) -> None:
         """Requests other commands left for this head: `dssh cancel` while it runs."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -60,7 +62,9 @@ def test_a_chain_runs_in_one_wrapper_one_job_after_the_other(tmp_path: Path) -> 
     starts = [(d / ".dssh" / "started").stat().st_mtime_ns for d in dirs]
     ends = [(d / ".dssh" / "finished").stat().st_mtime_ns for d in dirs]
     assert all(ends[i] <= starts[i + 1] for i in range(4)), (starts, ends)
-    assert (tmp_path / "events").read_text().splitlines() == [f"j{i}.1 0" for i in range(5)]
+    # each run taken is told before the end of the one before it
+    assert (tmp_path / "events").read_text().splitlines() == [
+        x for i in range(4) for x in (f"~took j{i + 1}.1", f"j{i}.1 0")] + ["j4.1 0"]
     # the claim went on from job to job, and was given back once, at the end
     text = claim.read_text().splitlines()
     assert [ln for ln in text if ln.startswith("job ")][-1] == "job j4.1"
@@ -140,8 +144,10 @@ def test_the_watch_follows_the_chain_a_pause_stops_the_job_running_now(tmp_path:
     events = (tmp_path / "events").read_text().splitlines()
     # (a job whose time was up while stopped ends at once when continued: its end may be
     # told before the resume is)
-    assert events[:2] == ["j0.1 0", "~suspend j1.1"] and events[-1] == "j2.1 0", events
-    assert sorted(events[2:4]) == ["j1.1 0", "~resume j1.1"], events
+    assert events[:3] == ["~took j1.1", "j0.1 0", "~suspend j1.1"], events
+    assert events[-1] == "j2.1 0", events
+    assert sorted(events[3:6]) == ["j1.1 0", "~resume j1.1", "~took j2.1"], events
+    assert events.index("~took j2.1") < events.index("j1.1 0"), events
 
 
 def test_a_job_of_a_chain_past_its_timeout_is_stopped_and_the_chain_goes_on(
@@ -158,6 +164,134 @@ def test_a_job_of_a_chain_past_its_timeout_is_stopped_and_the_chain_goes_on(
     assert not (dirs[0] / ".dssh" / "timed_out").exists()
     assert (dirs[2] / "outputs" / "r.txt").read_text() == "ran\n"
     assert not (dirs[2] / ".dssh" / "timed_out").exists()  # counted afresh
+
+
+# ------------------------------------------------- look-ahead: a run linked to a running one
+
+
+def _link(run: Path, nxt: Path, name: str) -> bool:
+    """Link ``nxt`` as the next run of the running ``run``, as a head's look-ahead does: its
+    dir and command first, then ``.dssh/next`` made with link(2), which fails if the name
+    exists (the wrapper closed the slot, having ended)."""
+    (nxt / ".dssh").mkdir(parents=True, exist_ok=True)
+    (nxt / "outputs").mkdir(exist_ok=True)
+    if not (nxt / ".dssh" / "command.sh").exists():
+        (nxt / ".dssh" / "command.sh").write_text("echo $$ > outputs/me.txt\n")
+    src = nxt / ".dssh" / "as-next"
+    src.write_text(f"{nxt}\n{name}\n")
+    try:
+        os.link(src, run / ".dssh" / "next")
+    except FileExistsError:
+        return False
+    return True
+
+
+def test_a_run_linked_while_a_lone_job_runs_follows_it_in_the_same_wrapper(
+        tmp_path: Path) -> None:
+    [first] = _chain(tmp_path, 1, command="sleep 1; echo $$ > outputs/me.txt")
+    second = tmp_path / "jobs" / "j1.1"
+    w = _start_wrapper(tmp_path, first)
+    try:
+        assert wait_for((first / ".dssh" / "job_pid").exists, 30, 0.02)
+        assert _link(first, second, "j1.1")
+        assert w.wait(timeout=60) == 0
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert (second / ".dssh" / "exit_code").read_text() == "0\n"
+    # one wrapper for both, and the second started once the first had ended
+    assert (first / ".dssh" / "pid").read_text() == (second / ".dssh" / "pid").read_text()
+    assert ((first / ".dssh" / "finished").stat().st_mtime_ns
+            <= (second / ".dssh" / "started").stat().st_mtime_ns)
+    # taking it is told before the end of the job it follows: a head hearing that end knows
+    # the slot went on
+    assert (tmp_path / "events").read_text().splitlines() == ["~took j1.1", "j0.1 0", "j1.1 0"]
+    text = (tmp_path / "claim").read_text().splitlines()
+    assert "job j1.1" in text and f"dir {second}" in text
+    assert text[-1] == "ended" and text.count("ended") == 1
+    # the second run closed its slot at its end: a link made now is refused
+    assert not _link(second, tmp_path / "jobs" / "j2.1", "j2.1")
+    assert not (tmp_path / "jobs" / "j2.1" / ".dssh" / "started").exists()
+
+
+def test_a_link_racing_the_end_of_the_job_either_runs_once_or_not_at_all(
+        tmp_path: Path) -> None:
+    """The head's link and the wrapper's close race at the job's end: exactly one wins,
+    whatever the moment. Linked: the run was taken and told; refused: it never started."""
+    rng = random.Random(7)
+    outcomes = collections.Counter()
+    for t in range(30):
+        base = tmp_path / f"t{t}"
+        [first] = _chain(base, 1, command=f"sleep 0.{rng.randrange(1, 3)}")
+        second = base / "jobs" / "j1.1"
+        w = _start_wrapper(base, first)
+        try:
+            time.sleep(rng.uniform(0.05, 0.4))
+            linked = _link(first, second, "j1.1")
+            assert w.wait(timeout=60) == 0
+        finally:
+            if w.poll() is None:
+                w.kill()
+        events = (base / "events").read_text().splitlines()
+        if linked:
+            assert (second / ".dssh" / "exit_code").read_text() == "0\n", t
+            assert events == ["~took j1.1", "j0.1 0", "j1.1 0"], (t, events)
+        else:
+            assert (first / ".dssh" / "next").read_text() == "", t  # closed by the wrapper
+            assert not (second / ".dssh" / "launched").exists(), t
+            assert not (second / ".dssh" / "started").exists(), t
+            assert events == ["j0.1 0"], (t, events)
+        outcomes[linked] += 1
+    # (the moments were drawn to fall on both sides of the end)
+    assert outcomes[True] and outcomes[False], outcomes
+
+
+def test_a_linked_run_is_given_back_when_the_host_is_paused_at_the_end(tmp_path: Path) -> None:
+    flag = tmp_path / "pause-me"
+    [first] = _chain(tmp_path, 1, command=f"sleep 0.5; touch {flag}")
+    second = tmp_path / "jobs" / "j1.1"
+    w = _start_wrapper(tmp_path, first, pause_files=str(flag))
+    try:
+        assert wait_for((first / ".dssh" / "job_pid").exists, 30, 0.02)
+        assert _link(first, second, "j1.1")
+        assert w.wait(timeout=60) == 0
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert not second.exists(), "the run given back must be gone"
+    assert (tmp_path / "events").read_text().splitlines() == ["~withdrawn j1.1", "j0.1 0"]
+    assert (tmp_path / "claim").read_text().splitlines()[-1] == "ended"
+
+
+def test_the_watch_follows_a_linked_run_a_pause_stops_it(tmp_path: Path) -> None:
+    """A lone job's watch learns of the run linked after it (no chain when it began)."""
+    flag = tmp_path / "pause-me"
+    [first] = _chain(tmp_path, 1, command="sleep 0.5")
+    second = tmp_path / "jobs" / "j1.1"
+    (second / ".dssh").mkdir(parents=True)
+    (second / ".dssh" / "command.sh").write_text("sleep 2; echo done > outputs/r.txt\n")
+    w = _start_wrapper(tmp_path, first, pause_files=str(flag), on_pause="suspend")
+    try:
+        assert wait_for((first / ".dssh" / "job_pid").exists, 30, 0.02)
+        assert _link(first, second, "j1.1")
+        assert wait_for((second / ".dssh" / "job_pid").exists, 30, 0.02)
+        flag.touch()
+        job = int((second / ".dssh" / "job_pid").read_text())
+
+        def stopped() -> bool:
+            with open(f"/proc/{job}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+        assert wait_for(stopped, 5, 0.05), "the linked run was not stopped"
+        flag.unlink()
+        assert w.wait(timeout=60) == 0
+    finally:
+        flag.unlink(missing_ok=True)
+        if w.poll() is None:
+            w.kill()
+    assert (second / "outputs" / "r.txt").read_text() == "done\n"
+    events = (tmp_path / "events").read_text().splitlines()
+    assert events[:3] == ["~took j1.1", "j0.1 0", "~suspend j1.1"], events
 
 
 # --------------------------------------------------------------- on real sshd workstations
@@ -224,6 +358,85 @@ def test_short_jobs_run_in_chains_each_exactly_once(tmp_path: Path, fresh_workdi
         ledger = Path(w.ledger_dir)
         for c in ledger.glob("c-*") if ledger.is_dir() else ():
             assert "ended" in c.read_text().split("\n"), c.read_text()
+
+
+def test_jobs_of_about_the_same_length_are_linked_ahead_each_exactly_once(
+        tmp_path: Path, fresh_workdirs) -> None:
+    """Jobs too long for chains, all about as long: once enough have ended to tell, each
+    slot's next job is linked to the running one shortly before it ends, and the slot's
+    wrapper goes on to it with no round trip in between."""
+    ws = fresh_workdirs
+    w1 = ws.hosts[0]
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={w1.name: {"cpus": 3}})
+    n = 24
+    sweep = _sweep(tmp_path, "ahead", n, 'sleep 0.8; echo "$PPID" > outputs/wrapper.txt; '
+                                         'echo {i} >> "$HOME/ran-ahead.txt"')
+    r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", w1.name,
+             cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ran = _ran(ws, "ahead")
+    assert sorted(ran) == sorted(str(i) for i in range(n)) and set(ran.values()) == {1}, ran
+    results = tmp_path / "results/default/ahead"
+    rows = summary(results)
+    assert len(rows) == n and {row["status"] for row in rows} == {"COMPLETED"}
+    assert all(json.loads((results / row["job"] / "job.json").read_text())["attempts"] == 1
+               for row in rows)
+    # Linked: recorded as queued on the host behind a running job (no chains: the jobs
+    # take longer than a chain's turn), and taken by that job's wrapper, which said so.
+    notes = [json.loads(e["detail"]).get("reason") for e in _events(tmp_path, "starting")]
+    linked = [x for x in notes if x and x.startswith(f"queued on {w1.name} after ")]
+    log = w1.workdir / "events" / "default" / "ahead.log"
+    took = [ln for ln in log.read_text().splitlines() if ln.startswith("~took ")]
+    assert 3 <= len(took) <= len(linked), (took, linked)
+    wrappers = collections.Counter((results / row["job"] / "wrapper.txt").read_text()
+                                   for row in rows)
+    assert len(wrappers) <= n - len(took), wrappers
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM jobs WHERE reason IS NOT NULL").fetchone() == (0,)
+
+
+def test_a_head_killed_with_runs_linked_ahead_is_resumed_and_each_job_runs_once(
+        tmp_path: Path, fresh_workdirs) -> None:
+    ws = fresh_workdirs
+    w1 = ws.hosts[0]
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={w1.name: {"cpus": 3}})
+    n = 30
+    sweep = _sweep(tmp_path, "linkkill", n, 'sleep 0.8; echo {i} >> "$HOME/ran-linkkill.txt"')
+    args = ("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", w1.name)
+
+    def linked_waiting() -> bool:
+        """A job linked to a running one, its turn not come yet (or its link on its way)."""
+        try:
+            with sqlite3.connect(tmp_path / "state.db", timeout=0.1) as db:
+                return db.execute("SELECT COUNT(*) FROM jobs WHERE state='STARTING' AND "
+                                  "reason LIKE 'queued on %'").fetchone()[0] > 0
+        except sqlite3.Error:
+            return False
+
+    head = start_head(tmp_path, *args)
+    killed = False
+    try:
+        if wait_for(linked_waiting, 120, 0.01) and head.poll() is None:
+            head.send_signal(signal.SIGKILL)
+            killed = True
+        head.communicate(timeout=60)
+    finally:
+        if head.poll() is None:
+            head.kill()
+    assert killed, "no run was linked ahead before the sweep ended"
+    head = start_head(tmp_path, *args)
+    try:
+        out, err = head.communicate(timeout=300)
+    finally:
+        if head.poll() is None:
+            head.kill()
+    assert head.returncode == 0, err
+    ran = _ran(ws, "linkkill")
+    assert sorted(ran) == sorted(str(i) for i in range(n)), sorted(
+        set(map(str, range(n))) - set(ran))
+    assert set(ran.values()) == {1}, {k: v for k, v in ran.items() if v > 1}
+    rows = summary(tmp_path / "results/default/linkkill")
+    assert len(rows) == n and {row["status"] for row in rows} == {"COMPLETED"}
 
 
 def test_a_drained_host_gives_back_its_chains_and_nothing_is_lost(

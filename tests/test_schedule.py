@@ -464,3 +464,64 @@ def test_a_collection_whose_host_is_lost_while_it_waits_is_left_for_the_reconnec
         assert head.fatal is None
     finally:
         head.close()
+
+
+def test_the_look_ahead_links_only_jobs_due_to_end_on_hosts_within_their_limits(
+        tmp_path) -> None:
+    """Which running jobs get their slot's next job linked ahead (SPEC §5): those expected
+    to end within the lead, while the jobs ended so far took about as long as each other,
+    on a host that is not over what its owners' policy or its ledger now allow, and where
+    no other head waits."""
+    import asyncio
+
+    from distribute_ssh import engine
+
+    head, h = _head_on_one_host(tmp_path, "ahead", 6, 2)
+    spawned = []
+    head._spawn = lambda coro: spawned.append(coro.close()) or asyncio.Future()  # type: ignore
+    try:
+        h.status, h.conn, h.workdir = "ready", object(), "/w"
+        jobs = sorted(head.jobs.values(), key=lambda j: j.order)
+        a, b = jobs[:2]
+        now = time.monotonic()
+        for j, ago in ((a, 0.9), (b, 0.2)):  # a is due to end within the lead, b is not
+            j.host, j.attempts, j.remote_dir = "ws1", 1, f"/w/{j.planned.name}/1"
+            head._set(j, "running", state="RUNNING", host="ws1")
+            head._hold(h, j)
+            j.cpus, j.dispatched = 1, now - ago
+        h.slots.used_cpus = 2
+
+        def look(durations) -> list:
+            head.ended_n = len(durations)
+            head.ended_secs = sum(durations)
+            head.ended_sq = sum(x * x for x in durations)
+            for j in jobs[2:]:
+                j.busy = j.queued = j.linked = False
+            a.next_id = b.next_id = -1
+            h.to_link = []
+
+            async def go():
+                head._look_ahead([h], head._queued())
+            asyncio.run(go())
+            return [(x.planned.name, y.planned.name) for x, y in h.to_link]
+
+        same = [1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.0, 1.03]
+        assert look(same) == [(a.planned.name, jobs[2].planned.name)]
+        assert a.next_id == jobs[2].id and jobs[2].queued and jobs[2].linked
+        assert len(spawned) == 1  # the round trip that makes the link, one per host
+        assert look(same[:engine.CHAIN_AFTER - 1]) == []  # too few ended to tell
+        assert look([0.2, 1.8] * 4) == []  # as long on average, but all over the place
+        assert look([0.3] * 8) == []  # short: chains do better
+        h.slots.cpus = 1  # its owner's policy now allows 1 cpu, and 2 run
+        assert look(same) == []
+        h.slots.cpus = 2
+        h.slots.ledger_slots = 1  # another head declared fewer slots in the ledger
+        assert look(same) == []
+        h.slots.ledger_slots = None
+        h.waiting = True  # queued jobs wait for room other heads hold: theirs first
+        assert look(same) == []
+        h.waiting = False
+        a.cancel = True
+        assert look(same) == []
+    finally:
+        head.close()

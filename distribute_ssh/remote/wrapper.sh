@@ -356,7 +356,8 @@ echo "$job" > "$ctl/job_pid"
         sleep 1
         kill -0 $$ 2>/dev/null || exit 0  # the wrapper is gone (killed): so is its watch
         m_job=; m_dir=; m_name=
-        [ -z "$chained" ] || { read -r m_job; read -r m_dir; read -r m_name; } < "$cur" 2>/dev/null
+        # (a chain's runs, or a run linked to a lone job later: the file is there)
+        [ ! -f "$cur" ] || { read -r m_job; read -r m_dir; read -r m_name; } < "$cur" 2>/dev/null
         [ -n "$m_job" ] || m_job=$job  # (not readable: the run it was started with)
         uptime_s
         if [ "$m_job" != "$job" ]; then  # the next run of the chain: counted afresh
@@ -429,6 +430,17 @@ rc=$?
 # Those still in its process group first (a builtin check: no cost when there are none)...
 if kill -0 "-$job" 2>/dev/null && alive; then end_leftovers; fi
 [ -e "$ctl/suspended" ] || [ -e "$ctl/paused" ] && rm -f "$ctl/suspended" "$ctl/paused"
+# A run the head linked to this one while it ran (its look-ahead, SPEC §5): the head
+# links .dssh/next into place (ln, which fails if the name exists) and this closes it
+# (O_EXCL): of the two, exactly one wins.
+if [ -z "$nxt" ]; then
+    set -C
+    # (printf, not ":": a redirection that fails on a special built-in ends the shell)
+    if ! printf '' 2>/dev/null > "$ctl/next" && [ -s "$ctl/next" ]; then
+        { read -r nxt; read -r nname; } < "$ctl/next"
+    fi
+    set +C
+fi
 # The next run of the chain, taken before this job's end is told: a head that hears the
 # end knows the slot's next run has started, or hears it given back.
 if [ -n "$nxt" ]; then
@@ -439,6 +451,10 @@ if [ -n "$nxt" ]; then
         set -C
         printf '%s\n' "$$" > "$nxt/.dssh/launched" 2>/dev/null || nxt=
         set +C
+        # Every run taken is told (~took), before this job's end: a head hearing that
+        # end knows the slot went on. (A run the head linked may have been there when
+        # this one began, and read with it: so every one.)
+        [ -z "$nxt" ] || { chained=1; event "~took $nname"; }
     fi
 fi
 if [ -z "$nxt" ]; then
