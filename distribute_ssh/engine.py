@@ -2805,6 +2805,12 @@ set --
         if self.ended_sq / self.ended_n - mean * mean > (LINK_CV * mean) ** 2:
             return
         now = time.monotonic()
+        # The jobs that end first are the short ones: a job still running well past the
+        # mean says the durations vary more than the ended ones show.
+        oldest = now - mean * (1 + 3 * LINK_CV)
+        if any(j.dispatched < oldest for h in ready for i in self.on_host.get(h.spec.name, ())
+               if (j := self.jobs[i]).state == st.RUNNING and not j.busy):
+            return
         due_next = math.inf
         skipped: list[JobRt] = []  # queued jobs that did not suit a host looked at before
         for h in ready:
