@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 SSHD = Path("/usr/sbin/sshd")
 
 SMALL = [
-    "--jobs", "40", "--hosts", "2", "--slots", "2", "--repeat", "1",
-    "--host-counts", "1,2", "--jobs-per-host", "20", "--makespan-per-host", "4",
+    # (few jobs for dispatch: GNU Parallel without ControlMaster logs in for each one)
+    "--jobs", "16", "--hosts", "2", "--slots", "2", "--repeat", "1",
+    "--host-counts", "1,2", "--jobs-per-host", "8", "--makespan-per-host", "4",
     "--makespan-jobs", "8", "--makespan-seconds", "0.2",
     "--mixed-jobs", "8", "--mixed-mean", "0.3", "--mixed-cap", "1",
     "--scale-hosts", "5", "--scale-jobs", "100", "--scale-slots", "2", "--hosts-repeat", "1",
@@ -93,7 +94,7 @@ def test_dispatch_and_peers_were_checked(speed: dict) -> None:
         tools |= {"parallel", "parallel --controlmaster"}
     assert tools <= set(summ)
     for t in tools:
-        assert summ[t]["jobs"] == 40 and summ[t]["jobs_per_s"] > 0
+        assert summ[t]["jobs"] == 16 and summ[t]["jobs_per_s"] > 0
     assert summ["dssh"]["logins_median"] >= 1  # dssh really went over SSH
 
 

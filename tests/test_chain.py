@@ -220,7 +220,7 @@ def test_a_link_racing_the_end_of_the_job_either_runs_once_or_not_at_all(
     whatever the moment. Linked: the run was taken and told; refused: it never started."""
     rng = random.Random(7)
     outcomes = collections.Counter()
-    for t in range(30):
+    for t in range(20):
         base = tmp_path / f"t{t}"
         [first] = _chain(base, 1, command=f"sleep 0.{rng.randrange(1, 3)}")
         second = base / "jobs" / "j1.1"
@@ -400,7 +400,7 @@ def test_a_head_killed_with_runs_linked_ahead_is_resumed_and_each_job_runs_once(
     ws = fresh_workdirs
     w1 = ws.hosts[0]
     ws.write_inventory(tmp_path / "inventory.yaml", overrides={w1.name: {"cpus": 3}})
-    n = 30
+    n = 24
     sweep = _sweep(tmp_path, "linkkill", n, 'sleep 0.8; echo {i} >> "$HOME/ran-linkkill.txt"')
     args = ("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", w1.name)
 
