@@ -982,7 +982,7 @@ class Head:
         elif j.state == st.STARTING:
             j.ended = True
 
-    def _chain_next(self, h: HostRt, j: JobRt) -> None:
+    def _chain_next(self, h: HostRt, j: JobRt, heard: bool = True) -> None:
         """The job has ended: the next of its chain has started in its slot (the wrapper
         takes it before it tells of the end), or is being given back (~withdrawn)."""
         if j.next_id < 0:
@@ -992,6 +992,12 @@ class Head:
         if b is None or not b.queued or b.host != h.spec.name:
             return
         if b.linked and not b.took:
+            if not heard:
+                # The end was found by looking (the watch was away): whether the wrapper
+                # took it is unknown. A look at its dir settles it, as for any run whose
+                # start was cut short: followed if launched, else taken back and queued.
+                b.busy = b.queued = b.linked = False
+                return
             # Linked while the job ran, not taken: the wrapper closed the slot first, or
             # gave it back; the link's answer (or ~withdrawn) settles it.
             return
@@ -2051,7 +2057,7 @@ rm -rf "$b" && mkdir "$b" && claim
     # -- collection -------------------------------------------------------------------------
     async def _collect(self, h: HostRt, job: JobRt) -> None:
         """Collect an ended job with the next batch from its host."""
-        self._chain_next(h, job)  # (its end was found by looking, not heard)
+        self._chain_next(h, job, heard=False)  # (its end was found by looking, not heard)
         h.to_collect.append(job)
         if h.collector is None or h.collector.done():
             h.collector = self._spawn(self._collect_batches(h))

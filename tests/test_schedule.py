@@ -531,3 +531,44 @@ def test_the_look_ahead_links_only_jobs_due_to_end_on_hosts_within_their_limits(
         assert look(same) == []
     finally:
         head.close()
+
+
+def test_a_run_linked_ahead_passes_its_slot_only_once_its_wrapper_said_it_took_it(
+        tmp_path) -> None:
+    """At the end of a job with a run linked behind it: heard with ~took before it, the slot
+    goes on to that run; heard without, the link's answer settles it; found by looking
+    (the watch was away, a ~took may be lost), a look at the run's dir settles it."""
+    import asyncio
+
+    head, h = _head_on_one_host(tmp_path, "took", 2, 2)
+    try:
+        a, b = sorted(head.jobs.values(), key=lambda j: j.order)
+
+        def linked() -> None:
+            for j in (a, b):
+                j.host, j.attempts, j.remote_dir = "ws1", 1, f"/w/{j.planned.name}/1"
+            head._set(a, "running", state="RUNNING", host="ws1")
+            head._set(b, "starting", state="STARTING", host="ws1")
+            a.held, b.held = False, False
+            head._hold(h, a)
+            a.next_id = b.id
+            b.busy = b.queued = b.linked = True
+            b.took = False
+
+        async def go(heard: bool) -> None:
+            head._chain_next(h, a, heard=heard)
+            await asyncio.sleep(0)  # (the runs handed on are recorded in one go)
+
+        linked()
+        asyncio.run(go(True))  # no ~took heard: the link's answer is awaited
+        assert (b.queued, b.busy, b.held, a.held, b.state) == (True, True, False, True,
+                                                               "STARTING")
+        linked()
+        b.took = True  # the wrapper said it took it, before the end
+        asyncio.run(go(True))
+        assert (b.queued, b.held, a.held, b.state) == (False, True, False, "RUNNING")
+        linked()
+        asyncio.run(go(False))  # found by looking: its dir will tell
+        assert (b.queued, b.busy, b.linked, b.state) == (False, False, False, "STARTING")
+    finally:
+        head.close()
