@@ -432,7 +432,8 @@ if kill -0 "-$job" 2>/dev/null && alive; then end_leftovers; fi
 [ -e "$ctl/suspended" ] || [ -e "$ctl/paused" ] && rm -f "$ctl/suspended" "$ctl/paused"
 # A run the head linked to this one while it ran (its look-ahead, SPEC §5): the head
 # links .dssh/next into place (ln, which fails if the name exists) and this closes it
-# (O_EXCL): of the two, exactly one wins.
+# (O_EXCL): of the two, exactly one wins. A linked run has .dssh/as-next, which the head
+# linked into place.
 if [ -z "$nxt" ]; then
     set -C
     # (printf, not ":": a redirection that fails on a special built-in ends the shell)
@@ -451,10 +452,11 @@ if [ -n "$nxt" ]; then
         set -C
         printf '%s\n' "$$" > "$nxt/.dssh/launched" 2>/dev/null || nxt=
         set +C
-        # Every run taken is told (~took), before this job's end: a head hearing that
-        # end knows the slot went on. (A run the head linked may have been there when
-        # this one began, and read with it: so every one.)
-        [ -z "$nxt" ] || { chained=1; event "~took $nname"; }
+        # A linked run taken is told (~took), before this job's end: a head hearing
+        # that end knows the slot went on. (A link may have been there when this run
+        # began, and read with it: its as-next tells it from a chain's run, and a chain
+        # of short jobs pays no line for each.)
+        [ -z "$nxt" ] || { chained=1; [ ! -f "$nxt/.dssh/as-next" ] || event "~took $nname"; }
     fi
 fi
 if [ -z "$nxt" ]; then
