@@ -1754,13 +1754,8 @@ rm -rf "$b" && mkdir "$b" && claim
             for i, (job, cpus, gpus, attempt, jdir) in enumerate(starts):
                 # From now on its end may be heard, even before the answer to its start.
                 job.dispatched, job.judged = time.monotonic(), False
-                self._set(job, "starting", db=db, state=st.STARTING, attempts=attempt,
-                          host=h.spec.name, remote_dir=jdir, cpus=cpus, gpus=gpus,
-                          exit_code=None, reason=f"{st.QUEUED_ON}{h.spec.name} after "
-                                                 f"{after[i]}" if i in after else None)
-                db.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, host, "
-                           "remote_dir, state, started) VALUES (?,?,?,?,?,?)",
-                           (job.id, attempt, h.spec.name, jdir, st.STARTING, now))
+                self._record_starting(db, h, job, attempt, jdir, cpus, gpus, now,
+                                      after.get(i))
         for members in chains:
             for a, b in itertools.pairwise(members):
                 starts[a][0].next_id = starts[b][0].id
@@ -1901,6 +1896,18 @@ rm -rf "$b" && mkdir "$b" && claim
         if again:
             await self._reattach(h, quiet=True)
         self.reporter.update(self)
+
+    def _record_starting(self, db: Any, h: HostRt, job: JobRt, attempt: int, jdir: str,
+                         cpus: int, gpus: tuple[int, ...], now: float,
+                         after: str | None) -> None:
+        """Record a start on its way (a batch's, or a link's): STARTING, with its attempt;
+        one handed to follow ``after`` in its slot is noted "queued on HOST after JOB"."""
+        self._set(job, "starting", db=db, state=st.STARTING, attempts=attempt,
+                  host=h.spec.name, remote_dir=jdir, cpus=cpus, gpus=gpus, exit_code=None,
+                  reason=f"{st.QUEUED_ON}{h.spec.name} after {after}" if after else None)
+        db.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, host, remote_dir, "
+                   "state, started) VALUES (?,?,?,?,?,?)",
+                   (job.id, attempt, h.spec.name, jdir, st.STARTING, now))
 
     def _start_outcomes(self, h: HostRt, starts: list, chains: list[list[int]],
                         chain_of: dict[int, int], verdicts: list[tuple[str, str]],
@@ -2909,13 +2916,8 @@ set --
         now = time.time()
         with self.state.tx() as db:
             for j, b, attempt, bdir in live:
-                self._set(b, "starting", db=db, state=st.STARTING, attempts=attempt,
-                          host=h.spec.name, remote_dir=bdir, cpus=j.cpus, gpus=j.gpus,
-                          exit_code=None,
-                          reason=f"{st.QUEUED_ON}{h.spec.name} after {j.planned.name}")
-                db.execute("INSERT OR REPLACE INTO attempts (job_id, attempt, host, "
-                           "remote_dir, state, started) VALUES (?,?,?,?,?,?)",
-                           (b.id, attempt, h.spec.name, bdir, st.STARTING, now))
+                self._record_starting(db, h, b, attempt, bdir, j.cpus, j.gpus, now,
+                                      j.planned.name)
         own = f"{h.spec.ledger_dir}/w-{ledger.waiter_name(h.user or 'dssh', self.head_id)}"
         parts = [
             # Other heads wait for room here: the slot is theirs to have when it frees.

@@ -318,6 +318,19 @@ def _events(d: Path, kind: str) -> list[sqlite3.Row]:
         db.close()
 
 
+def _each_once_and_completed(ws, d: Path, name: str, n: int) -> tuple[Path, list[dict]]:
+    """Each of the sweep's n jobs ran exactly once (by what the jobs wrote on the
+    workstations), is COMPLETED, and took one attempt; its results dir and summary rows."""
+    ran = _ran(ws, name)
+    assert sorted(ran) == sorted(str(i) for i in range(n)) and set(ran.values()) == {1}, ran
+    results = d / "results/default" / name
+    rows = summary(results)
+    assert len(rows) == n and {row["status"] for row in rows} == {"COMPLETED"}
+    assert all(json.loads((results / row["job"] / "job.json").read_text())["attempts"] == 1
+               for row in rows)
+    return results, rows
+
+
 def test_short_jobs_run_in_chains_each_exactly_once(tmp_path: Path, fresh_workdirs) -> None:
     ws = fresh_workdirs
     w1, w2 = ws.hosts[0], ws.hosts[1]
@@ -329,13 +342,7 @@ def test_short_jobs_run_in_chains_each_exactly_once(tmp_path: Path, fresh_workdi
     r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts",
              f"{w1.name},{w2.name}", cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
-    ran = _ran(ws, "chained")
-    assert sorted(ran) == sorted(str(i) for i in range(n)) and set(ran.values()) == {1}, ran
-    results = tmp_path / "results/default/chained"
-    rows = summary(results)
-    assert len(rows) == n and {row["status"] for row in rows} == {"COMPLETED"}
-    assert all(json.loads((results / row["job"] / "job.json").read_text())["attempts"] == 1
-               for row in rows)
+    results, rows = _each_once_and_completed(ws, tmp_path, "chained", n)
     # The jobs shared wrappers: far fewer wrappers than jobs (one per job without chains).
     wrappers = collections.Counter((row["host"], (results / row["job"] / "wrapper.txt")
                                     .read_text().strip()) for row in rows)
@@ -371,13 +378,7 @@ def test_jobs_of_about_the_same_length_are_linked_ahead_each_exactly_once(
     r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", w1.name,
              cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
-    ran = _ran(ws, "ahead")
-    assert sorted(ran) == sorted(str(i) for i in range(n)) and set(ran.values()) == {1}, ran
-    results = tmp_path / "results/default/ahead"
-    rows = summary(results)
-    assert len(rows) == n and {row["status"] for row in rows} == {"COMPLETED"}
-    assert all(json.loads((results / row["job"] / "job.json").read_text())["attempts"] == 1
-               for row in rows)
+    results, rows = _each_once_and_completed(ws, tmp_path, "ahead", n)
     # Linked: recorded as queued on the host behind a running job (no chains: the jobs
     # take longer than a chain's turn), and taken by that job's wrapper, which said so.
     notes = [json.loads(e["detail"]).get("reason") for e in _events(tmp_path, "starting")]
