@@ -9,6 +9,13 @@
 
 Tests using the workstation fixtures are marked ``sshd`` automatically (``-m "not sshd"``),
 tests using ``slurm_cluster`` ``slurm``.
+
+The suite runs on pytest-xdist workers (``-n auto`` in pyproject.toml; ``-n 0`` runs it in
+one process). Each test file is one xdist group, so a file's module fixtures start once, on
+one worker; the files that use the one Slurm cluster of the machine share a group. Every
+worker starts its own workstations: their unix users differ (``dssh-ws``, ``dssh-wsb``, ...,
+see tests/workstations.py). ``DSSH_TEST_WORKERS=N`` sets how many workers ``auto`` means
+(default: 2, or 1 on a one-core machine).
 Env: ``DSSH_TEST_REQUIRE_SSHD=1`` (never fall back to the asyncssh server),
 ``DSSH_TEST_SSHD_BACKEND=openssh|asyncssh``, ``DSSH_TEST_KEEP_WORKSTATIONS=1`` (keep the
 files, e.g. sshd logs, under /tmp/dssh-ws-*), ``DSSH_TEST_REQUIRE_SLURM=1`` (fail, never skip,
@@ -18,7 +25,9 @@ when the Slurm cluster cannot run), ``DSSH_TEST_KEEP_SLURM=1`` (keep /tmp/dssh-s
 from __future__ import annotations
 
 import os
+import random
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,8 +41,15 @@ from workstations import Workstations, workstation_set  # noqa: E402
 
 _WORKSTATION_FIXTURES = {"workstations", "workstations4", "fresh_workdirs"}
 _SLURM_FIXTURES = {"slurm_cluster"}
+_SLURM_FILES = {"test_slurm.py", "test_slurm_cluster.py"}
+
+# The fault-injection suite's seed, chosen once here so that every xdist worker (they inherit
+# the environment) uses and reports the same one (tests/faults/conftest.py).
+os.environ.setdefault("DSSH_FAULT_SEED", str(random.SystemRandom().randrange(10**9)))
+_FAULT_STATS: Counter[str] = Counter()  # the workers' counts, summed on the controller
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the items
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
@@ -41,6 +57,44 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.sshd)
         if _SLURM_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slurm)
+        file = item.path.name
+        item.add_marker(pytest.mark.xdist_group("slurm" if file in _SLURM_FILES
+                                                else str(item.path.relative_to(item.config.rootpath))))
+
+
+def pytest_report_header() -> str:
+    return f"fault injection seed: DSSH_FAULT_SEED={os.environ['DSSH_FAULT_SEED']}"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    if os.environ.get("DSSH_TEST_WORKERS"):
+        return int(os.environ["DSSH_TEST_WORKERS"])
+    return min(2, os.cpu_count() or 1)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = getattr(session.config, "workeroutput", None)  # set on an xdist worker only
+    faultkit = sys.modules.get("faultkit")
+    if out is not None and faultkit is not None:
+        out["fault_stats"] = dict(faultkit.STATS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # noqa: ANN001 - xdist's hook, on the controller
+    _FAULT_STATS.update(getattr(node, "workeroutput", {}).get("fault_stats", {}))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+    faultkit = sys.modules.get("faultkit")
+    stats = Counter(_FAULT_STATS)  # (update, not +: a count of 0, "jobs lost", is kept)
+    stats.update(faultkit.STATS if faultkit is not None else {})
+    if stats:
+        seed = os.environ["DSSH_FAULT_SEED"]
+        terminalreporter.write_sep("-", f"fault injection (DSSH_FAULT_SEED={seed})")
+        faults = sum(n for key, n in stats.items() if key.startswith("faults: "))
+        terminalreporter.write_line(f"faults injected: {faults}")
+        for key in sorted(stats):
+            terminalreporter.write_line(f"  {key}: {stats[key]}")
 
 
 @pytest.fixture(scope="session")

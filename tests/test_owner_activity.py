@@ -63,7 +63,10 @@ def run_one(lab: dict, inv: Path, secs: int) -> subprocess.Popen[str]:
         run: {{command: "{JOB.format(secs=secs)}", cpus: 1}}
         """)
     head = start_head(lab["dir"], "run", "sweep.yaml", "-i", inv, "--hosts", lab["w"].name)
-    assert wait_for(lambda: job_states(lab["w"].user) == ["S"], 60), "the job did not start"
+    if not wait_for(lambda: job_states(lab["w"].user) == ["S"], 60):
+        head.kill()
+        out, err = head.communicate()
+        pytest.fail(f"the job did not start: {job_states(lab['w'].user)}\n{out}\n{err}")
     return head
 
 
@@ -120,9 +123,13 @@ def test_the_owner_typing_suspends_the_jobs_until_their_session_has_been_idle(la
 def test_foreign_load_suspends_the_jobs_and_unreadable_signals_are_reported(lab: dict
                                                                           ) -> None:
     w, d = lab["w"], lab["dir"]
-    inv = inventory(lab, {"foreign_load": 0.5, "gpu_busy": True, "clear_for": "2s"})
-    head = run_one(lab, inv, 12)  # long enough for a 10 s average to pass 0.5
-    busy = subprocess.Popen(["runuser", "-u", OWNER, "--", "sh", "-c", "while :; do :; done"])
+    # The threshold is above what the rest of this machine keeps runnable (another test
+    # worker's heads and jobs count as other users here); three busy loops pass it. Niced,
+    # they still count (runnable), without starving the other tests.
+    inv = inventory(lab, {"foreign_load": 1.5, "gpu_busy": True, "clear_for": "2s"})
+    head = run_one(lab, inv, 12)  # long enough for a 10 s average to pass 1.5
+    busy = subprocess.Popen(["runuser", "-u", OWNER, "--", "nice", "-n", "19", "sh", "-c",
+                             "for i in 1 2 3; do while :; do :; done & done; wait"])
     try:
         assert wait_for(lambda: job_states(w.user) == ["T"], 30), (
             job_states(w.user), [(p.name, p.read_text()) for p in w.workdir.glob("*.conf")],

@@ -252,13 +252,18 @@ def _ensure_user(user: str, home: Path, shell: str) -> pwd.struct_passwd:
         argv = ["usermod", "-d", str(home), "-s", shell, "-p", "*", user]
     except KeyError:
         argv = ["useradd", "-M", "-d", str(home), "-s", shell, "-p", "*", user]
-    for attempt in range(2):
+    killed = False
+    for attempt in range(8):
         r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if r.returncode == 0:
             break
-        if attempt == 0 and "currently used by process" in r.stderr:
+        if not killed and "currently used by process" in r.stderr:
             # leftovers of a crashed earlier run (we hold the prefix lock, so nobody else's)
             _kill_user_processes(pwd.getpwnam(user).pw_uid, include_sshd=True)
+            killed = True
+            continue
+        if "lock" in r.stderr and attempt < 7:
+            time.sleep(0.5)  # another session (an xdist worker) is changing /etc/passwd
             continue
         raise WorkstationError(f"{shlex.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
     return pwd.getpwnam(user)

@@ -7,8 +7,10 @@
   one), leftover processes of the workstation users are killed, their dssh workdirs,
   start logs and build logs are emptied. Returns the workstations.
 - ``rng``: a ``random.Random`` seeded from the session seed and the test's name. The
-  session seed is random, or ``DSSH_FAULT_SEED`` to reproduce a run; it is printed in the
-  header and in the report of every failing test.
+  session seed is random, or ``DSSH_FAULT_SEED`` to reproduce a run (tests/conftest.py
+  chooses it once for all xdist workers); it is printed in the header, in the report of
+  every failing test and with the counts of faults at the end (tests/conftest.py sums the
+  workers' ``faultkit.STATS``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,6 @@ import pytest
 from workstations import Workstations, workstation_set
 
 _SEED = os.environ.get("DSSH_FAULT_SEED") or str(random.SystemRandom().randrange(10**9))
-
-
-def pytest_report_header() -> str:
-    return f"fault injection seed: DSSH_FAULT_SEED={_SEED}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -76,14 +74,3 @@ def fx(fx_workstations: Workstations) -> Iterator[Workstations]:
     for w in fx_workstations:  # a test that stopped a workstation must not break the next
         if not w.running:
             w.start()
-
-
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
-    from faultkit import STATS
-
-    if STATS:
-        terminalreporter.write_sep("-", f"fault injection (DSSH_FAULT_SEED={_SEED})")
-        faults = sum(n for key, n in STATS.items() if key.startswith("faults: "))
-        terminalreporter.write_line(f"faults injected: {faults}")
-        for key in sorted(STATS):
-            terminalreporter.write_line(f"  {key}: {STATS[key]}")
