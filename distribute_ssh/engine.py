@@ -565,11 +565,12 @@ class Head:
         names = ["wrapper", "watch", "ledger", "activity"]
         res = await conn.run(
             f"umask 077\nw={q(h.workdir)}; e={q(os.path.dirname(self._event_log(h)))}\n"
-            # the workdir is this user's alone, whatever made it before
-            '{ mkdir -p "$w" && chmod 700 "$w"; } || exit 3\n'
-            '[ -d "$e" ] || mkdir -p "$e" || exit 3\n'
+            # the workdir is this user's alone, whatever made it before (few processes:
+            # with a hundred hosts, the set-up of each costs what its processes cost)
+            '{ { [ -d "$w/bin" ] && [ -d "$e" ]; } || mkdir -p "$w/bin" "$e"; } '
+            '&& chmod 700 "$w" || exit 3\n'
             "command -v setsid >/dev/null || echo nosetsid\n"
-            "tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar' && echo gnutar\n"
+            "case $(tar --version 2>/dev/null) in 'tar (GNU tar)'*) echo gnutar ;; esac\n"
             "find / -maxdepth 0 -printf '' 2>/dev/null && echo findprintf\n"
             'u=$(id -un); echo "user $u"\n'
             + ("" if h.spec.cpus else
@@ -590,7 +591,7 @@ class Head:
             raise HostError(h.spec.name, f"cannot create the workdir {h.workdir}: "
                                          f"{res.stderr.decode(errors='replace').strip()}")
         cpus = h.spec.cpus
-        missing: list[tuple[str, bytes]] = []
+        missing: list[str] = []
         text, _, looked = res.text.partition("-- ledger\n")
         text, _, owners = text.partition("-- policy\n")
         for line in text.splitlines():
@@ -612,17 +613,22 @@ class Head:
             if word == "confs":
                 h.confs = set(rest.split())
             if word in names:
-                missing.append(remote.script(word))
-        # The scripts missing there (a new workdir, or a new dssh) go at once, over SFTP.
-        await asyncio.gather(*(conn.write_file(f"{bin_dir}/{fname}", data, 0o700)
-                               for fname, data in missing))
+                missing.append(word)
         h.cpus_base = cpus or 1
-        # The ledger's script was missing when its claims were to be looked at: that is done
-        # now, in the round trip that writes the pause settings file, if one is needed.
+        # The scripts missing there (a new workdir, or a new dssh) go in the round trip
+        # that writes the pause settings file; so does the look at the ledger's claims
+        # when its script was missing for it.
+        install = remote.install(bin_dir, missing) if missing else ""
         forget = "" if looked else ledger.forget_command(
             self._ledger_script(h), h.spec.ledger_dir, self.head_id, h.user or "dssh")
         cpus, gpus, said = await self._apply_policy(
-            h, conn, policy.combine(h.spec, policy.parse_found(owners)), forget)
+            h, conn, policy.combine(h.spec, policy.parse_found(owners)), install + forget)
+        if said is None and install:  # (the settings file was there already)
+            said = (await conn.run(install + forget, timeout=60)).text
+        if install and said is not None and remote.INSTALL_FAILED in said.splitlines():
+            why = said.partition(remote.INSTALL_FAILED)[0].strip()[-300:]
+            raise HostError(h.spec.name, f"cannot write dssh's scripts into {bin_dir}"
+                                         + (f": {why}" if why else ""))
         h.store = HostStore(conn, h.workdir, copy=h.user == "root", meter=h.meter)
         h.slots = HostSlots(h.spec.name, cpus, h.spec.slots, gpus,
                             h.spec.capabilities, available=False)

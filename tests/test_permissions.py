@@ -7,12 +7,13 @@ head's state file is 0600."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, start_head, wait_until_running, write
+from helpers import dssh, explain, start_head, summary, wait_until_running, write
 
 
 def mode(p: Path) -> int:
@@ -66,3 +67,39 @@ def test_a_hosts_dssh_files_are_closed_to_its_other_users(tmp_path: Path,
     assert c.returncode == 0, explain(c)
     state = tmp_path / "state.db"
     assert mode(state) == 0o600
+
+
+def test_a_host_whose_scripts_cannot_be_written_is_left_out_and_says_why(
+        tmp_path: Path, fresh_workdirs) -> None:
+    """dssh's scripts go into the workdir's bin/ in the set-up's round trip, whole or not
+    at all: where bin/ refuses them, the host is left out with the shell's reason, no
+    half-written script stays, and the sweep runs on the other host."""
+    ws = fresh_workdirs
+    w, ok = ws.hosts[0], ws.hosts[1]
+    if os.geteuid() != 0 or not w.has_own_user:
+        pytest.skip("needs the workstations' own users (as root), for whom a mode counts")
+    bin_dir = w.workdir / "bin"
+    bin_dir.mkdir(parents=True)
+    for p in (w.workdir, bin_dir):
+        shutil.chown(p, w.user, w.user)
+    bin_dir.chmod(0o500)
+    ws.write_inventory(tmp_path / "inventory.yaml",
+                       overrides={w.name: {"cpus": 1}, ok.name: {"cpus": 1}})
+    write(tmp_path / "sweep.yaml", """
+        name: install
+        run: {command: "echo {i} > {output}/i.txt", cpus: 1}
+        params: {i: [1, 2, 3]}
+        """)
+    try:
+        r = dssh("run", "sweep.yaml", "-i", "inventory.yaml", "--hosts", f"{w.name},{ok.name}",
+                 cwd=tmp_path)
+    finally:
+        bin_dir.chmod(0o700)
+    assert r.returncode == 0, explain(r)
+    said = r.stdout + r.stderr
+    assert f"cannot write dssh's scripts into {bin_dir}: " in said, said
+    assert "Permission denied" in said, said
+    assert list(bin_dir.iterdir()) == []
+    rows = summary(tmp_path / "results/default/install")
+    assert [row["status"] for row in rows] == ["COMPLETED"] * 3
+    assert {row["host"] for row in rows} == {ok.name}

@@ -31,12 +31,28 @@ def script(name: str) -> tuple[str, bytes]:
 
 
 def install_check(bin_dir: str, names: list[str]) -> str:
-    """A script printing the names of shipped scripts missing from ``bin_dir``."""
-    lines = [f"mkdir -p {q(bin_dir)} || exit 1"]
-    for n in names:
-        fname, _ = script(n)
-        lines.append(f"[ -f {q(bin_dir + '/' + fname)} ] || echo {q(n)}")
-    return "\n".join(lines) + "\n"
+    """A script printing the names of shipped scripts missing from ``bin_dir`` (which
+    exists)."""
+    return "".join(f"[ -f {q(bin_dir + '/' + script(n)[0])} ] || echo {q(n)}\n"
+                   for n in names)
+
+
+INSTALL_FAILED = "@@install-failed"
+
+
+def install(bin_dir: str, names: list[str]) -> str:
+    """Shell that writes the shipped scripts ``names`` into ``bin_dir``, each whole or not
+    at all (a script cut short would be taken for the real one: their names are their
+    hashes). They are written into a directory of this shell's own and moved into place
+    together: a rename is atomic, and two heads installing at once write the same bytes.
+    When they could not be written, prints why, then INSTALL_FAILED, and ends the shell.
+    One round trip, with what else is to be done then, instead of an SFTP session."""
+    writes = "".join(f"  printf '%s' {q(script(n)[1].decode())} > \"$t\"/{q(script(n)[0])} &&\n"
+                     for n in names)
+    return (f"b={q(bin_dir)}; t=\"$b/.new.$$\"\n"
+            'if { mkdir "$t" &&\n' + writes
+            + '  chmod 700 "$t"/* && mv -f "$t"/* "$b"/; } 2>&1; then rmdir "$t"\n'
+            f'else rm -rf "$t"; echo {INSTALL_FAILED}; exit 0; fi\n')
 
 
 def export_lines(env: dict[str, str]) -> str:
