@@ -49,10 +49,11 @@ def install(bin_dir: str, names: list[str]) -> str:
     One round trip, with what else is to be done then, instead of an SFTP session."""
     writes = "".join(f"  printf '%s' {q(script(n)[1].decode())} > \"$t\"/{q(script(n)[0])} &&\n"
                      for n in names)
+    # (the reasons are kept and said only on failure: the output that follows is parsed)
     return (f"b={q(bin_dir)}; t=\"$b/.new.$$\"\n"
-            'if { mkdir "$t" &&\n' + writes
-            + '  chmod 700 "$t"/* && mv -f "$t"/* "$b"/; } 2>&1; then rmdir "$t"\n'
-            f'else rm -rf "$t"; echo {INSTALL_FAILED}; exit 0; fi\n')
+            'if why=$({ mkdir "$t" &&\n' + writes
+            + '  chmod 700 "$t"/* && mv -f "$t"/* "$b"/; } 2>&1); then rmdir "$t"\n'
+            f'else rm -rf "$t"; printf \'%s\\n\' "$why"; echo {INSTALL_FAILED}; exit 0; fi\n')
 
 
 def export_lines(env: dict[str, str]) -> str:
