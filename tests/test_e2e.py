@@ -99,8 +99,9 @@ def test_sweep_end_to_end(project: Path, fresh_workdirs) -> None:
     rows = summary(results)
     assert len(rows) == 13
     assert {r["status"] for r in rows} == {"COMPLETED"}
-    # ws3 lacks the capability; both capable hosts took work.
-    assert {r["host"] for r in rows} == {"ws1", "ws2"}
+    # ws3 lacks the capability: only the capable hosts took work (which of them, the
+    # scheduler's business: on a busy machine one may be done before the other has built).
+    assert {r["host"] for r in rows} <= {"ws1", "ws2"}, rows
     assert list(rows[0].keys())[:8] == ["job", "status", "host", "attempts", "exit_code",
                                         "started", "finished", "seconds"]
     assert rows[0]["job"] == "re-100_mesh-coarse" and rows[0]["re"] == "100"
@@ -278,7 +279,11 @@ def test_build_failure_excludes_host_and_all_failing_stops(project: Path,
     proc = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
     assert proc.returncode == 0, explain(proc)
     results = project / "results/default/buildfail"
-    assert {r["host"] for r in summary(results)} == {"ws1", "ws3"}
+    rows = summary(results)
+    # Which of the two good hosts ran them is the scheduler's business: on a busy machine
+    # one of them may be done with all four before the other has built.
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
+    assert {r["host"] for r in rows} <= {"ws1", "ws3"}, rows
     log = (results / "build-ws2.log").read_text()
     assert "error: no compiler here" in log and "exit code: 7" in log
     assert "build FAILED" in proc.stdout
