@@ -16,6 +16,7 @@ one worker; the files that use the one Slurm cluster of the machine share a grou
 worker starts its own workstations: their unix users differ (``dssh-ws``, ``dssh-wsb``, ...,
 see tests/workstations.py). ``DSSH_TEST_WORKERS=N`` sets how many workers ``auto`` means
 (default: 2, or 1 on a one-core machine).
+
 Env: ``DSSH_TEST_REQUIRE_SSHD=1`` (never fall back to the asyncssh server),
 ``DSSH_TEST_SSHD_BACKEND=openssh|asyncssh``, ``DSSH_TEST_KEEP_WORKSTATIONS=1`` (keep the
 files, e.g. sshd logs, under /tmp/dssh-ws-*), ``DSSH_TEST_REQUIRE_SLURM=1`` (fail, never skip,
