@@ -148,13 +148,9 @@ def local_user(name: str, home: str | os.PathLike = "/nonexistent") -> pwd.struc
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        for attempt in range(8):  # another xdist worker may hold /etc/passwd's lock a moment
-            r = subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", name],
-                               capture_output=True, text=True)
-            if r.returncode == 0 or "lock" not in r.stderr or attempt == 7:
-                break
-            time.sleep(0.5)
-        r.check_returncode()
+        from workstations import user_admin
+
+        user_admin(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", name]).check_returncode()
         return pwd.getpwnam(name)
 
 

@@ -252,21 +252,27 @@ def _ensure_user(user: str, home: Path, shell: str) -> pwd.struct_passwd:
         argv = ["usermod", "-d", str(home), "-s", shell, "-p", "*", user]
     except KeyError:
         argv = ["useradd", "-M", "-d", str(home), "-s", shell, "-p", "*", user]
-    killed = False
-    for attempt in range(8):
-        r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    for attempt in range(2):
+        r = user_admin(argv)
         if r.returncode == 0:
             break
-        if not killed and "currently used by process" in r.stderr:
+        if attempt == 0 and "currently used by process" in r.stderr:
             # leftovers of a crashed earlier run (we hold the prefix lock, so nobody else's)
             _kill_user_processes(pwd.getpwnam(user).pw_uid, include_sshd=True)
-            killed = True
-            continue
-        if "lock" in r.stderr and attempt < 7:
-            time.sleep(0.5)  # another session (an xdist worker) is changing /etc/passwd
             continue
         raise WorkstationError(f"{shlex.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
     return pwd.getpwnam(user)
+
+
+def user_admin(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``useradd``/``usermod``, again while another session (an xdist worker) holds
+    /etc/passwd's lock, for a few seconds at most."""
+    for _ in range(7):
+        r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if r.returncode == 0 or "lock" not in r.stderr:
+            return r
+        time.sleep(0.5)
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
 def _kill_user_processes(uid: int, *, include_sshd: bool, timeout: float = 2.0) -> int:

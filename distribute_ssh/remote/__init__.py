@@ -47,8 +47,8 @@ def install(bin_dir: str, names: list[str]) -> str:
     together: a rename is atomic, and two heads installing at once write the same bytes.
     When they could not be written, prints why, then INSTALL_FAILED, and ends the shell.
     One round trip, with what else is to be done then, instead of an SFTP session."""
-    writes = "".join(f"  printf '%s' {q(script(n)[1].decode())} > \"$t\"/{q(script(n)[0])} &&\n"
-                     for n in names)
+    writes = "".join(f"  printf '%s' {q(data.decode())} > \"$t\"/{q(fname)} &&\n"
+                     for fname, data in map(script, names))
     # (the reasons are kept and said only on failure: the output that follows is parsed)
     return (f"b={q(bin_dir)}; t=\"$b/.new.$$\"\n"
             'if why=$({ mkdir "$t" &&\n' + writes
