@@ -164,6 +164,27 @@ def owner_home(base: Path, name: str, mode: int) -> Path:
     return home
 
 
+def user_commands(user: str, needle: bytes) -> list[int]:
+    """Pids of the user's live processes whose command line contains ``needle``.
+
+    Processes of other tests come and go while /proc is read; one that exits
+    between the listing and the read is simply not there any more."""
+    uid = pwd.getpwnam(user).pw_uid
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry.path).st_uid != uid:
+                continue
+            with open(f"{entry.path}/cmdline", "rb") as f:
+                if needle in f.read():
+                    pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
 def proc_states(user: str, word: str) -> list[str]:
     """States (R, S, T, ...) of the user's processes whose command line ends with ``word``."""
     uid = pwd.getpwnam(user).pw_uid

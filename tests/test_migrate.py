@@ -5,12 +5,11 @@ workstations, with the example solver of examples/checkpoint."""
 from __future__ import annotations
 
 import json
-import pwd
 import shutil
 import time
 from pathlib import Path
 
-from helpers import dssh, start_head, summary, wait_for, write_yaml
+from helpers import dssh, start_head, summary, user_commands, wait_for, write_yaml
 
 SOLVER = Path(__file__).resolve().parent.parent / "examples" / "checkpoint" / "solver.sh"
 
@@ -74,15 +73,7 @@ def test_a_long_pause_moves_the_job_with_its_checkpoint(tmp_path: Path, fresh_wo
     assert not (results / ".checkpoints").exists() or not any(
         (results / ".checkpoints").iterdir())
     # Nothing of it is left running on ws1
-    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit()
-                and p.stat().st_uid == pwd.getpwnam(w1.user).pw_uid and b"solver.sh" in _cmdline(p)]
-
-
-def _cmdline(p: Path) -> bytes:
-    try:
-        return (p / "cmdline").read_bytes()
-    except OSError:
-        return b""
+    assert not user_commands(w1.user, b"solver.sh")
 
 
 def test_a_job_that_cannot_save_starts_over_elsewhere_and_is_not_a_failure(
