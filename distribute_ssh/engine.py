@@ -3126,8 +3126,12 @@ set --
                 raise stuck
             self._schedule()
             self.wakeup.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when
+            # the event was set in the moment the task was cancelled, and a head woken many
+            # times a second by ending jobs would then miss the user's Ctrl-C.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self.wakeup.wait()
             self.reporter.update(self)
         if self.cleanups:
             await asyncio.wait(list(self.cleanups), timeout=60)

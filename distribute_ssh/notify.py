@@ -81,8 +81,8 @@ async def send(notify: Notify, payload: dict[str, Any],
         report("warning", f"notify ({payload['event']}): cannot run the command: {e}")
         return False
     try:
-        _, err = await asyncio.wait_for(
-            proc.communicate(json.dumps(payload, indent=2).encode() + b"\n"), TIMEOUT)
+        async with asyncio.timeout(TIMEOUT):
+            _, err = await proc.communicate(json.dumps(payload, indent=2).encode() + b"\n")
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)

@@ -86,7 +86,8 @@ async def probe(host: Host, accept_new_hostkeys: bool = False) -> dict[str, Any]
                            "on_pause": host.on_pause, "notes": []}
     conn = make_connection(host, accept_new_hostkeys=accept_new_hostkeys)
     try:
-        await asyncio.wait_for(conn.connect(), host.connect_timeout + 5)
+        async with asyncio.timeout(host.connect_timeout + 5):
+            await conn.connect()
         if host.kind == "slurm":
             res = await conn.run(slurm_probe_script(host, conn.expand(host.workdir), conn.home),
                                  timeout=30)

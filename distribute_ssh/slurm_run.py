@@ -130,8 +130,9 @@ class SlurmHead(Head):
             if self._finished():
                 break
             self.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), POLL)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: see engine._drive)
+                async with asyncio.timeout(POLL):
+                    await self.wakeup.wait()
         if self.cleanups:
             await asyncio.wait(list(self.cleanups), timeout=60)
         return self.finish()

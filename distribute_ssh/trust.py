@@ -58,8 +58,9 @@ async def scan(host: Host) -> dict[str, Any]:
     row["file"] = str(files[0])
     row["address"] = name if port == 22 else f"{name}:{port}"
     try:
-        key = await asyncio.wait_for(asyncssh.get_server_host_key(
-            target, host.port or (), config=_ssh_config_paths()), host.connect_timeout + 5)
+        async with asyncio.timeout(host.connect_timeout + 5):
+            key = await asyncssh.get_server_host_key(
+                target, host.port or (), config=_ssh_config_paths())
     except (OSError, asyncssh.Error, TimeoutError) as e:
         row["error"] = str(e) or type(e).__name__
         return row

@@ -378,6 +378,44 @@ def test_ctrl_c_leaves_jobs_running_and_resume_reattaches(project: Path, fresh_w
     assert all((results / f"i-{i}/o.txt").read_text() == f"{i}\n" for i in range(1, 9))
 
 
+def test_one_ctrl_c_stops_a_head_busy_with_short_jobs(project: Path, fresh_workdirs) -> None:
+    """A head starting and collecting a stream of short jobs wakes many times a second.
+    One Ctrl-C still stops it, at once and cleanly: the jobs it handed out keep running
+    or are done, the rest wait, and the next run finishes them, each once."""
+    ws = fresh_workdirs
+    inv = ws.write_inventory(project / "busy.yaml", overrides={w.name: {"cpus": 4} for w in ws})
+    n = 3000
+    sweep = write_yaml(project / "busy-sweep.yaml", {
+        "name": "busy", "run": {"command": "echo {i} > {output}/i.txt", "cpus": 1},
+        "params": {"i": {"start": 1, "stop": n}}})
+    results = project / "results/default/busy"
+    head = start_head(project, "run", sweep, "-i", inv)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and head.poll() is None and not (
+            results.is_dir() and sum(1 for _ in results.glob("i-*/job.json")) >= 150):
+        time.sleep(0.1)
+    assert head.poll() is None, head.communicate()
+    head.send_signal(signal.SIGINT)
+    try:
+        out, err = head.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        head.kill()
+        out, err = head.communicate()
+        pytest.fail(f"one Ctrl-C did not stop a busy head in 30 s:\n{out[-2000:]}\n{err[-2000:]}")
+    assert head.returncode == 130, (out, err[-3000:])
+    assert "dssh: interrupted." in err and "Traceback" not in err, err[-3000:]
+    st = json.loads(dssh("status", "busy", "--json", cwd=project).stdout)
+    assert len(st["jobs"]) == n and {j["state"] for j in st["jobs"]} <= {
+        "COMPLETED", "RUNNING", "STARTING", "PENDING"}, {j["state"] for j in st["jobs"]}
+    assert 0 < sum(j["state"] == "PENDING" for j in st["jobs"]) < n
+    proc = dssh("run", sweep, "-i", inv, cwd=project)
+    assert proc.returncode == 0, explain(proc)
+    rows = summary(results)
+    assert len(rows) == n and {r["status"] for r in rows} == {"COMPLETED"}
+    assert all(json.loads((results / r["job"] / "job.json").read_text())["attempts"] == 1
+               for r in rows)
+
+
 def test_outputs_never_follow_symlinks(project: Path, fresh_workdirs) -> None:
     sweep = write_yaml(project / "l.yaml", {
         "name": "links",

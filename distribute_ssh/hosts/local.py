@@ -26,7 +26,9 @@ class LocalConnection(HostConnection):
             "sh", "-s", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=self.home)
         try:
-            out, err = await asyncio.wait_for(proc.communicate((PRELUDE + script).encode("utf-8", "surrogateescape")), timeout)
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate(
+                    (PRELUDE + script).encode("utf-8", "surrogateescape"))
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

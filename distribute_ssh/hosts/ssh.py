@@ -469,7 +469,8 @@ class SSHConnection(HostConnection):
         if self._conn is not None:
             self._conn.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._conn.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await self._conn.wait_closed()
             self._conn = None
 
 
@@ -502,9 +503,10 @@ class _Shell:
                 f"(\n{PRELUDE}{script}\n) </dev/null\n"
                 f"printf '\\n@@dssh:%s:%d@@\\n' {tok} $?\n"
                 f"printf '\\n@@dssh:%s@@\\n' {tok} >&2\n".encode("utf-8", "surrogateescape"))
-            out, err = await asyncio.wait_for(asyncio.gather(
-                self.proc.stdout.readuntil(out_end, 64),
-                self.proc.stderr.readuntil(err_end)), timeout)
+            # (asyncio.timeout: wait_for could swallow a cancel that came with the answer)
+            async with asyncio.timeout(timeout):
+                out, err = await asyncio.gather(self.proc.stdout.readuntil(out_end, 64),
+                                                self.proc.stderr.readuntil(err_end))
         except TimeoutError:
             self.timed_out = True
             self.close()
