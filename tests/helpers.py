@@ -164,13 +164,12 @@ def owner_home(base: Path, name: str, mode: int) -> Path:
     return home
 
 
-def user_commands(user: str, needle: bytes) -> list[int]:
-    """Pids of the user's live processes whose command line contains ``needle``.
+def user_argvs(uid: int) -> dict[int, list[bytes]]:
+    """{pid: argv} of the live processes of ``uid``.
 
     Processes of other tests come and go while /proc is read; one that exits
     between the listing and the read is simply not there any more."""
-    uid = pwd.getpwnam(user).pw_uid
-    pids = []
+    found = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -178,11 +177,16 @@ def user_commands(user: str, needle: bytes) -> list[int]:
             if os.stat(entry.path).st_uid != uid:
                 continue
             with open(f"{entry.path}/cmdline", "rb") as f:
-                if needle in f.read():
-                    pids.append(int(entry.name))
+                found[int(entry.name)] = f.read().split(b"\0")
         except OSError:
             continue
-    return pids
+    return found
+
+
+def user_commands(user: str, needle: bytes) -> list[int]:
+    """Pids of the user's live processes whose command line contains ``needle``."""
+    return [pid for pid, argv in user_argvs(pwd.getpwnam(user).pw_uid).items()
+            if needle in b"\0".join(argv)]
 
 
 def proc_states(user: str, word: str) -> list[str]:

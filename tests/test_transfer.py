@@ -17,7 +17,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import dssh, explain, job_json, on_terminal, start_head, summary, write, write_yaml
+from helpers import (
+    dssh,
+    explain,
+    job_json,
+    on_terminal,
+    start_head,
+    summary,
+    user_argvs,
+    write,
+    write_yaml,
+)
 
 from distribute_ssh.errors import HostError
 from distribute_ssh.hosts.ssh import SSHConnection
@@ -226,20 +236,8 @@ def test_host_lost_mid_collection_collects_whole_after_it_returns(lab: Path,
 
 def _tars_running(uid: int) -> int:
     """How many dssh collections (``tar -c ... --format=gnu``) run as ``uid`` right now."""
-    n = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.stat(entry.path).st_uid != uid:
-                continue
-            with open(f"{entry.path}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv[:1] == [b"tar"] and b"--format=gnu" in argv:
-            n += 1
-    return n
+    return sum(1 for argv in user_argvs(uid).values()
+               if argv[:1] == [b"tar"] and b"--format=gnu" in argv)
 
 
 def test_outputs_of_several_jobs_travel_at_once_while_jobs_keep_starting(
