@@ -588,13 +588,22 @@ def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
         return EXIT_OK
     from tabulate import tabulate
 
-    can = ", ".join(names)
-    rows = [[j.name, " ".join(f"{k}={value_text(v)}" for k, v in j.params.items()),
-             ", ".join(t for _, t in j.files) or "-", can] for j in jobs]
+    # Every job of a sweep can go to the same hosts (its requirements are the sweep's): they
+    # are listed once, below, not on each job's line, which would make the plan of 100,000
+    # jobs on 100 hosts some 60 MB. The job lines are laid out here, not by tabulate, which
+    # takes seconds to guess the type of each cell of a table that long.
+    rows = [(j.name, " ".join(f"{k}={value_text(v)}" for k, v in zip(j.keys, j.values,
+                                                                      strict=True)) or "-",
+             ", ".join(t for _, t in j.files) or "-") for j in jobs]
     print(f"sweep {sweep.key}: {len(jobs)} jobs, each {sweep.run.cpus or 'all'} cpus"
           f"{f', {sweep.run.gpus} gpus' if sweep.run.gpus else ''}")
-    print(tabulate(rows, headers=["job", "params", "input files", "hosts that can take it"]))
-    print()
+    jw = max([len("job"), *(len(r[0]) for r in rows)])
+    pw = max([len("params"), *(len(r[1]) for r in rows)])
+    fmt = f"%-{jw}s  %-{pw}s  %s"
+    sys.stdout.write("\n".join([fmt % ("job", "params", "input files"),
+                                fmt % ("-" * jw, "-" * pw, "-" * len("input files"))]
+                               + [fmt % r for r in rows]) + "\n")
+    print(f"\n{len(names)} of {len(inventory.hosts)} hosts can take these jobs:")
     hrows = [[h.name, h.connection, h.cpus or "probed", h.slots or "-",
               ",".join(map(str, h.gpus)) or "-", bid or "-"] for h in capable]
     print(tabulate(hrows, headers=["host", "connection", "cpus", "slots", "gpus", "build"]))

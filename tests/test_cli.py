@@ -97,8 +97,12 @@ def test_dry_run_touches_nothing_and_shows_the_plan(tmp_path: Path) -> None:
     assert proc.returncode == 0, explain(proc)
     assert "x-1" in proc.stdout and "x=3" in proc.stdout and "in.cfg" in proc.stdout
     assert "nothing was started" in proc.stdout and "not used" in proc.stdout
-    row = next(line for line in proc.stdout.splitlines() if line.startswith("x-1 "))
-    assert row.split()[-1] == "a"  # the hosts that can take it
+    lines = proc.stdout.splitlines()
+    assert next(line for line in lines if line.startswith("x-1 ")).split() == [
+        "x-1", "x=1", "in.cfg"]
+    # The hosts that can take the jobs, once, not on every job's line.
+    hosts = lines[lines.index("1 of 2 hosts can take these jobs:") + 3:]
+    assert hosts[0].split()[:3] == ["a", "local", "4"] and hosts[1] == ""
     plan = json.loads(dssh("run", sweep, "-i", inv, "--dry-run", "--json", cwd=tmp_path).stdout)
     assert [j["name"] for j in plan["jobs"]] == ["x-1", "x-2", "x-3"]
     assert plan["jobs"][0]["hosts"] == ["a"] and plan["excluded_hosts"] == ["b"]
