@@ -419,15 +419,17 @@ class Head:
                 if name not in by_name and state not in st.ACTIVE_STATES:
                     db.execute("DELETE FROM jobs WHERE id=?", (jid,))
                     self.state.event(db, self.sweep_id, None, "removed", None, {"job": name})
+            # New jobs go in at once, then their "queued" events in one statement: row by
+            # row, 100,000 jobs took over two seconds more before the first host was
+            # contacted. (Job ids are the table's next rowids, in the sweep's order.)
+            before = db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
+            new: list[tuple[int, int, str, str, str, str]] = []
+            dumps, sid = json.dumps, self.sweep_id
             for pj in self.planned:
                 row = existing.get(pj.name)
                 if row is None:
-                    cur = db.execute(
-                        "INSERT INTO jobs (sweep_id, seq, name, params, definition, state) "
-                        "VALUES (?,?,?,?,?,?)", (self.sweep_id, pj.index, pj.name,
-                                                 json.dumps(pj.params), pj.definition,
-                                                 st.PENDING))
-                    self.state.event(db, self.sweep_id, cur.lastrowid, "queued")
+                    new.append((sid, pj.index, pj.name, dumps(pj.params),
+                                pj.definition, st.PENDING))
                     continue
                 jid, state, same, seq = row
                 if not same and state in st.FINISHED_STATES:
@@ -448,18 +450,24 @@ class Head:
                                      detail={"why": "--rerun-failed"})
                 elif seq != pj.index:  # (the sweep file's order changed)
                     db.execute("UPDATE jobs SET seq=? WHERE id=?", (pj.index, jid))
-        del existing
-        for row in self.state.each_job(self.sweep_id, "id, name, state, attempts, host, "
-                                       "remote_dir, cpus, gpus, retry_base"):
-            pj = by_name.get(row["name"])
+            if new:
+                db.executemany("INSERT INTO jobs (sweep_id, seq, name, params, definition, "
+                               "state) VALUES (?,?,?,?,?,?)", new)
+                db.execute("INSERT INTO events (sweep_id, job_id, time, kind) SELECT ?, id, ?, "
+                           "'queued' FROM jobs WHERE id > ? AND sweep_id = ? ORDER BY id",
+                           (sid, time.time(), before, sid))
+        del existing, new
+        jobs = self.jobs
+        for (jid, name, state, attempts, host, remote_dir, cpus, gpus, retry_base) in \
+                self.state.each_job(self.sweep_id, "id, name, state, attempts, host, "
+                                    "remote_dir, cpus, gpus, retry_base", rows=False):
+            pj = by_name.get(name)
             if pj is None:
                 continue
-            state, host = row["state"], row["host"]  # (one copy of each word, not one a job)
-            self.jobs[row["id"]] = JobRt(
-                row["id"], pj, words.setdefault(state, state), row["attempts"],
-                host and words.setdefault(host, host), row["remote_dir"], row["cpus"] or 0,
-                tuple(json.loads(row["gpus"])) if row["gpus"] else (),
-                retry_base=row["retry_base"])
+            jobs[jid] = JobRt(  # (one copy of each state's and host's name, not one a job)
+                jid, pj, words.setdefault(state, state), attempts,
+                host and words.setdefault(host, host), remote_dir, cpus or 0,
+                tuple(json.loads(gpus)) if gpus else (), retry_base=retry_base)
         self.by_name = {j.planned.name: j for j in self.jobs.values()}
         # The queue's order: higher priority first (run.priority), then the sweep's order.
         self.in_order = sorted(self.jobs.values(),

@@ -277,10 +277,15 @@ class State:
         return self.db.execute("SELECT * FROM jobs WHERE sweep_id=? ORDER BY seq",
                                (sweep_id,)).fetchall()
 
-    def each_job(self, sweep_id: int, columns: str = "*") -> Iterator[sqlite3.Row]:
-        """The sweep's jobs in order, one row at a time (not all in memory at once)."""
-        yield from self.db.execute(f"SELECT {columns} FROM jobs WHERE sweep_id=? ORDER BY seq",
-                                   (sweep_id,))
+    def each_job(self, sweep_id: int, columns: str = "*", *,
+                 rows: bool = True) -> Iterator[Any]:
+        """The sweep's jobs in order, one row at a time (not all in memory at once); plain
+        tuples when not ``rows`` (faster to make, for a loop over 100,000 jobs)."""
+        cur = self.db.cursor()
+        if not rows:
+            cur.row_factory = None
+        yield from cur.execute(f"SELECT {columns} FROM jobs WHERE sweep_id=? ORDER BY seq",
+                               (sweep_id,))
 
     def job(self, job_id: int) -> sqlite3.Row:
         return self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
