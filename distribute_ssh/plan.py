@@ -359,6 +359,9 @@ def _priority(sweep: Sweep, name: str, params: dict[str, Any], where: tuple) -> 
 
 
 _last: tuple[Sweep, list[PlannedJob]] | None = None
+# What json.dumps(..., sort_keys=True) does, without making an encoder for each job. The
+# bytes it gives are hashed into each job's definition: they must never change.
+_DEFINITION_JSON = json.JSONEncoder(sort_keys=True)
 
 
 def expand(sweep: Sweep) -> list[PlannedJob]:
@@ -420,6 +423,7 @@ def _expand(sweep: Sweep) -> list[PlannedJob]:
         "gpus": sweep.run.gpus, "build": build_id(sweep),
     }
     common_digest = files_digest(common) if common is not None else ""
+    common_files = tuple(common) if common is not None else ()  # (one tuple for every job)
     jobs: list[PlannedJob] = []
     # each name's job, for the message should another take the name: where it is written
     # (jobs:), or its index in ``jobs`` (params:)
@@ -471,7 +475,11 @@ def _expand(sweep: Sweep) -> list[PlannedJob]:
                             f"it: add {missing[0]} to params, or remove it from run.command")
         run_files = common if common is not None else _resolve_files(
             sweep, sweep.run.files, params, ("run", "files"))
-        for group, at in ((run_files, ("run", "files")), (extra, extra_where or where)):
+        # (files the same for every job are checked with the first job only)
+        groups = ((run_files, ("run", "files")),) if common is None or not jobs else ()
+        if extra:
+            groups += ((extra, extra_where or where),)
+        for group, at in groups:
             targets = [t for _, t in group]
             dup = next((i for i, t in enumerate(targets) if targets.index(t) != i), None)
             if dup is not None:
@@ -481,11 +489,13 @@ def _expand(sweep: Sweep) -> list[PlannedJob]:
                                              f"{_key(at + (first,))}): give one of them another "
                                              "name with 'as:', e.g. {path: ..., as: other.cfg}")
         # A job's own file replaces a run file of the same name (SPEC §3: `as: base.cfg`).
-        own = {t for _, t in extra}
-        files = tuple((p, t) for p, t in run_files if t not in own) + tuple(extra)
-        h = hashlib.sha256(json.dumps({"run": run_def, "params": {
-            k: [type(v).__name__, value_text(v)] for k, v in params.items()}},
-            sort_keys=True).encode())
+        if extra:
+            own = {t for _, t in extra}
+            files = tuple((p, t) for p, t in run_files if t not in own) + tuple(extra)
+        else:
+            files = common_files if common is not None else tuple(run_files)
+        h = hashlib.sha256(_DEFINITION_JSON.encode({"run": run_def, "params": {
+            k: [type(v).__name__, value_text(v)] for k, v in params.items()}}).encode())
         h.update((common_digest if common is not None else files_digest(list(run_files))).encode())
         if extra:
             h.update(files_digest(list(extra)).encode())
