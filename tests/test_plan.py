@@ -494,6 +494,15 @@ def test_definition_is_stable(tmp_path: Path) -> None:
     assert _defs(tmp_path) == first
 
 
+def test_definition_is_the_same_in_every_version_of_dssh(tmp_path: Path) -> None:
+    """A state file outlives the dssh that wrote it: should the hash of the same job change
+    with a new version, resuming a sweep would run every finished job again. These values
+    were written by the dssh of 2026-11-27; a change that moves them needs a migration."""
+    _write_inputs(tmp_path)
+    assert _defs(tmp_path) == {"re-100": "d49a428e44a925bd", "re-400": "26ab5a86c6945f6c",
+                               "special": "1c7db70e24c4368e"}
+
+
 def test_definition_changes_with_the_command(tmp_path: Path) -> None:
     _write_inputs(tmp_path)
     before = _defs(tmp_path)
