@@ -98,8 +98,8 @@ LINK_LEAD = 0.3
 LINK_CV = 0.25
 LINK_MAX_MEAN = 60.0
 COLLECT_GATHER = 0.1
-# How long a host's collection waits for the starts on their way to other hosts, at most:
-# when many slots free at once, the next jobs start first and the results follow.
+# How long a host's collection waits for the starts on their way, to it or to other hosts,
+# at most: when many slots free at once, the next jobs start first and the results follow.
 STARTS_FIRST = 0.25
 GATHER_STEP = 0.004
 # A job whose outputs and logs are no bigger than this comes home in its batch's one tar
@@ -2090,13 +2090,16 @@ rm -rf "$b" && mkdir "$b" && claim
             # Starting the next jobs comes first: collecting can wait a few milliseconds,
             # and gathers more ended jobs meanwhile.
             await self._gather(h, COLLECT_GATHER)
-            # The host's processors go to starting jobs first, as does the connection.
-            while h.to_start or h.start_inflight:
-                await asyncio.sleep(GATHER_STEP)
-            # So does the head's own processor: while other hosts' starts are on their way,
-            # a collection (its archive unpacked, its results written) waits a moment.
+            # The host's processors go to starting jobs first, as does the connection, and
+            # so does the head's own processor: while starts are on their way, to this host
+            # or to others, a collection (its archive unpacked, its results written) waits
+            # a moment. Only a moment: under a steady stream of starts (short jobs on many
+            # hosts, a head short of processor) a collection that waited for a lull waited
+            # until the sweep's last job had started, and every job that ended meanwhile
+            # stayed RUNNING in the state, its results late, the backlog in memory.
             quiet = time.monotonic() + STARTS_FIRST
-            while self.starting and time.monotonic() < quiet:
+            while (h.to_start or h.start_inflight or self.starting) \
+                    and time.monotonic() < quiet:
                 await asyncio.sleep(GATHER_STEP)
             batch, h.to_collect = h.to_collect[:COLLECT_BATCH], h.to_collect[COLLECT_BATCH:]
             slow = batch

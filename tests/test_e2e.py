@@ -416,6 +416,41 @@ def test_one_ctrl_c_stops_a_head_busy_with_short_jobs(project: Path, fresh_workd
                for r in rows)
 
 
+def test_ended_jobs_come_home_while_others_are_still_starting(project: Path,
+                                                                 fresh_workdirs) -> None:
+    """A host with many slots and a stream of short jobs has a start on its way nearly all
+    the time. Collecting its ended jobs must not wait for a lull in those starts: it once
+    waited for the sweep's last start, and until then every job that had ended showed as
+    RUNNING, its results not home. (A batch of 64 is collected at a time.)"""
+    ws = fresh_workdirs
+    inv = ws.write_inventory(project / "wide.yaml", overrides={ws.hosts[0].name: {"cpus": 64}})
+    n = 2000
+    sweep = write_yaml(project / "stream.yaml", {
+        "name": "stream", "run": {"command": "true", "cpus": 1},
+        "params": {"i": {"start": 1, "stop": n}}})
+    # (-q: its line per job would fill the pipe this test reads only at the end)
+    head = start_head(project, "run", sweep, "-i", inv, "--hosts", ws.hosts[0].name, "-q")
+    seen = []  # (pending, completed) while the head runs
+    try:
+        deadline = time.monotonic() + 300
+        while head.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            st = dssh("status", "stream", "--json", cwd=project)
+            if st.returncode != 0:
+                continue  # (before the sweep is in the state file)
+            states = [j["state"] for j in json.loads(st.stdout)["jobs"]]
+            seen.append((states.count("PENDING"), states.count("COMPLETED")))
+        out, err = head.communicate(timeout=300)
+    finally:
+        if head.poll() is None:
+            head.kill()
+            head.communicate()
+    assert head.returncode == 0, (out[-2000:], err[-3000:])
+    assert {r["status"] for r in summary(project / "results/default/stream")} == {"COMPLETED"}
+    # Collected while jobs were still waiting to start: more than a few batches' worth.
+    assert max((done for pending, done in seen if pending > 0), default=0) >= 5 * 64, seen
+
+
 def test_outputs_never_follow_symlinks(project: Path, fresh_workdirs) -> None:
     sweep = write_yaml(project / "l.yaml", {
         "name": "links",
