@@ -592,8 +592,7 @@ def _dry_run(args: argparse.Namespace, sweep: Any, inventory: Any) -> int:
     # are listed once, below, not on each job's line, which would make the plan of 100,000
     # jobs on 100 hosts some 60 MB. The job lines are laid out here, not by tabulate, which
     # takes seconds to guess the type of each cell of a table that long.
-    rows = [(j.name, " ".join(f"{k}={value_text(v)}" for k, v in zip(j.keys, j.values,
-                                                                      strict=True)) or "-",
+    rows = [(j.name, " ".join(f"{k}={value_text(v)}" for k, v in j.params.items()) or "-",
              ", ".join(t for _, t in j.files) or "-") for j in jobs]
     print(f"sweep {sweep.key}: {len(jobs)} jobs, each {sweep.run.cpus or 'all'} cpus"
           f"{f', {sweep.run.gpus} gpus' if sweep.run.gpus else ''}")
