@@ -138,10 +138,14 @@ def test_closed_home_is_invisible_and_named_by_hosts(lab: dict) -> None:
 
 def test_paused_before_start_other_hosts_take_the_work(lab: dict) -> None:
     ws, d = lab["ws"], lab["dir"]
-    (ws.hosts[0].home / ".distribute-pause").write_text("")  # the SSH user's own flag
+    pf = ws.hosts[0].home / ".distribute-pause"
+    pf.write_text("")  # the SSH user's own flag
     sweep = write_yaml(d / "p.yaml", {"name": "before", "run": {
         "command": "sleep 0.3", "cpus": 1}, "params": {"i": list(range(8))}})
-    proc = dssh("run", sweep, "-i", lab["inv"], cwd=d)
+    try:
+        proc = dssh("run", sweep, "-i", lab["inv"], cwd=d)
+    finally:
+        pf.unlink()
     assert proc.returncode == 0, explain(proc)
     rows = summary(d / "results/default/before")
     assert [r["status"] for r in rows] == ["COMPLETED"] * 8
@@ -156,7 +160,10 @@ def test_only_capable_host_paused_waits_and_says_so(lab: dict) -> None:
     sweep = write_yaml(d / "o.yaml", {"name": "only", "run": {
         "command": "echo ran > {output}/r.txt", "cpus": 1}})
     t0 = time.monotonic()
-    proc = dssh("run", sweep, "-i", lab["inv"], "--hosts", "ws1", cwd=d)
+    try:
+        proc = dssh("run", sweep, "-i", lab["inv"], "--hosts", "ws1", cwd=d)
+    finally:
+        pf.unlink()  # expired, but a later touch would pause ws1 for 3 s again
     assert proc.returncode == 0, explain(proc)
     assert time.monotonic() - t0 >= 2  # it waited for the pause (3 s from the file's mtime)
     assert "every capable host is paused" in proc.stdout

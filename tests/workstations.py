@@ -557,9 +557,12 @@ class Workstation:
         return self.user != pwd.getpwuid(os.getuid()).pw_name
 
     def clean_workdir(self) -> None:
-        """Empty ``home/.dssh`` (keeps the directory if it exists, never creates it) and
-        remove this workstation's ledger (a killed test's claims would count for a while)."""
+        """Empty ``home/.dssh`` (keeps the directory if it exists, never creates it),
+        remove this workstation's ledger (a killed test's claims would count for a while)
+        and its user's own pause file: a file a test left behind, even an expired one,
+        would pause the host again for its old duration the moment a later test touches it."""
         shutil.rmtree(self.ledger_dir, ignore_errors=True)
+        (self.home / ".distribute-pause").unlink(missing_ok=True)
         wd = self.workdir
         if not wd.is_dir():
             return
