@@ -238,6 +238,16 @@ class Lab:
                 "logins": count_logins(self.ws, since),
                 **state_phases(state, t.start_epoch, t.seconds)}
 
+    def floor(self, hosts: int) -> dict[str, Any]:
+        """``bench/_floor.py`` on the first ``hosts`` workstations: Python, asyncssh, one
+        connection and one ``true`` per host, nothing of dssh's. Timed like dssh's runs."""
+        d = self.fresh("floor", hosts)
+        t = run_rusage([sys.executable, REPO / "bench" / "_floor.py",
+                        self.inventory(hosts, 1)], env=clean_env(d / "home"), cwd=d,
+                       timeout=120)
+        t.check("bench/_floor.py")
+        return {"seconds": t.seconds, **json.loads(t.stdout.strip().splitlines()[-1])}
+
     def parallel(self, hosts: int, slots: int, command: str, inputs: Sequence[str], *,
                  controlmaster: bool, n0: bool = True) -> dict[str, Any]:
         """GNU Parallel over one-word ssh wrappers (``S/WRAPPER 127.0.0.1``), joblog checked."""
@@ -405,12 +415,35 @@ def makespan(lab: Lab, args: argparse.Namespace, pv: str | None, rep: Report) ->
         rep.row(f"makespan: dssh's start-up, from its process start to its first job start "
                 f"(Python, dssh's modules, sweep and state file {p0:.2f} s; asyncssh, "
                 f"connections, set-up and the first start {first - p0:.2f} s)", fmt_s(first))
+    fl = floor_rows(lab, args, rep, "makespan", ideal, f"ideal {ideal:g} s")
     if PAR_CM in summary:
         p = summary[PAR_CM]["median_s"]
         rep.row(f"{what} vs {PAR_CM}", fmt_s(d), fmt_s(p), f"{d / p:.2f}x")
     return {"config": {"jobs": n, "hosts": h, "slots": s, "seconds": sec,
                        "repeat": args.repeat}, "ideal_s": ideal, "summary": summary,
-            "runs": runs}
+            "runs": runs, "floor": fl}
+
+
+def floor_rows(lab: Lab, args: argparse.Namespace, rep: Report, section: str, best: float,
+               what: str) -> dict[str, Any]:
+    """The floor (``bench/_floor.py``), run ``--repeat`` times, and what it leaves of the
+    1.1x target: a whole-command time of ``best`` plus the floor over 1.1x ``best`` means no
+    head on Python and asyncssh can meet the target on this machine, whatever it schedules."""
+    runs = [lab.floor(args.hosts) for _ in range(args.repeat)]
+    for r in runs:
+        say(f"{section} floor: {r['seconds']:.3f} s (import {r['import_s']:.3f} s, "
+            f"connected {r['connected_s']:.3f} s, ran {r['ran_s']:.3f} s)")
+    f = statistics.median(r["seconds"] for r in runs)
+    rep.row(f"{section}: the floor of any head on Python and asyncssh (bench/_floor.py: "
+            f"start, import asyncssh, connect to the {args.hosts} hosts, run `true` on each, "
+            f"exit; nothing of dssh)", fmt_s(f), f"room {best * (T_MAKESPAN - 1):.2f} s",
+            f"{f / (best * (T_MAKESPAN - 1)):.2f}x room", "-", "info")
+    rep.row(f"{section}: {what} + that floor: the best a whole command can do here",
+            fmt_s(best + f), what,
+            f"{(best + f) / best:.2f}x, "
+            + ("within" if (best + f) / best <= T_MAKESPAN else "over") + f" {T_MAKESPAN:g}x",
+            "-", "info")
+    return {"median_s": f, "runs": runs}
 
 
 # --------------------------------------------------------------------------- mixed durations
@@ -471,15 +504,20 @@ def mixed(lab: Lab, args: argparse.Namespace, pv: str | None, rep: Report) -> di
     dp = summary[DSSH_PLAIN]["median_s"]
     rep.row("mixed: dssh without priority (sweep order) vs the offline schedule in that order",
             fmt_s(dp), f"in order {in_order:.2f} s", f"{dp / in_order:.2f}x")
+    span = statistics.median(r["last_end"] - r["first_start"] for r in runs[DSSH])
+    rep.row('mixed: the same (priority "{d}"), from dssh\'s first job start to its last job '
+            "end", fmt_s(span), f"LPT {best:.2f} s", f"{span / best:.2f}x LPT",
+            f"<= {T_MAKESPAN:g}x", met(span / best <= T_MAKESPAN))
     if PAR_CM_SORTED in summary:
         p = summary[PAR_CM_SORTED]["median_s"]
         rep.row(f"mixed: dssh (priority) vs {PAR_CM_SORTED}", fmt_s(d), fmt_s(p),
                 f"{d / p:.2f}x", "-", "info")
+    fl = floor_rows(lab, args, rep, "mixed", best, f"LPT {best:.2f} s")
     return {"config": {"jobs": len(durs), "mean": args.mixed_mean, "cap": args.mixed_cap,
                        "seed": args.seed, "distribution": "lognormal sigma 1, clipped",
                        "hosts": h, "slots": s, "repeat": args.repeat},
-            "durations": durs, "lpt_s": best, "in_order_s": in_order, "lower_bound_s": bound, "summary": summary,
-            "runs": runs}
+            "durations": durs, "lpt_s": best, "in_order_s": in_order, "lower_bound_s": bound,
+            "summary": summary, "runs": runs, "floor": fl}
 
 
 # --------------------------------------------------------------------------- the curve

@@ -106,6 +106,11 @@ def test_makespan_mixed_and_curve(speed: dict) -> None:
     assert len(mixed["durations"]) == 8
     assert min(mixed["in_order_s"], mixed["lpt_s"]) >= mixed["lower_bound_s"] > 0
     assert mixed["summary"]["dssh"]["median_s"] >= max(mixed["durations"])
+    # the floor really connected to every host and ran a command there, in its own process
+    for fl in (s["makespan"]["floor"], mixed["floor"]):
+        for r in fl["runs"]:
+            assert r["hosts"] == 2
+            assert 0 < r["import_s"] < r["connected_s"] < r["ran_s"] < r["seconds"]
     pts = s["curve"]["points"]
     assert [p["hosts"] for p in pts] == [1, 2]
     for p in pts:
