@@ -580,13 +580,15 @@ class Head:
     # -- hosts ------------------------------------------------------------------------------
     async def _connect(self, h: HostRt) -> None:
         conn = make_connection(h.spec, accept_new_hostkeys=self.options.accept_new_hostkeys)
-        await conn.connect()
+        # The home dir comes with the set-up's answer, not in a round trip of its own: with
+        # a hundred hosts on a busy network each round trip is a wait.
+        await conn.connect(learn_home=False)
         h.conn = conn
-        h.workdir = conn.expand(h.spec.workdir).rstrip("/")
-        bin_dir = f"{h.workdir}/bin"
         names = ["wrapper", "watch", "ledger", "activity"]
+        ns = f"events/{self.sweep.namespace}"  # (the dir of _event_log, under the workdir)
         res = await conn.run(
-            f"umask 077\nw={q(h.workdir)}; e={q(os.path.dirname(self._event_log(h)))}\n"
+            f"umask 077\nprintf 'home %s\\n' \"$HOME\"\n"
+            f"w={self._home_path_sh(h.spec.workdir)}; e=\"$w\"/{q(ns)}\n"
             # the workdir is this user's alone, whatever made it before (few processes:
             # with a hundred hosts, the set-up of each costs what its processes cost)
             '{ { [ -d "$w/bin" ] && [ -d "$e" ]; } || mkdir -p "$w/bin" "$e"; } '
@@ -597,18 +599,23 @@ class Head:
             'u=$(id -un); echo "user $u"\n'
             + ("" if h.spec.cpus else
                "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n")
-            + remote.install_check(bin_dir, names)
+            + remote.install_check('"$w"/bin', names)
             # The pause settings files there already, the host's clock (for the owners'
             # hours), then its owners' policy files.
             + 'echo "confs $(cd "$w" && echo pause-*.conf)"\n'
             + "echo \"clock $(date '+%s %z')\"\necho '-- policy'\n"
-            + policy.read_script(h.spec.policy_files, conn.home)
+            + policy.read_script(h.spec.policy_files, None)
             # The ledger, when its script is there already (see _forget).
-            + f"l={q(self._ledger_script(h))}\n"
+            + f"l=\"$w\"/bin/{q(remote.script('ledger')[0])}\n"
             + '[ -f "$l" ] && { echo "-- ledger"; '
             + f'sh "$l" forget {q(h.spec.ledger_dir)} {q(self.head_id)} "$u"; }}\n'
             + "exit 0\n",
             timeout=30)
+        if not conn.home:
+            said = next((ln[5:] for ln in res.text.splitlines() if ln.startswith("home ")), "")
+            conn.home = said.strip() or "/"
+        h.workdir = conn.expand(h.spec.workdir).rstrip("/")
+        bin_dir = f"{h.workdir}/bin"
         if res.exit_status != 0:
             raise HostError(h.spec.name, f"cannot create the workdir {h.workdir}: "
                                          f"{res.stderr.decode(errors='replace').strip()}")
@@ -733,6 +740,16 @@ class Head:
         self.wakeup.set()
 
     # -- the ledger shared with other heads (SPEC §6a) ----------------------------------------
+    @staticmethod
+    def _home_path_sh(path: str) -> str:
+        """A host path as a shell word, made absolute as HostConnection.expand makes it, but
+        by the host's shell: ``~`` and relative paths start at its ``$HOME``."""
+        if path.startswith("/"):
+            return q(path.rstrip("/") or "/")
+        rest = path[2:] if path.startswith("~/") else "" if path == "~" else path
+        rest = rest.rstrip("/")
+        return '"${HOME%/}"' + (f"/{q(rest)}" if rest else "")
+
     def _ledger_script(self, h: HostRt) -> str:
         return f"{h.workdir}/bin/{remote.script('ledger')[0]}"
 

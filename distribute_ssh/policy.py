@@ -164,14 +164,26 @@ def parse_policy(text: str, path: str, owner: str = "?") -> Owned:
         return Owned(path, owner, error="; ".join(e.messages))
 
 
-def read_script(patterns: Sequence[str], home: str) -> str:
-    """Shell that prints each policy file the patterns find: a header line, then its text."""
+def _glob_word(p: str) -> str:
+    """A path pattern as a shell word: its wildcards left to the shell when the rest of it
+    needs no quoting, else quoted whole (a literal path)."""
+    return (p if any(c in p for c in "*?[") and re.fullmatch(r"[A-Za-z0-9_./*?+@%:,-]+", p)
+            else q(p))
+
+
+def read_script(patterns: Sequence[str], home: str | None) -> str:
+    """Shell that prints each policy file the patterns find: a header line, then its text.
+    ``~`` is ``home``, or with None the shell's own ``$HOME`` (for a script that runs before
+    the head has learned it)."""
     words = []
     for p in patterns:
         if p == "~" or p.startswith("~/"):
-            p = home.rstrip("/") + p[1:]
-        words.append(p if any(c in p for c in "*?[") and
-                     re.fullmatch(r"[A-Za-z0-9_./*?+@%:,-]+", p) else q(p))
+            # (the home dir quoted, its wildcards left to the rest: a home with a space in
+            # its name still has its ~/*.policy files found)
+            base = '"${HOME%/}"' if home is None else q(home.rstrip("/"))
+            words.append(base + _glob_word(p[1:]) if p != "~" else base)
+            continue
+        words.append(_glob_word(p))
     return (f"for f in {' '.join(words)}; do\n"
             '  [ -e "$f" ] || [ -L "$f" ] || continue\n'
             '  o=$(stat -c %U -- "$f" 2>/dev/null)\n'

@@ -73,8 +73,9 @@ class HostConnection(abc.ABC):
         return path
 
     @abc.abstractmethod
-    async def connect(self) -> None:
-        """Open the connection and learn ``home``."""
+    async def connect(self, learn_home: bool = True) -> None:
+        """Open the connection and learn ``home`` (unless not ``learn_home``: a caller whose
+        first command prints ``$HOME`` sets it itself, one round trip sooner)."""
 
     @abc.abstractmethod
     async def run(self, script: str, *, timeout: float = 60.0) -> Completed:

@@ -15,8 +15,8 @@ from .base import PRELUDE, Completed, HostConnection, RemoteEntry
 
 
 class LocalConnection(HostConnection):
-    async def connect(self) -> None:
-        self.home = os.path.expanduser("~")
+    async def connect(self, learn_home: bool = True) -> None:
+        self.home = os.path.expanduser("~")  # (known without asking: learned either way)
         if not os.path.isdir(self.home):
             raise HostError(self.name, f"the home directory {self.home} does not exist: set "
                                        "HOME, or give this host a 'workdir'")

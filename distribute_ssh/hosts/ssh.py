@@ -148,7 +148,7 @@ class SSHConnection(HostConnection):
             return [Path(p).expanduser() for p in config_known]
         return [Path("~/.ssh/known_hosts").expanduser()]
 
-    async def connect(self) -> None:
+    async def connect(self, learn_home: bool = True) -> None:
         h = self.host
         target = h.address or h.name
         kw: dict[str, Any] = {
@@ -207,8 +207,9 @@ class SSHConnection(HostConnection):
         loop = asyncio.get_running_loop()
         for ms in NUDGE_MS:
             loop.call_later(ms / 1000, self._nudge)
-        res = await self.run('printf "%s" "$HOME"', timeout=30)
-        self.home = res.text.strip() or "/"
+        if learn_home:
+            res = await self.run('printf "%s" "$HOME"', timeout=30)
+            self.home = res.text.strip() or "/"
 
     def _nudge(self) -> None:
         if self._conn is not None and not self._conn.is_closed():

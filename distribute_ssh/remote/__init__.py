@@ -30,10 +30,10 @@ def script(name: str) -> tuple[str, bytes]:
     return f"{name}-{digest}.sh", data
 
 
-def install_check(bin_dir: str, names: list[str]) -> str:
-    """A script printing the names of shipped scripts missing from ``bin_dir`` (which
-    exists)."""
-    return "".join(f"[ -f {q(bin_dir + '/' + script(n)[0])} ] || echo {q(n)}\n"
+def install_check(bin_dir_sh: str, names: list[str]) -> str:
+    """A script printing the names of shipped scripts missing from the dir that the shell
+    expression ``bin_dir_sh`` names (it exists), e.g. ``"$w"/bin``."""
+    return "".join(f"[ -f {bin_dir_sh}/{q(script(n)[0])} ] || echo {q(n)}\n"
                    for n in names)
 
 
