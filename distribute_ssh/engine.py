@@ -40,7 +40,7 @@ from .errors import (
     NoCapableHost,
     ResultsDirError,
 )
-from .hosts.base import HostConnection, RemoteEntry, make_connection
+from .hosts.base import HostConnection, RemoteEntry, expand_sh, make_connection
 from .lock import SweepLock
 from .model.inventory import Host, Inventory
 from .model.sweep import Sweep
@@ -54,6 +54,12 @@ from .summary import epoch as _epoch
 from .summary import iso as _iso
 from .summary import write_summary
 from .transfer import Fetched, Meter, fetch, fetch_small, name_list
+
+
+def _ledger_rel() -> str:
+    """The ledger script's path under a host's workdir."""
+    return f"bin/{remote.script('ledger')[0]}"
+
 
 _FIND_KINDS = {b"f": "file", b"d": "dir", b"l": "link"}
 RECONCILE_EVERY = 5.0  # seconds between checks that catch an end the watcher missed,
@@ -574,8 +580,12 @@ class Head:
         s = self.sweep
         return f"{h.workdir}/jobs/{s.namespace}/{s.name}/{job.planned.name}/{attempt}"
 
+    def _events_rel(self) -> str:
+        """The dir of this sweep's event logs, under a host's workdir."""
+        return f"events/{self.sweep.namespace}"
+
     def _event_log(self, h: HostRt) -> str:
-        return f"{h.workdir}/events/{self.sweep.namespace}/{self.sweep.name}.log"
+        return f"{h.workdir}/{self._events_rel()}/{self.sweep.name}.log"
 
     # -- hosts ------------------------------------------------------------------------------
     async def _connect(self, h: HostRt) -> None:
@@ -585,10 +595,9 @@ class Head:
         await conn.connect(learn_home=False)
         h.conn = conn
         names = ["wrapper", "watch", "ledger", "activity"]
-        ns = f"events/{self.sweep.namespace}"  # (the dir of _event_log, under the workdir)
         res = await conn.run(
             f"umask 077\nprintf 'home %s\\n' \"$HOME\"\n"
-            f"w={self._home_path_sh(h.spec.workdir)}; e=\"$w\"/{q(ns)}\n"
+            f"w={expand_sh(h.spec.workdir)}; e=\"$w\"/{q(self._events_rel())}\n"
             # the workdir is this user's alone, whatever made it before (few processes:
             # with a hundred hosts, the set-up of each costs what its processes cost)
             '{ { [ -d "$w/bin" ] && [ -d "$e" ]; } || mkdir -p "$w/bin" "$e"; } '
@@ -606,7 +615,7 @@ class Head:
             + "echo \"clock $(date '+%s %z')\"\necho '-- policy'\n"
             + policy.read_script(h.spec.policy_files, None)
             # The ledger, when its script is there already (see _forget).
-            + f"l=\"$w\"/bin/{q(remote.script('ledger')[0])}\n"
+            + f"l=\"$w\"/{q(_ledger_rel())}\n"
             + '[ -f "$l" ] && { echo "-- ledger"; '
             + f'sh "$l" forget {q(h.spec.ledger_dir)} {q(self.head_id)} "$u"; }}\n'
             + "exit 0\n",
@@ -740,18 +749,8 @@ class Head:
         self.wakeup.set()
 
     # -- the ledger shared with other heads (SPEC §6a) ----------------------------------------
-    @staticmethod
-    def _home_path_sh(path: str) -> str:
-        """A host path as a shell word, made absolute as HostConnection.expand makes it, but
-        by the host's shell: ``~`` and relative paths start at its ``$HOME``."""
-        if path.startswith("/"):
-            return q(path.rstrip("/") or "/")
-        rest = path[2:] if path.startswith("~/") else "" if path == "~" else path
-        rest = rest.rstrip("/")
-        return '"${HOME%/}"' + (f"/{q(rest)}" if rest else "")
-
     def _ledger_script(self, h: HostRt) -> str:
-        return f"{h.workdir}/bin/{remote.script('ledger')[0]}"
+        return f"{h.workdir}/{_ledger_rel()}"
 
     def _apply_ledger(self, h: HostRt, led: ledger.Ledger) -> None:
         """Take what other heads hold on the host, and its capacity in force, from a look

@@ -175,12 +175,14 @@ def read_script(patterns: Sequence[str], home: str | None) -> str:
     """Shell that prints each policy file the patterns find: a header line, then its text.
     ``~`` is ``home``, or with None the shell's own ``$HOME`` (for a script that runs before
     the head has learned it)."""
+    from .hosts.base import HOME_SH  # (policy is imported by the inventory model hosts use)
+
     words = []
     for p in patterns:
         if p == "~" or p.startswith("~/"):
             # (the home dir quoted, its wildcards left to the rest: a home with a space in
             # its name still has its ~/*.policy files found)
-            base = '"${HOME%/}"' if home is None else q(home.rstrip("/"))
+            base = HOME_SH if home is None else q(home.rstrip("/"))
             words.append(base + _glob_word(p[1:]) if p != "~" else base)
             continue
         words.append(_glob_word(p))

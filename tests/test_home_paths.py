@@ -14,8 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from distribute_ssh import policy
-from distribute_ssh.engine import Head
-from distribute_ssh.hosts.base import HostConnection
+from distribute_ssh.hosts.base import HostConnection, expand_sh
 
 HOMES = ["/home/ana", "/home/ana/", "/", "", "/srv/lab users/o'brien"]
 PATHS = ["~/.dssh", "~/.dssh/", "~", "~/", "work dir/x", ".dssh", "/scratch/dssh",
@@ -36,7 +35,7 @@ def _sh(word_script: str, home: str) -> str:
 @pytest.mark.parametrize("home", HOMES)
 @pytest.mark.parametrize("path", PATHS)
 def test_the_workdir_word_is_the_path_the_head_computes(home: str, path: str) -> None:
-    said = _sh(f"printf '%s' {Head._home_path_sh(path)}", home)
+    said = _sh(f"printf '%s' {expand_sh(path)}", home)
     expected = _expand(home, path).rstrip("/")
     # the same dir: equal, or one of them the other with the root's slash doubled or dropped
     assert said == expected or (said, expected) in (("/", ""),), (path, home, said, expected)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import errno
 from collections.abc import AsyncIterator, Awaitable, Callable
+from shlex import quote as q
 from typing import Any
 
 import attrs
@@ -128,6 +129,20 @@ def make_connection(host: Host, *, accept_new_hostkeys: bool = False) -> HostCon
     from .ssh import SSHConnection
 
     return SSHConnection(host, accept_new_hostkeys=accept_new_hostkeys)
+
+
+# The host's home dir as its own shell says it, without a trailing slash (as ``expand``
+# joins it): for scripts that run before the head has learned ``home``.
+HOME_SH = '"${HOME%/}"'
+
+
+def expand_sh(path: str) -> str:
+    """``HostConnection.expand(path)`` without its trailing slashes, as a shell word that
+    the host's shell makes absolute from its own ``$HOME``."""
+    if path.startswith("/"):
+        return q(path.rstrip("/") or "/")
+    rest = (path[2:] if path.startswith("~/") else "" if path == "~" else path).rstrip("/")
+    return HOME_SH + (f"/{q(rest)}" if rest else "")
 
 
 async def connect_named(inventory: Any, name: str, accept_new: bool = False) -> HostConnection:
