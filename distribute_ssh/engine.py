@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import getpass
 import hashlib
 import itertools
@@ -343,6 +344,7 @@ class Head:
         self.results_dir = Path(results_root).resolve() / sweep.namespace / sweep.name
         self.state_path = Path(self.options.state_path or st.default_state_path())
         self._state: st.State | None = None  # opened once the run is known to be valid
+        self._frozen = False  # prepare() froze what there was for the cycle collector
         self.lock = SweepLock(self.state_path, sweep.namespace, sweep.name)
         self.jobs: dict[int, JobRt] = {}
         self.by_name: dict[str, JobRt] = {}
@@ -400,13 +402,33 @@ class Head:
         if self._state is not None:
             self._state.close()
             self._state = None
+        if self._frozen:
+            self._frozen = False
+            gc.unfreeze()
 
     # -- set-up ---------------------------------------------------------------------------
     def check_hosts(self) -> list[Host]:
         return capable_hosts(self.sweep, self.inventory, self.sweep_file)
 
     def prepare(self) -> None:
-        """Lock the sweep and bring the state file in line with the sweep file."""
+        """Lock the sweep and bring the state file in line with the sweep file.
+
+        The jobs made here live as long as the run. Python's cycle collector would look
+        them all over again and again while they are made (with 100,000 jobs, 0.13 s more
+        between the last "queued" event and the first connection), then at each of its full
+        collections for the rest of the run: it waits while they are made, and what there
+        is then is frozen out of its sight (``gc.freeze``) until ``close``."""
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            self._prepare()
+        finally:
+            if was:
+                gc.enable()
+        gc.freeze()
+        self._frozen = True
+
+    def _prepare(self) -> None:
         self.lock.acquire()
         self.sweep_id = self.state.upsert_sweep(self.sweep.namespace, self.sweep.name,
                                                 self.sweep_file or "", str(self.results_dir))
