@@ -267,6 +267,7 @@ def test_build_failure_excludes_host_and_all_failing_stops(project: Path,
     write(project / "build.sh", """
         echo "compiling for $HOME"
         case "$HOME" in *2) echo "error: no compiler here" >&2; exit 7;; esac
+        sleep 3
         printf '#!/bin/sh\\necho ran > outputs/r.txt\\n' > solver; chmod +x solver
     """)
     sweep = write_yaml(project / "b.yaml", {
@@ -281,7 +282,10 @@ def test_build_failure_excludes_host_and_all_failing_stops(project: Path,
     results = project / "results/default/buildfail"
     rows = summary(results)
     # Which of the two good hosts ran them is the scheduler's business: on a busy machine
-    # one of them may be done with all four before the other has built.
+    # one of them may be done with all four before the other has built. The good hosts'
+    # builds take 3 s more than ws2's failure: without that, on a busy machine, all four
+    # jobs could end while ws2 still built, and the run end before its failure was
+    # reported (seen once in CI: no build-ws2.log).
     assert [r["status"] for r in rows] == ["COMPLETED"] * 4
     assert {r["host"] for r in rows} <= {"ws1", "ws3"}, rows
     log = (results / "build-ws2.log").read_text()
