@@ -625,15 +625,17 @@ class Head:
             '{ { [ -d "$w/bin" ] && [ -d "$e" ]; } || mkdir -p "$w/bin" "$e"; } '
             '&& chmod 700 "$w" || exit 3\n'
             "command -v setsid >/dev/null || echo nosetsid\n"
-            "case $(tar --version 2>/dev/null) in 'tar (GNU tar)'*) echo gnutar ;; esac\n"
-            "find / -maxdepth 0 -printf '' 2>/dev/null && echo findprintf\n"
-            'u=$(id -un); echo "user $u"\n'
+            # GNU tar and find there (batched collection): looked at once per boot
+            + remote.tool_facts('"$w"/bin')
+            # the login name as sshd set it (no process); id where it did not
+            + 'u=${LOGNAME:-}; [ -n "$u" ] || u=$(id -un); echo "user $u"\n'
             + ("" if h.spec.cpus else
                "echo cpus $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)\n")
             + remote.install_check('"$w"/bin', names)
             # The pause settings files there already, the host's clock (for the owners'
             # hours), then its owners' policy files.
-            + 'echo "confs $(cd "$w" && echo pause-*.conf)"\n'
+            + 'c=; for p in "$w"/pause-*.conf; do [ ! -e "$p" ] || c="$c ${p##*/}"; done\n'
+            + 'echo "confs$c"\n'
             + "echo \"clock $(date '+%s %z')\"\necho '-- policy'\n"
             + policy.read_script(h.spec.policy_files, None)
             # The ledger, when its script is there already (see _forget).

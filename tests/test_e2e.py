@@ -139,6 +139,11 @@ def test_sweep_end_to_end(project: Path, fresh_workdirs) -> None:
                 ".dssh", ".dssh/claim", ".dssh/collected", ".dssh/kept", "outputs",
                 "outputs/scratch.tmp"], d
     assert _builds(ws["ws1"]) == 1 and _builds(ws["ws2"]) == 1 and _builds(ws["ws3"]) == 0
+    # what the set-up learned of each host's tar and find, kept until it reboots
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    for host in ("ws1", "ws2"):
+        assert (ws[host].workdir / "bin/facts").read_text() == \
+            f"boot {boot} 1\ngnutar\nfindprintf\n"
 
     # Running it again does nothing and exits as the run did.
     again = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)

@@ -4,6 +4,7 @@ each request is granted in turn while it fits; what does not fit waits."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,3 +67,37 @@ def test_a_name_someone_else_holds_fails_that_claim_alone(tmp_path: Path) -> Non
     verdicts, _ = claims(led, [("b", 1), ("c", 1)], cap=8)
     assert verdicts[0][0] == "error" and "cannot write" in verdicts[0][1]
     assert verdicts[1][0] == "ok" and (led / "c-me-c").is_file()
+
+
+def test_forget_drops_a_dead_lifes_unlaunched_claims_and_keeps_the_rest(tmp_path: Path) -> None:
+    """``ledger.sh forget``, as a head runs it at each connection: claims of its earlier life
+    for starts that never reached their wrapper go; a start launched in the last 30 s (its
+    wrapper signs the claim in a moment), a signed claim and other heads' claims stay."""
+    led = tmp_path / "ledger"
+    runs = {n: tmp_path / "w" / n / "1" for n in "abcde"}
+    for n in "bc":
+        (runs[n] / ".dssh").mkdir(parents=True)
+        (runs[n] / ".dssh" / "launched").touch()
+    old = (runs["c"] / ".dssh" / "launched")
+    t = old.stat().st_mtime - 60
+    os.utime(old, (t, t))
+
+    def claim(n: str, head: str) -> None:
+        cmd = ledger.claims_command(str(SCRIPT), str(led), head=head, user="me",
+                                    machine="lab", sweep="default/s", cap_cpus=8,
+                                    cap_slots=None, cap_gpus=())
+        subprocess.run(["sh", "-c", cmd], check=True, capture_output=True, text=True,
+                       input=ledger.claims_request(f"me-{n}", f"{n}.1", "job", 1, (),
+                                                   str(runs[n])))
+
+    for n in "abcd":
+        claim(n, "me@lab:/r")
+    claim("e", "me@lab:/other")
+    with open(led / "c-me-d", "a") as f:  # its wrapper ran and signed it
+        f.write(f"pid {os.getpid()}\npstart 1\n")
+    out = subprocess.run(["sh", "-c", ledger.forget_command(str(SCRIPT), str(led),
+                                                            "me@lab:/r", "me")],
+                         check=True, capture_output=True, text=True).stdout
+    assert sorted(p.name for p in led.glob("c-*")) == ["c-me-b", "c-me-d", "c-me-e"]
+    look, _ = ledger.parse(out)
+    assert sorted(c.job for c in look.claims) == ["b.1", "e.1"]  # (d's pid is not its)

@@ -57,10 +57,14 @@ def test_watch_prints_what_is_appended_after_it_started(tmp_path: Path, how: str
                              bufsize=0)
     try:
         assert _lines(first, 1) == ["READY"]
+        # (a new log is empty: what is appended is all new)
+        with open(log, "a") as f:
+            f.write("job-0 0\n")
+        assert _lines(first, 1) == ["job-0 0"]
     finally:
         first.kill()
         first.wait()
-    assert log.is_file() and log.read_text() == ""
+    assert log.is_file() and log.read_text() == "job-0 0\n"
     log.write_text("~old 1\n")
     proc = subprocess.Popen(["sh", str(script), str(log)], stdout=subprocess.PIPE, env=env,
                              bufsize=0)

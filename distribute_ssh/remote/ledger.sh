@@ -363,7 +363,7 @@ forget)
     # got as far as their wrapper (it died in the middle): they would count for a minute.
     HEAD=$3 USER_=$4
     lock
-    now=$(date +%s)
+    now=
     for f in "$L/c-$USER_"-*; do
         [ -f "$f" ] && [ ! -L "$f" ] || continue
         h= d= p=
@@ -374,6 +374,7 @@ forget)
         if [ -n "$d" ] && [ -e "$d/.dssh/launched" ]; then
             # launched: its wrapper signs the claim in a moment, unless it never ran
             m=$(stat -c %Y "$d/.dssh/launched" 2>/dev/null || echo 0)
+            [ -n "$now" ] || now=$(date +%s)  # (only when needed: seldom)
             [ $((now - m)) -lt 30 ] && continue
         fi
         rm -f "$f"

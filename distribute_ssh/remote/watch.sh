@@ -6,7 +6,8 @@ log=$1
 # (builtins where they do: a hundred hosts connecting at once pay for every process)
 dir=${log%/*}
 { [ -d "${dir:-/}" ] || mkdir -p "$dir"; } && : >> "$log" || exit 1
-size=$(wc -c < "$log")
+# (a new log, as a new sweep has: no process to say it is empty)
+size=0; [ ! -s "$log" ] || size=$(wc -c < "$log")
 parent=$PPID
 # Jobs' wrappers see that a head follows (see wrapper.sh): this pid stays the watcher's.
 echo $$ > "$log.watcher"
