@@ -1040,15 +1040,20 @@ class Head:
             if int(rc) != 0 and j.attempts - j.retry_base > self.sweep.run.retries:
                 # Failed for good: counted now, before the slot takes another job.
                 self._count_failure(j)
+        self.ends += 1
+        if j.state == st.STARTING:
+            # Ended before the answer to its start came: which job follows it in its slot
+            # there is known only from that answer (a job of its chain may not have joined
+            # it, its dir being there already), so the slot goes on, or is given back, when
+            # the start is recorded (_started: collected, then as for an end found by looking).
+            j.ended = True
+            return
         self._chain_next(h, j)  # the slot goes on to the next job of its chain, if any
         self._release(h, j)  # its processes are gone: the next job may start now
-        self.ends += 1
         h.ended_at = self.ends
         if j.state in (st.RUNNING, st.SUSPENDED) and not j.busy:
             j.busy = True
             self._spawn(self._collect(h, j))
-        elif j.state == st.STARTING:
-            j.ended = True
 
     def _chain_next(self, h: HostRt, j: JobRt, heard: bool = True) -> None:
         """The job has ended: the next of its chain has started in its slot (the wrapper
@@ -1946,12 +1951,18 @@ rm -rf "$b" && mkdir "$b" && claim
                                  after, claims, db, undo)
         for members in chains:
             # The chain as the host made it: its first job, if started, then those queued.
+            # A job of the chain that did not join it there (its dir there already, say)
+            # is no job's next: a link left to it would hand it, queued later in another
+            # chain, to this one's wrapper, which never runs it, and it would wait forever.
             if len(members) > 1:
-                live = [starts[i][0] for i in members
+                jobs = [starts[i][0] for i in members]
+                live = [j for i, j in zip(members, jobs, strict=True)
                         if (outcome.get(i) or [""])[0] in ("started", "queued")]
-                for a, b in itertools.pairwise(live):
-                    if a.next_id >= 0:  # (not handed over already)
-                        a.next_id = b.id
+                follows = {a.id: b.id for a, b in itertools.pairwise(live)}
+                ids = {j.id for j in jobs}
+                for j in jobs:
+                    if j.next_id in ids:  # (not handed over already)
+                        j.next_id = follows.get(j.id, -1)
         refused = any(c < len(verdicts) and verdicts[c][0] in ("full", "yield")
                       for c in range(n)) and not error
         again = any((outcome.get(i) or [""])[0] == "exists" for i in range(len(starts)))

@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -362,6 +363,32 @@ def test_short_jobs_run_in_chains_each_exactly_once(tmp_path: Path, fresh_workdi
         ledger = Path(w.ledger_dir)
         for c in ledger.glob("c-*") if ledger.is_dir() else ():
             assert "ended" in c.read_text().split("\n"), c.read_text()
+
+
+def test_a_sweep_run_again_on_a_new_state_file_ends_every_job(tmp_path: Path,
+                                                              fresh_workdirs) -> None:
+    """The state file and results removed by hand, the sweep run again: on the hosts the
+    first run's job dirs are still there, so some jobs' first attempts "exist" there (and
+    are found collected by someone else: run again), among jobs handed out in chains. A
+    chain's job that did not join it there, and a chain's first job that ended before the
+    answer to its start came, once left the job after it waiting forever."""
+    ws = fresh_workdirs
+    w1, w2 = ws.hosts[0], ws.hosts[1]
+    ws.write_inventory(tmp_path / "inventory.yaml",
+                       overrides={w1.name: {"cpus": 4}, w2.name: {"cpus": 4}})
+    n = 600
+    sweep = _sweep(tmp_path, "again", n, 'echo {i} >> "$HOME/ran-again.txt"')
+    for run in (1, 2):
+        r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts",
+                 f"{w1.name},{w2.name}", cwd=tmp_path, timeout=120)
+        assert r.returncode == 0, (run, r.stdout[-2000:], r.stderr[-2000:])
+        rows = summary(tmp_path / "results/default/again")
+        assert len(rows) == n and {row["status"] for row in rows} == {"COMPLETED"}, run
+        ran = _ran(ws, "again")
+        assert sorted(ran) == sorted(str(i) for i in range(n)) and set(ran.values()) == {1}
+        if run == 1:
+            (tmp_path / "state.db").unlink()
+            shutil.rmtree(tmp_path / "results")
 
 
 def test_jobs_of_about_the_same_length_are_linked_ahead_each_exactly_once(
