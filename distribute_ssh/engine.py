@@ -1040,20 +1040,15 @@ class Head:
             if int(rc) != 0 and j.attempts - j.retry_base > self.sweep.run.retries:
                 # Failed for good: counted now, before the slot takes another job.
                 self._count_failure(j)
-        self.ends += 1
-        if j.state == st.STARTING:
-            # Ended before the answer to its start came: which job follows it in its slot
-            # there is known only from that answer (a job of its chain may not have joined
-            # it, its dir being there already), so the slot goes on, or is given back, when
-            # the start is recorded (_started: collected, then as for an end found by looking).
-            j.ended = True
-            return
         self._chain_next(h, j)  # the slot goes on to the next job of its chain, if any
         self._release(h, j)  # its processes are gone: the next job may start now
+        self.ends += 1
         h.ended_at = self.ends
         if j.state in (st.RUNNING, st.SUSPENDED) and not j.busy:
             j.busy = True
             self._spawn(self._collect(h, j))
+        elif j.state == st.STARTING:
+            j.ended = True
 
     def _chain_next(self, h: HostRt, j: JobRt, heard: bool = True) -> None:
         """The job has ended: the next of its chain has started in its slot (the wrapper
@@ -1074,6 +1069,10 @@ class Head:
             # Linked while the job ran, not taken: the wrapper closed the slot first, or
             # gave it back; the link's answer (or ~withdrawn) settles it.
             return
+        self._hand_on(h, j, b)
+
+    def _hand_on(self, h: HostRt, j: JobRt, b: JobRt) -> None:
+        """The slot of ``j``, which has ended, went on to ``b`` on the host."""
         b.queued = b.linked = b.took = False
         if j.held:  # the slot passes on: its room is not given back in between
             j.held, b.held = False, True
@@ -1959,10 +1958,19 @@ rm -rf "$b" && mkdir "$b" && claim
                 live = [j for i, j in zip(members, jobs, strict=True)
                         if (outcome.get(i) or [""])[0] in ("started", "queued")]
                 follows = {a.id: b.id for a, b in itertools.pairwise(live)}
+                planned = {a.id: b for a, b in itertools.pairwise(jobs)}
                 ids = {j.id for j in jobs}
                 for j in jobs:
                     if j.next_id in ids:  # (not handed over already)
                         j.next_id = follows.get(j.id, -1)
+                # A job that ended before this answer came handed its slot on at once, to
+                # the job planned after it. Where that one did not join the chain, the
+                # slot's wrapper went on to the next one that did: it is handed on now.
+                for a, c in itertools.pairwise(live):
+                    x = planned.get(a.id)
+                    if (a.next_id < 0 and x is not None and x not in live and c.queued
+                            and c.state == st.STARTING and c.host == h.spec.name):
+                        self._hand_on(h, a, c)
         refused = any(c < len(verdicts) and verdicts[c][0] in ("full", "yield")
                       for c in range(n)) and not error
         again = any((outcome.get(i) or [""])[0] == "exists" for i in range(len(starts)))
