@@ -1958,8 +1958,9 @@ rm -rf "$b" && mkdir "$b" && claim
                 live = [j for i, j in zip(members, jobs, strict=True)
                         if (outcome.get(i) or [""])[0] in ("started", "queued")]
                 follows = {a.id: b.id for a, b in itertools.pairwise(live)}
-                planned = {a.id: b for a, b in itertools.pairwise(jobs)}
+                planned = {a.id: b.id for a, b in itertools.pairwise(jobs)}
                 ids = {j.id for j in jobs}
+                live_ids = {j.id for j in live}
                 for j in jobs:
                     if j.next_id in ids:  # (not handed over already)
                         j.next_id = follows.get(j.id, -1)
@@ -1967,8 +1968,9 @@ rm -rf "$b" && mkdir "$b" && claim
                 # the job planned after it. Where that one did not join the chain, the
                 # slot's wrapper went on to the next one that did: it is handed on now.
                 for a, c in itertools.pairwise(live):
+                    # (by id: comparing jobs would compare every field of theirs)
                     x = planned.get(a.id)
-                    if (a.next_id < 0 and x is not None and x not in live and c.queued
+                    if (a.next_id < 0 and x is not None and x not in live_ids and c.queued
                             and c.state == st.STARTING and c.host == h.spec.name):
                         self._hand_on(h, a, c)
         refused = any(c < len(verdicts) and verdicts[c][0] in ("full", "yield")

@@ -319,6 +319,14 @@ def _events(d: Path, kind: str) -> list[sqlite3.Row]:
         db.close()
 
 
+def _two_hosts(ws, d: Path, cpus: int):
+    """The first two workstations, with ``cpus`` each, in ``d/inventory.yaml``."""
+    w1, w2 = ws.hosts[0], ws.hosts[1]
+    ws.write_inventory(d / "inventory.yaml",
+                       overrides={w1.name: {"cpus": cpus}, w2.name: {"cpus": cpus}})
+    return w1, w2
+
+
 def _each_once_and_completed(ws, d: Path, name: str, n: int) -> tuple[Path, list[dict]]:
     """Each of the sweep's n jobs ran exactly once (by what the jobs wrote on the
     workstations), is COMPLETED, and took one attempt; its results dir and summary rows."""
@@ -334,9 +342,7 @@ def _each_once_and_completed(ws, d: Path, name: str, n: int) -> tuple[Path, list
 
 def test_short_jobs_run_in_chains_each_exactly_once(tmp_path: Path, fresh_workdirs) -> None:
     ws = fresh_workdirs
-    w1, w2 = ws.hosts[0], ws.hosts[1]
-    ws.write_inventory(tmp_path / "inventory.yaml",
-                       overrides={w1.name: {"cpus": 2}, w2.name: {"cpus": 2}})
+    w1, w2 = _two_hosts(ws, tmp_path, cpus=2)
     n = 160
     sweep = _sweep(tmp_path, "chained", n,
                    'echo "$PPID" > outputs/wrapper.txt; echo {i} >> "$HOME/ran-chained.txt"')
@@ -373,9 +379,7 @@ def test_a_sweep_run_again_on_a_new_state_file_ends_every_job(tmp_path: Path,
     chain's job that did not join it there, and a chain's first job that ended before the
     answer to its start came, once left the job after it waiting forever."""
     ws = fresh_workdirs
-    w1, w2 = ws.hosts[0], ws.hosts[1]
-    ws.write_inventory(tmp_path / "inventory.yaml",
-                       overrides={w1.name: {"cpus": 4}, w2.name: {"cpus": 4}})
+    w1, w2 = _two_hosts(ws, tmp_path, cpus=4)
     n = 600
     sweep = _sweep(tmp_path, "again", n, 'echo {i} >> "$HOME/ran-again.txt"')
     for run in (1, 2):
@@ -506,9 +510,7 @@ def test_a_drained_host_gives_back_its_chains_and_nothing_is_lost(
 def test_a_head_killed_mid_chain_is_resumed_and_each_job_runs_once(
         tmp_path: Path, fresh_workdirs) -> None:
     ws = fresh_workdirs
-    w1, w2 = ws.hosts[0], ws.hosts[1]
-    ws.write_inventory(tmp_path / "inventory.yaml",
-                       overrides={w1.name: {"cpus": 2}, w2.name: {"cpus": 2}})
+    w1, w2 = _two_hosts(ws, tmp_path, cpus=2)
     n = 240
     sweep = _sweep(tmp_path, "killed", n, 'sleep 0.02; echo {i} >> "$HOME/ran-killed.txt"')
     args = ("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", f"{w1.name},{w2.name}")

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from helpers import dssh, explain, job_json, start_head, summary, write, write_yaml
 
+from distribute_ssh import remote
+
 # The solver the sweeps below build: a shell script that records who ran it, where,
 # with which parameters, input files, cpus and GPUs, and appends to a per-home log of
 # starts so tests can count how often each job really started.
@@ -143,7 +145,7 @@ def test_sweep_end_to_end(project: Path, fresh_workdirs) -> None:
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     for host in ("ws1", "ws2"):
         assert (ws[host].workdir / "bin/facts").read_text() == \
-            f"boot {boot} 1\ngnutar\nfindprintf\n"
+            f"boot {boot} {remote.FACTS_VERSION}\ngnutar\nfindprintf\n"
 
     # Running it again does nothing and exits as the run did.
     again = dssh("run", sweep, "-i", project / "inventory.yaml", cwd=project)
