@@ -6,6 +6,7 @@ every job runs exactly once, through a pause, and through a head killed and resu
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -484,7 +485,27 @@ def test_a_drained_host_gives_back_its_chains_and_nothing_is_lost(
             f = w1.home / "ran-drained.txt"
             return f.exists() and len(f.read_text().split()) >= k
 
+        def mid_chain() -> bool:
+            """A running job with at least three runs of its chain still queued after it:
+            a pause now comes before the chain ends, however late this look is."""
+            for d in w1.home.glob(".dssh/jobs/default/drained/*/*/.dssh"):
+                k = 0
+                with contextlib.suppress(OSError):
+                    if not (d / "launched").exists() or (d / "exit_code").exists():
+                        continue
+                    while k < 3 and (d / "next").exists():
+                        d = Path((d / "next").read_text().split("\n")[0]) / ".dssh"
+                        if (d / "launched").exists():
+                            break
+                        k += 1
+                if k >= 3:
+                    return True
+            return False
+
         assert wait_for(lambda: ended(40), 120, 0.02), "the jobs did not start"
+        # Paused mid-chain, not between two (a start refused by a paused host is not a
+        # chain given back).
+        assert wait_for(mid_chain, 60, 0.005), "no chain of four or more ran"
         flag.touch()  # the owner sits down: the running jobs finish, no more start
         time.sleep(3)
         f = w1.home / "ran-drained.txt"
