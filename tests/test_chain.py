@@ -524,9 +524,8 @@ def test_a_drained_host_gives_back_its_chains_and_nothing_is_lost(
     rows = summary(tmp_path / "results/default/drained")
     assert len(rows) == n and {row["status"] for row in rows} == {"COMPLETED"}
     given = _events(tmp_path, "given-back")
-    kinds = collections.Counter(
-        r["kind"] for k in ("requeued", "given-back") for r in _events(tmp_path, k))
-    assert given, f"no chain was given back though one was paused mid-chain: {dict(kinds)}"
+    assert given, ("no chain was given back though one was paused mid-chain; jobs requeued: "
+                   f"{len(_events(tmp_path, 'requeued'))}")
     assert "given back by" in out + err
 
 
