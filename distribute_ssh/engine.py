@@ -277,6 +277,9 @@ class HostRt:
     to_link: list[tuple[JobRt, JobRt]] = attrs.Factory(list)
     linker: asyncio.Task | None = None
     ended_at: int = 0  # the Head's count of ends heard when one was last heard here
+    # How long a start or a link takes there, its round trip and the host's work (a moving
+    # average): a link that would arrive after its job's expected end is not sent.
+    trip: float = 0.0
 
     @property
     def hopeful(self) -> bool:
@@ -1910,7 +1913,9 @@ rm -rf "$b" && mkdir "$b" && claim
             + '[ $# = 0 ] || mkdir -p "$@" || { echo mkdir-failed; exit 0; }\n'
             "for c in $ch; do \"k$c\"; done\n")
         try:
+            sent = time.monotonic()
             res = await conn.run(script, timeout=60)
+            self._timed(h, sent)
         except HostUnreachable:
             # Whether they started is unknown: they stay STARTING, checked on reconnect.
             for job, *_ in starts:
@@ -2934,6 +2939,11 @@ set --
                 if due > now:
                     due_next = min(due_next, due)
                     continue
+                if j.dispatched + mean - now < h.trip:
+                    # Expected to end before a link could be in place (the jobs of a first
+                    # wave, found alike only as they end together): a link then would be
+                    # refused, and its round trip would delay the start that follows.
+                    continue
                 b = next((x for x in skipped if self._links_to(h, x)), None)
                 if b is not None:
                     skipped.remove(b)
@@ -2979,6 +2989,12 @@ set --
             await asyncio.sleep(GATHER_STEP)
             batch, h.to_link = h.to_link, []
             await self._link_batch(h, batch)
+
+    @staticmethod
+    def _timed(h: HostRt, sent: float) -> None:
+        """Count a start's or a link's round trip, sent at ``sent``, into the host's."""
+        took = time.monotonic() - sent
+        h.trip = took if not h.trip else 0.7 * h.trip + 0.3 * took
 
     def _unlink(self, j: JobRt, b: JobRt) -> None:
         """A link that was not sent: the job goes back to the queue as it was."""
@@ -3035,7 +3051,9 @@ set --
                 f"echo 'linked {k}'\n"
                 f"else rm -rf -- {q(bdir)}; echo 'late {k}'; fi\n")
         try:
+            sent = time.monotonic()
             res = await conn.run("".join(parts), timeout=60)
+            self._timed(h, sent)
             text = res.text
         except HostUnreachable:
             # Whether they were linked is unknown: they stay queued there, checked on

@@ -527,6 +527,14 @@ def test_the_look_ahead_links_only_jobs_due_to_end_on_hosts_within_their_limits(
         assert look(same) == []
         b.dispatched = time.monotonic() - 0.2
         assert look(same) == [(a.planned.name, jobs[2].planned.name)]
+        # Expected to end sooner than a link takes to be in place on the host (the jobs
+        # of a first wave, found alike only as they end together): none is sent, it
+        # would be refused and hold up the start that follows.
+        a.dispatched = time.monotonic() - 0.85  # expected to end in about 0.15 s
+        h.trip = 0.4
+        assert look(same) == []
+        h.trip = 0.02
+        assert look(same) == [(a.planned.name, jobs[2].planned.name)]
         a.cancel = True
         assert look(same) == []
     finally:
