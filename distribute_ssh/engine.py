@@ -280,6 +280,7 @@ class HostRt:
     # How long a start or a link takes there, its round trip and the host's work (a moving
     # average): a link that would arrive after its job's expected end is not sent.
     trip: float = 0.0
+    tidied: asyncio.Task | None = None  # its old marks being removed, once in a run
 
     @property
     def hopeful(self) -> bool:
@@ -2799,13 +2800,23 @@ set --
             with contextlib.suppress(HostError):
                 await h.conn.run(f"rm -rf {q(jdir)}\n", timeout=60)
 
-    async def _tidy(self, h: HostRt) -> None:
+    async def _tidy(self, h: HostRt) -> bool:
         """Remove week-old marks of collected runs, and input files no sweep has used
-        for a month, from the host, in the background."""
+        for a month, from the host, in the background. Did it?"""
         if h.conn is not None:
             with contextlib.suppress(HostError):
                 await h.conn.run(prune_script(h.workdir) + remote.tidy(f"{h.workdir}/jobs"),
                                  timeout=300)
+                return True
+        return False
+
+    async def _tidy_last(self, h: HostRt) -> None:
+        """At the run's end: the host's tidy, waited for, or done now if it was not."""
+        t = h.tidied
+        if t is not None:
+            await asyncio.wait([t])
+        if t is None or t.cancelled() or t.exception() is not None or not t.result():
+            await self._tidy(h)
 
     # -- the loop ---------------------------------------------------------------------------
     def _finished(self) -> bool:
@@ -2867,6 +2878,12 @@ set --
             if h.starter is None or h.starter.done():
                 h.starter = self._spawn(self._start_batches(h))
         self._look_ahead(ready, queued)
+        if not self.starting and not self.by_state.get(st.PENDING):
+            # Nothing left to start: the hosts' old marks go now, in the background, while
+            # the last jobs run, and not at the end, where the run would wait for them.
+            for h in ready:
+                if h.tidied is None and h.conn is not None:
+                    h.tidied = self._spawn(self._tidy(h))
         # What is left in the queue: enough of it to tell whether it wants room here.
         left = [j.id for j in itertools.islice(queued, LOOK_AHEAD)]
         # Hosts where jobs left in the queue wait for room other heads hold: stand in
@@ -3242,8 +3259,10 @@ set --
         await self._stop_leftovers()
         await asyncio.gather(*(self._unwait(h) for h in self.hosts.values()
                                if h.registered))
-        # Old marks go last, off the path of the first starts.
-        await asyncio.gather(*(self._tidy(h) for h in self.hosts.values()))
+        # Old marks go once nothing is left to start (see _schedule), off the path of the
+        # starts; where that did not happen (a host that came late, or was lost meanwhile),
+        # now.
+        await asyncio.gather(*(self._tidy_last(h) for h in self.hosts.values()))
         self._report_inputs()
         return self.finish()
 

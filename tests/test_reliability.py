@@ -278,6 +278,30 @@ def test_a_head_that_lost_its_state_runs_the_sweep_again_and_old_marks_are_tidie
     assert marks[0].parent.parent.parent.exists()  # this week's marks stay
 
 
+def test_old_marks_are_tidied_while_the_last_jobs_run_not_after_them(
+        lab: Path, fresh_workdirs) -> None:
+    """Once nothing is left to start, a host's week-old marks go in the background while
+    the last jobs run: a run whose end waited for that look through every collected run
+    on the host ended later than its last job by as much. Here the job waits for the
+    old mark to go: it would wait in vain, were the tidy kept for the end."""
+    w = fresh_workdirs.hosts[0]
+    inv = write_yaml(lab / "one.yaml", {"hosts": {w.name: w.inventory_entry(cpus=1)}})
+    old = w.workdir / "jobs/default/ancient/j/1/.dssh/collected"
+    old.parent.mkdir(parents=True)
+    old.write_text("someone@elsewhere:/results\n")
+    subprocess.run(["touch", "-d", "10 days ago", str(old)], check=True)
+    subprocess.run(["chown", "-R", w.user, str(w.workdir)], check=True)
+    sweep = write_yaml(lab / "tidy.yaml", {"name": "tidy", "run": {
+        "command": f"i=0; while [ -e {old} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); "
+                   f"done; if [ -e {old} ]; then echo still; else echo gone; fi "
+                   "> {output}/o.txt", "cpus": 1}, "params": {"i": [1]}})
+    assert old.exists()
+    proc = dssh("run", sweep, "-i", inv, cwd=lab)
+    assert proc.returncode == 0, explain(proc)
+    assert (lab / "results/default/tidy/i-1/o.txt").read_text() == "gone\n"
+    assert not old.exists()
+
+
 def test_old_copy_on_a_host_still_gone_at_the_end_is_stopped_by_the_next_run(
         lab: Path, fresh_workdirs) -> None:
     hosts = fresh_workdirs.hosts
