@@ -21,15 +21,12 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigError
-from .sweep import Build, File, JobSpec, Notify, Run, Sweep, _name
+from .sweep import Build, File, JobSpec, Notify, Run, Sweep, _name, is_original
 from .yamlload import NAME_RE, FieldValueError, Source, dotted, structure, yaml_key
 
+__all__ = ["is_original", "parse_original"]
+
 SAVE = "distribute_save"
-
-
-def is_original(data: Any) -> bool:
-    return isinstance(data, dict) and "meta" in data and ("python" in data
-                                                          or "apptainer" in data)
 
 
 def _namespace(inst: Any, a: attrs.Attribute, v: Any) -> None:

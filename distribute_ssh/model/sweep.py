@@ -372,6 +372,13 @@ def expand_ranges(data: dict, source: Source) -> dict:
     return data
 
 
+def is_original(data: Any) -> bool:
+    """Is this a job file of the original distribute (SPEC §3.1)? (Here, not in
+    .original: that module is loaded only for such files.)"""
+    return isinstance(data, dict) and "meta" in data and ("python" in data
+                                                          or "apptainer" in data)
+
+
 def parse_sweep(text: str, filename: str, base_dir: str | os.PathLike | None = None) -> Sweep:
     """Parse and fully validate a sweep file's text. Raises ConfigError."""
     data, source = parse_yaml(text, filename)
@@ -380,9 +387,9 @@ def parse_sweep(text: str, filename: str, base_dir: str | os.PathLike | None = N
             f"{filename}:1: name, run: the sweep file is empty: a sweep needs at least "
             "'name:' and 'run: {command: ...}' (print a commented example with: dssh template)",
             path=filename, line=1, key="name")
-    from .original import is_original, parse_original
-
     if is_original(data):  # a job file of the original distribute (SPEC §3.1)
+        from .original import parse_original
+
         base = str(base_dir if base_dir is not None else Path(filename).resolve().parent)
         sweep = attrs.evolve(parse_original(data, source, base), base_dir=base)
         validate_sweep(sweep, source)
