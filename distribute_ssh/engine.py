@@ -104,6 +104,14 @@ CHAIN_AFTER = 8
 LINK_LEAD = 0.3
 LINK_CV = 0.25
 LINK_MAX_MEAN = 60.0
+# Trial links (SPEC §5, "Look-ahead"): before any job of the run has ended, nothing tells
+# how long the jobs take, and a first wave of equal jobs ends all at once, each slot then
+# waiting a round trip and a claim in the ledger for its next job. So a job started in this
+# run and still running TRIAL_AFTER seconds later, with none ended, is linked its slot's
+# next job all the same, on trial: if it has not ended TRIAL_SECONDS after its start (a
+# sweep of long jobs), the linked job is taken back and queued again, attempts untouched.
+TRIAL_AFTER = 0.2
+TRIAL_SECONDS = 2.0
 COLLECT_GATHER = 0.1
 # How long a host's collection waits for the starts on their way, to it or to other hosts,
 # at most: when many slots free at once, the next jobs start first and the results follow.
@@ -222,6 +230,8 @@ class JobRt:
     queued: bool = False  # handed to its host in a chain, its turn not come yet
     linked: bool = False  # handed by a look-ahead link to the job before it, not a batch
     took: bool = False  # ...and its slot's wrapper said it took it (~took)
+    fresh: bool = False  # started by this run in a batch, not yet linked a trial's next
+    trial: bool = False  # linked on trial (TRIAL_AFTER): taken back if not started in time
 
 
 @attrs.define
@@ -281,6 +291,7 @@ class HostRt:
     # average): a link that would arrive after its job's expected end is not sent.
     trip: float = 0.0
     tidied: asyncio.Task | None = None  # its old marks being removed, once in a run
+    recall: asyncio.TimerHandle | None = None  # when trial links are next due back
 
     @property
     def hopeful(self) -> bool:
@@ -1835,6 +1846,8 @@ rm -rf "$b" && mkdir "$b" && claim
         for members in chains:
             for a, b in itertools.pairwise(members):
                 starts[a][0].next_id = starts[b][0].id
+            # A job alone in its slot may be linked a next job on trial (TRIAL_AFTER).
+            starts[members[0]][0].fresh = len(members) == 1
         user = h.user or "dssh"
         requests, funcs, claims, made, took = [], [], [], [], []
         wrapper, timeout, log = self._wrapper(h), self._timeout(), self._event_log(h)
@@ -2923,21 +2936,35 @@ set --
         slot's wrapper starts the linked job as soon as the one before it ends, with no
         round trip in between. Only while the jobs ended so far took about the same time
         (so one expected to end soon does), each too long for a chain of two, and on hosts
-        that take new work now; a timer wakes the scheduler when the next link is due."""
-        if self.ended_n < CHAIN_AFTER or self.halted:
-            return
-        mean = self.ended_secs / self.ended_n
-        if not CHAIN_SECONDS / 2 < mean <= LINK_MAX_MEAN:
-            return
-        if self.ended_sq / self.ended_n - mean * mean > (LINK_CV * mean) ** 2:
+        that take new work now; a timer wakes the scheduler when the next link is due.
+        Before any job has ended, links go on trial (TRIAL_AFTER)."""
+        if self.halted:
             return
         now = time.monotonic()
-        # The jobs that end first are the short ones: a job still running well past the
-        # mean says the durations vary more than the ended ones show.
-        oldest = now - mean * (1 + 3 * LINK_CV)
-        if any(j.dispatched < oldest for h in ready for i in self.on_host.get(h.spec.name, ())
-               if (j := self.jobs[i]).state == st.RUNNING and not j.busy):
-            return
+        trial = self.ended_n == 0
+        if trial:
+            # Only while the queue holds a next job for every slot: with fewer, which
+            # slots get them matters, and nothing tells yet.
+            room = sum(h.slots.limit_slots or h.slots.limit_cpus
+                       for h in ready if h.slots) or 1
+            if self.by_state.get(st.PENDING, 0) < room:
+                return
+            mean = 0.0
+        else:
+            if self.ended_n < CHAIN_AFTER:
+                return
+            mean = self.ended_secs / self.ended_n
+            if not CHAIN_SECONDS / 2 < mean <= LINK_MAX_MEAN:
+                return
+            if self.ended_sq / self.ended_n - mean * mean > (LINK_CV * mean) ** 2:
+                return
+            # The jobs that end first are the short ones: a job still running well past
+            # the mean says the durations vary more than the ended ones show.
+            oldest = now - mean * (1 + 3 * LINK_CV)
+            if any(j.dispatched < oldest for h in ready
+                   for i in self.on_host.get(h.spec.name, ())
+                   if (j := self.jobs[i]).state == st.RUNNING and not j.busy):
+                return
         due_next = math.inf
         skipped: list[JobRt] = []  # queued jobs that did not suit a host looked at before
         for h in ready:
@@ -2948,15 +2975,15 @@ set --
             for i in self.on_host.get(h.spec.name, ()):
                 j = self.jobs[i]
                 if (j.state != st.RUNNING or j.busy or j.cancel or j.next_id >= 0
-                        or not j.held or not j.remote_dir):
+                        or not j.held or not j.remote_dir or (trial and not j.fresh)):
                     continue
                 if not self._slot_goes_on(s, j):
                     continue  # (over what its owners' policy or the ledger now allow)
-                due = j.dispatched + mean - LINK_LEAD
+                due = j.dispatched + (TRIAL_AFTER if trial else mean - LINK_LEAD)
                 if due > now:
                     due_next = min(due_next, due)
                     continue
-                if j.dispatched + mean - now < h.trip:
+                if not trial and j.dispatched + mean - now < h.trip:
                     # Expected to end before a link could be in place (the jobs of a first
                     # wave, found alike only as they end together): a link then would be
                     # refused, and its round trip would delay the start that follows.
@@ -2974,10 +3001,13 @@ set --
                         skipped.append(x)
                 b.busy = b.queued = b.linked = True
                 b.took = False
+                b.trial, j.fresh = trial, False
                 j.next_id = b.id
                 h.to_link.append((j, b))
                 if h.linker is None or h.linker.done():
                     h.linker = self._spawn(self._link_batches(h))
+                if trial:
+                    self._recall_at(h, j.dispatched + TRIAL_SECONDS)
         if due_next < math.inf:
             loop = asyncio.get_running_loop()
             at = loop.time() + max(0.0, due_next - now)
@@ -2986,6 +3016,54 @@ set --
                 if t is not None:
                     t.cancel()
                 self._link_timer = loop.call_at(at, self.wakeup.set)
+
+    def _recall_at(self, h: HostRt, when: float) -> None:
+        """Look at the host's trial links at ``when`` (monotonic), or sooner."""
+        loop = asyncio.get_running_loop()
+        at = loop.time() + max(0.0, when - time.monotonic())
+        t = h.recall
+        if t is not None and not t.cancelled() and loop.time() < t.when() <= at + 0.001:
+            return
+        if t is not None:
+            t.cancel()
+        h.recall = loop.call_at(at, lambda: self._spawn(self._recall_trials(h)))
+
+    async def _recall_trials(self, h: HostRt) -> None:
+        """Take back the trial links whose job has run TRIAL_SECONDS and not ended (a sweep
+        of long jobs): queued again, attempts untouched, in one round trip. One a wrapper
+        took meanwhile goes on: its ~took and its job's end say so, as for any link."""
+        h.recall = None
+        now = time.monotonic()
+        due: list[tuple[JobRt, JobRt, int, str]] = []
+        later = math.inf
+        for i in self.on_host.get(h.spec.name, ()):
+            j = self.jobs[i]
+            b = self.jobs.get(j.next_id) if j.next_id >= 0 else None
+            if (b is None or not b.trial or not b.queued or not b.linked or b.took
+                    or b.state != st.STARTING or b.host != h.spec.name or not b.remote_dir):
+                continue
+            at = j.dispatched + TRIAL_SECONDS
+            if at > now:
+                later = min(later, at)
+            else:
+                due.append((j, b, b.attempts, b.remote_dir))
+        if later < math.inf:
+            self._recall_at(h, later)
+        if not due:
+            return
+        gone = await self._take_back(h, [d[3] for d in due])
+        with self.state.tx() as db:
+            for (j, b, attempt, bdir), taken in zip(due, gone, strict=True):
+                if (not taken or b.state != st.STARTING or b.attempts != attempt
+                        or b.host != h.spec.name or b.remote_dir != bdir or not b.queued):
+                    continue  # its wrapper took it, or it was settled meanwhile
+                if j.next_id == b.id:
+                    j.next_id = -1
+                self._unstart(h, b, attempt, undo=True, db=db)
+                self.state.event(db, self.sweep_id, b.id, "taken-back", h.spec.name,
+                                 {"attempt": attempt, "why": f"linked on trial to "
+                                  f"{j.planned.name}, which ran past {TRIAL_SECONDS:g}s"})
+        self.wakeup.set()
 
     @staticmethod
     def _slot_goes_on(s: HostSlots, j: JobRt) -> bool:
@@ -3207,6 +3285,9 @@ set --
             await self._notify_end(None, error=e)
             raise
         finally:
+            for h in self.hosts.values():
+                if h.recall is not None:
+                    h.recall.cancel()
             for t in list(self.tasks):
                 t.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)

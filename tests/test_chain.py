@@ -425,6 +425,52 @@ def test_jobs_of_about_the_same_length_are_linked_ahead_each_exactly_once(
         assert db.execute("SELECT COUNT(*) FROM jobs WHERE reason IS NOT NULL").fetchone() == (0,)
 
 
+def test_a_first_wave_is_linked_on_trial_and_its_slots_go_on_with_no_round_trip(
+        tmp_path: Path, fresh_workdirs) -> None:
+    """Before any job has ended nothing tells how long they take, and a first wave of
+    equal jobs ends all at once. Its jobs, still running a moment after they started,
+    are linked their slots' next jobs on trial: the wrappers take them as the first wave
+    ends, and say so before they tell of its ends."""
+    ws = fresh_workdirs
+    w1 = ws.hosts[0]
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={w1.name: {"cpus": 3}})
+    n = 9
+    sweep = _sweep(tmp_path, "trial", n, 'sleep 1; echo {i} >> "$HOME/ran-trial.txt"')
+    r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", w1.name,
+             cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _each_once_and_completed(ws, tmp_path, "trial", n)
+    lines = (w1.workdir / "events" / "default" / "trial.log").read_text().splitlines()
+    # The first wave's jobs are i-0 to i-2: the next three were taken as they ended
+    # (later waves start as before: too few jobs have ended by then to tell).
+    took = sorted(ln for ln in lines if ln.startswith("~took "))
+    assert took == ["~took i-3.1", "~took i-4.1", "~took i-5.1"], lines
+    assert lines[0].startswith("~took "), lines
+    assert not _events(tmp_path, "taken-back")
+
+
+def test_trial_links_behind_long_jobs_are_taken_back_and_each_job_runs_once(
+        tmp_path: Path, fresh_workdirs) -> None:
+    """A first wave of jobs longer than a trial's turn: the next jobs linked to them on
+    trial are taken back, queued again with their attempts untouched, and started when
+    slots free, each exactly once."""
+    ws = fresh_workdirs
+    w1 = ws.hosts[0]
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={w1.name: {"cpus": 2}})
+    n = 4
+    sweep = _sweep(tmp_path, "recall", n, 'sleep 3; echo {i} >> "$HOME/ran-recall.txt"')
+    r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", w1.name,
+             cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _each_once_and_completed(ws, tmp_path, "recall", n)
+    back = _events(tmp_path, "taken-back")
+    assert sorted(json.loads(e["detail"])["attempt"] for e in back) == [1, 1], [
+        dict(e) for e in back]
+    assert all("linked on trial" in json.loads(e["detail"])["why"] for e in back)
+    lines = (w1.workdir / "events" / "default" / "recall.log").read_text().splitlines()
+    assert not [ln for ln in lines if ln.startswith("~took ")], lines
+
+
 def test_a_head_killed_with_runs_linked_ahead_is_resumed_and_each_job_runs_once(
         tmp_path: Path, fresh_workdirs) -> None:
     ws = fresh_workdirs

@@ -541,6 +541,61 @@ def test_the_look_ahead_links_only_jobs_due_to_end_on_hosts_within_their_limits(
         head.close()
 
 
+def test_before_any_job_has_ended_running_jobs_are_linked_their_next_on_trial(
+        tmp_path) -> None:
+    """With no job ended yet (SPEC §5, "Look-ahead"): a job this run started alone in its
+    slot, still running TRIAL_AFTER later, is linked its slot's next job on trial, once;
+    not while the queue has fewer jobs than the slots, nor for a job the run did not
+    start (one found running on a host, say); a look is due back at TRIAL_SECONDS."""
+    import asyncio
+
+    from distribute_ssh import engine
+
+    head, h = _head_on_one_host(tmp_path, "trial", 6, 2)
+    spawned = []
+    head._spawn = lambda coro: spawned.append(coro.close()) or asyncio.Future()  # type: ignore
+    try:
+        h.status, h.conn, h.workdir = "ready", object(), "/w"
+        jobs = sorted(head.jobs.values(), key=lambda j: j.order)
+        a, b = jobs[:2]
+        for j in (a, b):
+            j.host, j.attempts, j.remote_dir = "ws1", 1, f"/w/{j.planned.name}/1"
+            head._set(j, "running", state="RUNNING", host="ws1")
+            head._hold(h, j)
+            j.cpus = 1
+        h.slots.used_cpus = 2
+
+        def look(a_ago: float, b_ago: float, fresh: bool = True) -> list:
+            now = time.monotonic()
+            a.dispatched, b.dispatched = now - a_ago, now - b_ago
+            a.fresh = b.fresh = fresh
+            for j in jobs[2:]:
+                j.busy = j.queued = j.linked = j.trial = False
+            a.next_id = b.next_id = -1
+            h.to_link = []
+
+            async def go():
+                head._look_ahead([h], head._queued())
+                return h.recall
+            recall = asyncio.run(go())
+            return [(x.planned.name, y.planned.name, y.trial) for x, y in h.to_link], recall
+
+        assert head.ended_n == 0
+        links, recall = look(engine.TRIAL_AFTER + 0.05, engine.TRIAL_AFTER / 4)
+        assert links == [(a.planned.name, jobs[2].planned.name, True)]  # b: too soon
+        assert not a.fresh and b.fresh  # once per job
+        assert recall is not None  # the trial's end is looked at
+        assert look(1.0, 1.0)[0] == [(a.planned.name, jobs[2].planned.name, True),
+                                     (b.planned.name, jobs[3].planned.name, True)]
+        assert look(1.0, 1.0, fresh=False)[0] == []  # not started by this run
+        for j in jobs[2:5]:
+            j.state = "COMPLETED"  # one job queued, for two slots
+        head.by_state = {"RUNNING": 2, "PENDING": 1}
+        assert look(1.0, 1.0)[0] == []
+    finally:
+        head.close()
+
+
 def test_a_run_linked_ahead_passes_its_slot_only_once_its_wrapper_said_it_took_it(
         tmp_path) -> None:
     """At the end of a job with a run linked behind it: heard with ~took before it, the slot

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import dssh, explain, start_head, wait_until_running, write_yaml
+from helpers import dssh, explain, start_head, wait_for, wait_until_running, write_yaml
 
 pytestmark = pytest.mark.sshd
 
@@ -41,6 +41,11 @@ def test_why_queued_jobs_wait(tmp_path: Path, fresh_workdirs) -> None:
     head = start_head(tmp_path, "run", sweep, "-i", inv)
     try:
         wait_until_running(tmp_path, "waits")
+        # The next job, linked on trial to the first while no job has ended (SPEC §5),
+        # waits on ws3 until the first has run 2 s, then is queued again with the rest.
+        assert wait_for(lambda: not any(
+            j["state"] == "STARTING" for j in json.loads(dssh(
+                "status", "waits", "--json", cwd=tmp_path).stdout)["jobs"]), 30, 0.2)
         pause.write_text("")
         if os.geteuid() == 0:  # the workstation user's own pause file
             os.chown(pause, ws["ws2"].home.stat().st_uid, -1)
