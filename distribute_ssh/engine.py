@@ -2972,6 +2972,11 @@ set --
             if (s is None or not s.available or h.closed or h.waiting or s.blocked
                     or self._migrate(h) or h.conn is None):
                 continue
+            if trial and h.trip > TRIAL_AFTER:
+                # Its starts take longer than a trial waits (a head or a host swamped, as
+                # with a hundred hosts connecting): the ends it has not heard yet may well
+                # have happened, and the links would come too late.
+                continue
             for i in self.on_host.get(h.spec.name, ()):
                 j = self.jobs[i]
                 if (j.state != st.RUNNING or j.busy or j.cancel or j.next_id >= 0
