@@ -112,6 +112,11 @@ LINK_MAX_MEAN = 60.0
 # sweep of long jobs), the linked job is taken back and queued again, attempts untouched.
 TRIAL_AFTER = 0.2
 TRIAL_SECONDS = 2.0
+# A new workdir's set-up (the pause settings file, dssh's scripts, the look at the ledger)
+# goes with the host's first batch of starts, in its round trip (SPEC §5): if no batch
+# takes it within PRELUDE_WAIT seconds of the host being ready, it goes on its own.
+PRELUDE_WAIT = 0.05
+PRELUDE_DONE = "DSSH-PRELUDE-DONE"
 COLLECT_GATHER = 0.1
 # How long a host's collection waits for the starts on their way, to it or to other hosts,
 # at most: when many slots free at once, the next jobs start first and the results follow.
@@ -292,6 +297,13 @@ class HostRt:
     trip: float = 0.0
     tidied: asyncio.Task | None = None  # its old marks being removed, once in a run
     recall: asyncio.TimerHandle | None = None  # when trial links are next due back
+    # The set-up left for the first batch of starts to carry (see PRELUDE_WAIT): its
+    # script, what it does (install, forget), set once it has run, and why it failed.
+    prelude: str = ""
+    prelude_does: tuple[bool, bool] = (False, False)
+    prelude_done: asyncio.Event | None = None
+    prelude_error: str = ""
+    connections: int = 0  # made in this run: a set-up waited for belongs to one of them
 
     @property
     def hopeful(self) -> bool:
@@ -625,7 +637,11 @@ class Head:
         return f"{h.workdir}/{self._events_rel()}/{self.sweep.name}.log"
 
     # -- hosts ------------------------------------------------------------------------------
-    async def _connect(self, h: HostRt) -> None:
+    async def _connect(self, h: HostRt, first: bool = False) -> None:
+        if h.prelude_done is not None:
+            h.prelude_done.set()  # (those waiting for it see that the connection is new)
+        h.prelude, h.prelude_done, h.prelude_error = "", None, ""
+        h.connections += 1
         conn = make_connection(h.spec, accept_new_hostkeys=self.options.accept_new_hostkeys)
         # The home dir comes with the set-up's answer, not in a round trip of its own: with
         # a hundred hosts on a busy network each round trip is a wait.
@@ -698,33 +714,110 @@ class Head:
         install = remote.install(bin_dir, missing) if missing else ""
         forget = "" if looked else ledger.forget_command(
             self._ledger_script(h), h.spec.ledger_dir, self.head_id, h.user or "dssh")
-        cpus, gpus, said = await self._apply_policy(
-            h, conn, policy.combine(h.spec, policy.parse_found(owners)), install + forget)
-        if said is None and install:  # (the settings file was there already)
-            said = (await conn.run(install + forget, timeout=60)).text
-        if install and said is not None and remote.INSTALL_FAILED in said.splitlines():
-            why = said.partition(remote.INSTALL_FAILED)[0].strip()[-300:]
-            raise HostError(h.spec.name, f"cannot write dssh's scripts into {bin_dir}"
-                                         + (f": {why}" if why else ""))
+        cpus, gpus, write = self._policy_conf(
+            h, conn, policy.combine(h.spec, policy.parse_found(owners)))
+        todo = write + install + forget
+        if write:  # (written below, or with the first batch of starts)
+            h.confs.add(h.pconf.rpartition("/")[2])
+        # A new workdir on a host this run starts afresh: what is left to do goes with the
+        # first batch of starts, in its round trip (see _settle_prelude).
+        defer = bool(todo) and first and self._fresh_host(h)
+        said = (await conn.run(todo, timeout=60)).text if todo and not defer else None
         h.store = HostStore(conn, h.workdir, copy=h.user == "root", meter=h.meter)
         h.slots = HostSlots(h.spec.name, cpus, h.spec.slots, gpus,
                             h.spec.capabilities, available=False)
         self._reserve_existing(h)
-        # No start of this head is in flight yet: claims it holds for unstarted runs are
-        # from its earlier life, cut short ("forget"), in the same round trip when it can.
+        if not forget:
+            self._prelude_said(h, looked, (False, True))  # (looked at in the set-up)
+        if defer:
+            h.prelude, h.prelude_does = todo, (bool(install), bool(forget))
+            h.prelude_done = asyncio.Event()
+        elif said is not None:
+            # No start of this head is in flight yet: claims it holds for unstarted runs
+            # are from its earlier life, cut short ("forget"), in this round trip.
+            self._prelude_said(h, said, (bool(install), bool(forget)))
+
+    def _fresh_host(self, h: HostRt) -> bool:
+        """May the host's set-up wait for its first batch of starts: no job of this sweep
+        there to look at first, no build and no image to make first, jobs to start?"""
+        return (self.build_id is None and self.sweep.run.container is None
+                and not self.on_host.get(h.spec.name) and bool(self.by_state.get(st.PENDING)))
+
+    def _prelude_said(self, h: HostRt, said: str, does: tuple[bool, bool]) -> None:
+        """What the set-up's last part printed: scripts installed (HostError if not), the
+        ledger as this head's earlier life left it."""
+        install, forget = does
+        if install and remote.INSTALL_FAILED in said.splitlines():
+            why = said.partition(remote.INSTALL_FAILED)[0].strip()[-300:]
+            raise HostError(h.spec.name, f"cannot write dssh's scripts into {h.workdir}/bin"
+                                         + (f": {why}" if why else ""))
         if forget:
-            looked = said if said is not None else (await conn.run(forget, timeout=30)).text
-        led, _ = ledger.parse(looked)
-        if led.error:
-            raise HostError(h.spec.name, f"cannot use its ledger: {led.error}")
-        self._apply_ledger(h, led)
+            led, _ = ledger.parse(said)
+            if led.error:
+                raise HostError(h.spec.name, f"cannot use its ledger: {led.error}")
+            self._apply_ledger(h, led)
+
+    async def _settle_prelude(self, h: HostRt) -> None:
+        """Before the watcher starts (it runs an installed script): the set-up left for
+        the first batch of starts has run, in that batch's round trip or, if no batch
+        took it in time, on its own. HostError when it failed."""
+        done = h.prelude_done
+        assert done is not None
+        end = time.monotonic() + PRELUDE_WAIT
+        while h.prelude and time.monotonic() < end:
+            await asyncio.sleep(GATHER_STEP)
+        if h.prelude:  # no batch came for it
+            todo, h.prelude = h.prelude, ""
+            try:
+                said = (await self._need_conn(h).run(todo, timeout=60)).text
+                self._prelude_said(h, said, h.prelude_does)
+            except HostError as e:
+                h.prelude_error = str(e)
+                raise
+            finally:
+                done.set()
+        await done.wait()
+        h.prelude_done = None
+        if h.prelude_error:
+            raise HostError(h.spec.name, h.prelude_error)
+
+    def _prelude_part(self, h: HostRt, res: Any) -> bool | None:
+        """Read the set-up's part of a first batch's answer; None when the set-up
+        stopped the script before the starts (its error then in ``h.prelude_error``)."""
+        before, marker, _ = res.stdout.partition(f"{PRELUDE_DONE}\n".encode())
+        try:
+            self._prelude_said(h, before.decode(errors="replace"), h.prelude_does)
+        except HostError as e:
+            h.prelude_error = str(e)
+        if not marker:
+            h.prelude_error = h.prelude_error or (
+                "its set-up did not finish: "
+                + (res.stderr.decode(errors="replace").strip()[-300:] or "no answer"))
+            return None
+        return True
+
+    @staticmethod
+    def _need_conn(h: HostRt) -> HostConnection:
+        if h.conn is None:
+            raise HostUnreachable(h.spec.name, "connection lost")
+        return h.conn
 
     # -- the owners' policies (SPEC §6b) ------------------------------------------------------
     async def _apply_policy(self, h: HostRt, conn: HostConnection, eff: Effective,
-                            also: str = "") -> tuple[int, tuple[int, ...], str | None]:
+                            ) -> tuple[int, tuple[int, ...]]:
         """Make the host's pause settings file say what ``eff`` says; the cpus and GPUs it
-        leaves dssh, and what ``also`` printed when it ran in the same round trip (None when
-        no round trip was needed). HostError when it closes the host."""
+        leaves dssh. HostError when it closes the host."""
+        cpus, gpus, write = self._policy_conf(h, conn, eff)
+        if write:
+            await conn.run(write, timeout=30)
+            h.confs.add(h.pconf.rpartition("/")[2])
+        return cpus, gpus
+
+    def _policy_conf(self, h: HostRt, conn: HostConnection, eff: Effective,
+                     ) -> tuple[int, tuple[int, ...], str]:
+        """What ``eff`` makes of the host: the cpus and GPUs it leaves dssh, and the script
+        that writes its pause settings file, if not there yet (empty). HostError when it
+        closes the host."""
         if eff.errors:
             raise HostError(h.spec.name, f"its owner's policy cannot be read, so dssh starts "
                                          f"nothing there until it is fixed: "
@@ -740,17 +833,14 @@ class Head:
                                  f"{h.workdir}/activity.state", gpus, h.spec.ledger_dir)
         name = f"pause-{hashlib.sha256(conf.encode()).hexdigest()[:12]}.conf"
         pconf = f"{h.workdir}/{name}"
-        said = None
-        if name not in h.confs:  # (its name is its content's hash)
-            res = await conn.run(f"[ -f {q(pconf)} ] || printf '%s' {q(conf)} > {q(pconf)}\n"
-                                 + also, timeout=30)
-            said = res.text
-            h.confs.add(name)
+        # (its name is its content's hash: one there already says the same)
+        write = "" if name in h.confs else \
+            f"[ -f {q(pconf)} ] || printf '%s' {q(conf)} > {q(pconf)}\n"
         h.pconf = pconf
         h.pause_files = [line[5:] for line in conf.splitlines() if line.startswith("file ")]
         h.activity = "\nactivity " in conf  # the owner's activity pauses it too (SPEC §6c)
         h.policy = eff
-        return (h.cpus_base if eff.cpus is None else min(h.cpus_base, eff.cpus)), gpus, said
+        return (h.cpus_base if eff.cpus is None else min(h.cpus_base, eff.cpus)), gpus, write
 
     async def _refresh_policy(self, h: HostRt) -> None:
         """Read the owners' files again: a changed policy holds for what starts from now
@@ -766,7 +856,7 @@ class Head:
         if eff == h.policy and not h.policy_error:
             return
         try:
-            cpus, gpus, _ = await self._apply_policy(h, conn, eff)
+            cpus, gpus = await self._apply_policy(h, conn, eff)
         except HostError as e:
             if h.policy_error != str(e):
                 h.policy_error = str(e)
@@ -906,7 +996,7 @@ class Head:
                 if h.conn is None:
                     if h.status != "unreachable":
                         h.status = "connecting" if first else "lost"
-                    await self._connect(h)
+                    await self._connect(h, first)
                     self.reporter.event("host", f"{h.spec.name}: connected", host=h.spec.name)
                     delay = 1.0
                     h.lost_since = None
@@ -928,6 +1018,8 @@ class Head:
                 h.slots.available = not h.closed
                 self.wakeup.set()
                 self.reporter.update(self)
+                if h.prelude_done is not None:
+                    await self._settle_prelude(h)
                 await self._watch(h)
                 if self._finished():
                     return
@@ -1645,6 +1737,14 @@ rm -rf "$b" && mkdir "$b" && claim
     async def _dispatch(self, h: HostRt, job: JobRt, cpus: int, gpus: tuple[int, ...]) -> None:
         self.starting += 1
         try:
+            done, gen = h.prelude_done, h.connections
+            if done is not None:  # the host's set-up goes first (see _settle_prelude)
+                await done.wait()
+            if h.prelude_error or h.conn is None or gen != h.connections:
+                # (excluded, lost, or connected anew meanwhile): back to the queue
+                self._release(h, job)
+                job.busy = False
+                return
             await self._dispatch_inner(h, job, cpus, gpus)
         finally:
             self.starting -= 1
@@ -1926,19 +2026,40 @@ rm -rf "$b" && mkdir "$b" && claim
             + _each_granted(n, "".join(took))
             + '[ $# = 0 ] || mkdir -p "$@" || { echo mkdir-failed; exit 0; }\n'
             "for c in $ch; do \"k$c\"; done\n")
+        # The host's set-up, left for its first batch (see _settle_prelude), goes first.
+        prelude, h.prelude = h.prelude, ""
+        done = h.prelude_done if prelude else None
+        if prelude:
+            script = prelude + f"echo {PRELUDE_DONE}\n" + script
         try:
             sent = time.monotonic()
             res = await conn.run(script, timeout=60)
             self._timed(h, sent)
+            if prelude and self._prelude_part(h, res) is None:
+                # The set-up stopped the script (dssh's scripts could not be written):
+                # nothing started; the host is excluded (_settle_prelude says why).
+                for job, _, _, attempt, _ in starts:
+                    self._unstart(h, job, attempt, undo=True)
+                return
+            if prelude:
+                res = attrs.evolve(res, stdout=res.stdout.partition(
+                    f"{PRELUDE_DONE}\n".encode())[2])
         except HostUnreachable:
+            if done is not None:
+                h.prelude_error = h.prelude_error or "the connection was lost"
             # Whether they started is unknown: they stay STARTING, checked on reconnect.
             for job, *_ in starts:
                 job.busy = job.queued = False
                 job.next_id = -1
             return
         except HostError as e:
+            if done is not None:
+                h.prelude_error = h.prelude_error or str(e)
             res = None
             error = str(e)
+        finally:
+            if done is not None:
+                done.set()
         text = res.text if res is not None else ""
         first = text.strip().partition("\n")[0]
         if first.startswith("paused "):

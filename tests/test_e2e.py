@@ -751,3 +751,32 @@ def test_cancel_while_a_head_drives_the_sweep(project: Path, fresh_workdirs) -> 
     users = {w.user for w in ws}
     assert not [ln for ln in ps.splitlines()
                 if ln.split(None, 1)[0] in users and "sleep 300" in ln]
+
+
+def test_a_fresh_host_that_takes_no_job_is_set_up_all_the_same(tmp_path: Path,
+                                                               fresh_workdirs) -> None:
+    """A host this run starts afresh has the last part of its set-up (its pause settings
+    file, dssh's scripts) carried by its first batch of starts (SPEC §5). One that takes
+    no job (here outside its owners' hours) is set up on its own a moment later: its
+    watcher, which runs one of those scripts, starts, and the run ends normally."""
+    ws = fresh_workdirs
+    w1, w2 = ws.hosts[0], ws.hosts[1]
+    now = time.localtime()
+    closed = (f"{(now.tm_hour + 2) % 24:02d}:00-{(now.tm_hour + 3) % 24:02d}:00")
+    ws.write_inventory(tmp_path / "inventory.yaml", overrides={
+        w1.name: {"cpus": 1}, w2.name: {"cpus": 1, "hours": closed}})
+    sweep = write_yaml(tmp_path / "one.yaml", {"name": "one", "run": {
+        "command": "sleep 1; echo done > {output}/o.txt", "cpus": 1}, "params": {"i": [1, 2]}})
+    r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts",
+             f"{w1.name},{w2.name}", cwd=tmp_path)
+    assert r.returncode == 0, explain(r)
+    assert f"{w2.name}: outside the hours its owners allow ({closed})" in r.stdout, r.stdout
+    assert "reconnecting" not in r.stdout and "watcher stopped" not in r.stdout, r.stdout
+    rows = summary(tmp_path / "results/default/one")
+    assert [(row["status"], row["host"]) for row in rows] == [("COMPLETED", w1.name)] * 2
+    for w in (w1, w2):
+        names = sorted(p.name for p in (w.workdir / "bin").iterdir())
+        for script in ("wrapper", "watch", "ledger", "activity"):
+            assert remote.script(script)[0] in names, (w.name, names)
+        assert list(w.workdir.glob("pause-*.conf")), w.name
+        assert (w.workdir / "events/default/one.log.watcher").exists(), w.name
