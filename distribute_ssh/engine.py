@@ -303,6 +303,7 @@ class HostRt:
     prelude_does: tuple[bool, bool] = (False, False)
     prelude_done: asyncio.Event | None = None
     prelude_error: str = ""
+    prelude_ran: bool = False  # its answer came (not so when the connection was lost)
     connections: int = 0  # made in this run: a set-up waited for belongs to one of them
 
     @property
@@ -641,6 +642,7 @@ class Head:
         if h.prelude_done is not None:
             h.prelude_done.set()  # (those waiting for it see that the connection is new)
         h.prelude, h.prelude_done, h.prelude_error = "", None, ""
+        h.prelude_ran = False
         h.connections += 1
         conn = make_connection(h.spec, accept_new_hostkeys=self.options.accept_new_hostkeys)
         # The home dir comes with the set-up's answer, not in a round trip of its own: with
@@ -770,7 +772,10 @@ class Head:
             todo, h.prelude = h.prelude, ""
             try:
                 said = (await self._need_conn(h).run(todo, timeout=60)).text
+                h.prelude_ran = True
                 self._prelude_said(h, said, h.prelude_does)
+            except HostUnreachable:
+                raise  # (connected again, it is set up afresh)
             except HostError as e:
                 h.prelude_error = str(e)
                 raise
@@ -780,11 +785,14 @@ class Head:
         h.prelude_done = None
         if h.prelude_error:
             raise HostError(h.spec.name, h.prelude_error)
+        if not h.prelude_ran:  # the batch that carried it lost the connection
+            raise HostUnreachable(h.spec.name, "the connection was lost during its set-up")
 
     def _prelude_part(self, h: HostRt, res: Any) -> bool | None:
         """Read the set-up's part of a first batch's answer; None when the set-up
         stopped the script before the starts (its error then in ``h.prelude_error``)."""
         before, marker, _ = res.stdout.partition(f"{PRELUDE_DONE}\n".encode())
+        h.prelude_ran = True
         try:
             self._prelude_said(h, before.decode(errors="replace"), h.prelude_does)
         except HostError as e:
@@ -1740,7 +1748,8 @@ rm -rf "$b" && mkdir "$b" && claim
             done, gen = h.prelude_done, h.connections
             if done is not None:  # the host's set-up goes first (see _settle_prelude)
                 await done.wait()
-            if h.prelude_error or h.conn is None or gen != h.connections:
+            if (h.prelude_error or h.conn is None or gen != h.connections
+                    or (done is not None and not h.prelude_ran)):
                 # (excluded, lost, or connected anew meanwhile): back to the queue
                 self._release(h, job)
                 job.busy = False
@@ -2045,8 +2054,6 @@ rm -rf "$b" && mkdir "$b" && claim
                 res = attrs.evolve(res, stdout=res.stdout.partition(
                     f"{PRELUDE_DONE}\n".encode())[2])
         except HostUnreachable:
-            if done is not None:
-                h.prelude_error = h.prelude_error or "the connection was lost"
             # Whether they started is unknown: they stay STARTING, checked on reconnect.
             for job, *_ in starts:
                 job.busy = job.queued = False
