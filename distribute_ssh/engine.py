@@ -112,6 +112,10 @@ LINK_MAX_MEAN = 60.0
 # sweep of long jobs), the linked job is taken back and queued again, attempts untouched.
 TRIAL_AFTER = 0.2
 TRIAL_SECONDS = 2.0
+# ...on hosts whose starts take less than this (h.trip): where they take longer (a head
+# swamped by a hundred hosts connecting, which hears ends seconds late), jobs long ended
+# still look as if they ran, and their links would come too late.
+TRIAL_TRIP = 0.5
 # A new workdir's set-up (the pause settings file, dssh's scripts, the look at the ledger)
 # goes with the host's first batch of starts, in its round trip (SPEC §5): if no batch
 # takes it within PRELUDE_WAIT seconds of the host being ready, it goes on its own.
@@ -3100,11 +3104,8 @@ set --
             if (s is None or not s.available or h.closed or h.waiting or s.blocked
                     or self._migrate(h) or h.conn is None):
                 continue
-            if trial and h.trip > TRIAL_AFTER:
-                # Its starts take longer than a trial waits (a head or a host swamped, as
-                # with a hundred hosts connecting): the ends it has not heard yet may well
-                # have happened, and the links would come too late.
-                continue
+            if trial and h.trip > TRIAL_TRIP:
+                continue  # (see TRIAL_TRIP)
             for i in self.on_host.get(h.spec.name, ()):
                 j = self.jobs[i]
                 if (j.state != st.RUNNING or j.busy or j.cancel or j.next_id >= 0

@@ -588,7 +588,7 @@ def test_before_any_job_has_ended_running_jobs_are_linked_their_next_on_trial(
         assert look(1.0, 1.0)[0] == [(a.planned.name, jobs[2].planned.name, True),
                                      (b.planned.name, jobs[3].planned.name, True)]
         assert look(1.0, 1.0, fresh=False)[0] == []  # not started by this run
-        h.trip = engine.TRIAL_AFTER * 2  # its starts take longer than a trial waits
+        h.trip = engine.TRIAL_TRIP * 2  # its starts are slow: its ends come late
         assert look(1.0, 1.0)[0] == []
         h.trip = 0.0
         for j in jobs[2:5]:
