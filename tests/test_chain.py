@@ -328,6 +328,18 @@ def _two_hosts(ws, d: Path, cpus: int):
     return w1, w2
 
 
+def _run_on_first_host(ws, d: Path, name: str, n: int, cpus: int, command: str):
+    """Run a sweep of n jobs of ``command`` on the first workstation alone, with ``cpus``;
+    it must end with exit 0. That workstation."""
+    w1 = ws.hosts[0]
+    ws.write_inventory(d / "inventory.yaml", overrides={w1.name: {"cpus": cpus}})
+    sweep = _sweep(d, name, n, command)
+    r = dssh("run", sweep, "-i", d / "inventory.yaml", "--hosts", w1.name, cwd=d,
+             timeout=300)
+    assert r.returncode == 0, r.stderr
+    return w1
+
+
 def _each_once_and_completed(ws, d: Path, name: str, n: int) -> tuple[Path, list[dict]]:
     """Each of the sweep's n jobs ran exactly once (by what the jobs wrote on the
     workstations), is COMPLETED, and took one attempt; its results dir and summary rows."""
@@ -402,14 +414,10 @@ def test_jobs_of_about_the_same_length_are_linked_ahead_each_exactly_once(
     slot's next job is linked to the running one shortly before it ends, and the slot's
     wrapper goes on to it with no round trip in between."""
     ws = fresh_workdirs
-    w1 = ws.hosts[0]
-    ws.write_inventory(tmp_path / "inventory.yaml", overrides={w1.name: {"cpus": 3}})
     n = 24
-    sweep = _sweep(tmp_path, "ahead", n, 'sleep 0.8; echo "$PPID" > outputs/wrapper.txt; '
-                                         'echo {i} >> "$HOME/ran-ahead.txt"')
-    r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", w1.name,
-             cwd=tmp_path, timeout=300)
-    assert r.returncode == 0, r.stderr
+    w1 = _run_on_first_host(ws, tmp_path, "ahead", n, 3,
+                            'sleep 0.8; echo "$PPID" > outputs/wrapper.txt; '
+                            'echo {i} >> "$HOME/ran-ahead.txt"')
     results, rows = _each_once_and_completed(ws, tmp_path, "ahead", n)
     # Linked: recorded as queued on the host behind a running job (no chains: the jobs
     # take longer than a chain's turn), and taken by that job's wrapper, which said so.
@@ -432,13 +440,9 @@ def test_a_first_wave_is_linked_on_trial_and_its_slots_go_on_with_no_round_trip(
     are linked their slots' next jobs on trial: the wrappers take them as the first wave
     ends, and say so before they tell of its ends."""
     ws = fresh_workdirs
-    w1 = ws.hosts[0]
-    ws.write_inventory(tmp_path / "inventory.yaml", overrides={w1.name: {"cpus": 3}})
     n = 9
-    sweep = _sweep(tmp_path, "trial", n, 'sleep 1; echo {i} >> "$HOME/ran-trial.txt"')
-    r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", w1.name,
-             cwd=tmp_path, timeout=300)
-    assert r.returncode == 0, r.stderr
+    w1 = _run_on_first_host(ws, tmp_path, "trial", n, 3,
+                            'sleep 1; echo {i} >> "$HOME/ran-trial.txt"')
     _each_once_and_completed(ws, tmp_path, "trial", n)
     lines = (w1.workdir / "events" / "default" / "trial.log").read_text().splitlines()
     # The first wave's jobs are i-0 to i-2: the next three were taken as they ended
@@ -455,13 +459,9 @@ def test_trial_links_behind_long_jobs_are_taken_back_and_each_job_runs_once(
     trial are taken back, queued again with their attempts untouched, and started when
     slots free, each exactly once."""
     ws = fresh_workdirs
-    w1 = ws.hosts[0]
-    ws.write_inventory(tmp_path / "inventory.yaml", overrides={w1.name: {"cpus": 2}})
     n = 4
-    sweep = _sweep(tmp_path, "recall", n, 'sleep 3; echo {i} >> "$HOME/ran-recall.txt"')
-    r = dssh("run", sweep, "-i", tmp_path / "inventory.yaml", "--hosts", w1.name,
-             cwd=tmp_path, timeout=300)
-    assert r.returncode == 0, r.stderr
+    w1 = _run_on_first_host(ws, tmp_path, "recall", n, 2,
+                            'sleep 3; echo {i} >> "$HOME/ran-recall.txt"')
     _each_once_and_completed(ws, tmp_path, "recall", n)
     back = _events(tmp_path, "taken-back")
     assert sorted(json.loads(e["detail"])["attempt"] for e in back) == [1, 1], [

@@ -401,6 +401,26 @@ def _head_on_one_host(tmp_path, name: str, n: int, cpus: int):
     return head, h
 
 
+def _two_running(tmp_path, name: str):
+    """A head (as _head_on_one_host, 6 jobs, 2 cpus) whose host is ready and runs its first
+    two jobs, one cpu each; spawned tasks are not run but kept. (head, host, jobs in
+    order, spawned)."""
+    import asyncio
+
+    head, h = _head_on_one_host(tmp_path, name, 6, 2)
+    spawned: list = []
+    head._spawn = lambda coro: spawned.append(coro.close()) or asyncio.Future()  # type: ignore
+    h.status, h.conn, h.workdir = "ready", object(), "/w"
+    jobs = sorted(head.jobs.values(), key=lambda j: j.order)
+    for j in jobs[:2]:
+        j.host, j.attempts, j.remote_dir = "ws1", 1, f"/w/{j.planned.name}/1"
+        head._set(j, "running", state="RUNNING", host="ws1")
+        head._hold(h, j)
+        j.cpus = 1
+    h.slots.used_cpus = 2
+    return head, h, jobs, spawned
+
+
 def test_a_head_never_takes_its_own_claims_for_another_heads_room(tmp_path) -> None:
     """A look at a host's ledger is older than what the head knows by the time it reads it:
     a job heard ending (its room given back) may still hold its claim there, and a chain's
@@ -476,20 +496,12 @@ def test_the_look_ahead_links_only_jobs_due_to_end_on_hosts_within_their_limits(
 
     from distribute_ssh import engine
 
-    head, h = _head_on_one_host(tmp_path, "ahead", 6, 2)
-    spawned = []
-    head._spawn = lambda coro: spawned.append(coro.close()) or asyncio.Future()  # type: ignore
+    head, h, jobs, spawned = _two_running(tmp_path, "ahead")
     try:
-        h.status, h.conn, h.workdir = "ready", object(), "/w"
-        jobs = sorted(head.jobs.values(), key=lambda j: j.order)
         a, b = jobs[:2]
         now = time.monotonic()
         for j, ago in ((a, 0.9), (b, 0.2)):  # a is due to end within the lead, b is not
-            j.host, j.attempts, j.remote_dir = "ws1", 1, f"/w/{j.planned.name}/1"
-            head._set(j, "running", state="RUNNING", host="ws1")
-            head._hold(h, j)
-            j.cpus, j.dispatched = 1, now - ago
-        h.slots.used_cpus = 2
+            j.dispatched = now - ago
 
         def look(durations) -> list:
             head.ended_n = len(durations)
@@ -551,19 +563,9 @@ def test_before_any_job_has_ended_running_jobs_are_linked_their_next_on_trial(
 
     from distribute_ssh import engine
 
-    head, h = _head_on_one_host(tmp_path, "trial", 6, 2)
-    spawned = []
-    head._spawn = lambda coro: spawned.append(coro.close()) or asyncio.Future()  # type: ignore
+    head, h, jobs, _ = _two_running(tmp_path, "trial")
     try:
-        h.status, h.conn, h.workdir = "ready", object(), "/w"
-        jobs = sorted(head.jobs.values(), key=lambda j: j.order)
         a, b = jobs[:2]
-        for j in (a, b):
-            j.host, j.attempts, j.remote_dir = "ws1", 1, f"/w/{j.planned.name}/1"
-            head._set(j, "running", state="RUNNING", host="ws1")
-            head._hold(h, j)
-            j.cpus = 1
-        h.slots.used_cpus = 2
 
         def look(a_ago: float, b_ago: float, fresh: bool = True) -> list:
             now = time.monotonic()
