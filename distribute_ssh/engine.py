@@ -792,10 +792,11 @@ class Head:
         if not h.prelude_ran:  # the batch that carried it lost the connection
             raise HostUnreachable(h.spec.name, "the connection was lost during its set-up")
 
-    def _prelude_part(self, h: HostRt, res: Any) -> bool | None:
-        """Read the set-up's part of a first batch's answer; None when the set-up
-        stopped the script before the starts (its error then in ``h.prelude_error``)."""
-        before, marker, _ = res.stdout.partition(f"{PRELUDE_DONE}\n".encode())
+    def _prelude_part(self, h: HostRt, res: Any) -> bytes | None:
+        """Read the set-up's part of a first batch's answer; the rest, the starts' own
+        output, or None when the set-up stopped the script before the starts (its error
+        then in ``h.prelude_error``)."""
+        before, marker, rest = res.stdout.partition(f"{PRELUDE_DONE}\n".encode())
         h.prelude_ran = True
         try:
             self._prelude_said(h, before.decode(errors="replace"), h.prelude_does)
@@ -806,7 +807,7 @@ class Head:
                 "its set-up did not finish: "
                 + (res.stderr.decode(errors="replace").strip()[-300:] or "no answer"))
             return None
-        return True
+        return rest
 
     @staticmethod
     def _need_conn(h: HostRt) -> HostConnection:
@@ -2048,15 +2049,15 @@ rm -rf "$b" && mkdir "$b" && claim
             sent = time.monotonic()
             res = await conn.run(script, timeout=60)
             self._timed(h, sent)
-            if prelude and self._prelude_part(h, res) is None:
-                # The set-up stopped the script (dssh's scripts could not be written):
-                # nothing started; the host is excluded (_settle_prelude says why).
-                for job, _, _, attempt, _ in starts:
-                    self._unstart(h, job, attempt, undo=True)
-                return
             if prelude:
-                res = attrs.evolve(res, stdout=res.stdout.partition(
-                    f"{PRELUDE_DONE}\n".encode())[2])
+                rest = self._prelude_part(h, res)
+                if rest is None:
+                    # The set-up stopped the script (dssh's scripts could not be written):
+                    # nothing started; the host is excluded (_settle_prelude says why).
+                    for job, _, _, attempt, _ in starts:
+                        self._unstart(h, job, attempt, undo=True)
+                    return
+                res = attrs.evolve(res, stdout=rest)
         except HostUnreachable:
             # Whether they started is unknown: they stay STARTING, checked on reconnect.
             for job, *_ in starts:
@@ -3143,24 +3144,24 @@ set --
                 if trial:
                     self._recall_at(h, j.dispatched + TRIAL_SECONDS)
         if due_next < math.inf:
-            loop = asyncio.get_running_loop()
-            at = loop.time() + max(0.0, due_next - now)
-            t = self._link_timer
-            if t is None or t.when() <= loop.time() or at < t.when() - 0.001:
-                if t is not None:
-                    t.cancel()
-                self._link_timer = loop.call_at(at, self.wakeup.set)
+            self._link_timer = self._timer(self._link_timer, due_next, self.wakeup.set)
+
+    @staticmethod
+    def _timer(t: asyncio.TimerHandle | None, when: float,
+               callback: Any) -> asyncio.TimerHandle:
+        """A timer calling ``callback`` at ``when`` (monotonic), or sooner: ``t`` where it
+        is still to go off by then, else a new one in its place."""
+        loop = asyncio.get_running_loop()
+        at = loop.time() + max(0.0, when - time.monotonic())
+        if t is not None and not t.cancelled() and loop.time() < t.when() <= at + 0.001:
+            return t
+        if t is not None:
+            t.cancel()
+        return loop.call_at(at, callback)
 
     def _recall_at(self, h: HostRt, when: float) -> None:
         """Look at the host's trial links at ``when`` (monotonic), or sooner."""
-        loop = asyncio.get_running_loop()
-        at = loop.time() + max(0.0, when - time.monotonic())
-        t = h.recall
-        if t is not None and not t.cancelled() and loop.time() < t.when() <= at + 0.001:
-            return
-        if t is not None:
-            t.cancel()
-        h.recall = loop.call_at(at, lambda: self._spawn(self._recall_trials(h)))
+        h.recall = self._timer(h.recall, when, lambda: self._spawn(self._recall_trials(h)))
 
     async def _recall_trials(self, h: HostRt) -> None:
         """Take back the trial links whose job has run TRIAL_SECONDS and not ended (a sweep
