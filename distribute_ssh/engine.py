@@ -1152,9 +1152,13 @@ class Head:
             return
         if rc.lstrip("-").isdigit():
             took = time.monotonic() - j.dispatched
-            self.ended_n += 1
-            self.ended_secs += took
-            self.ended_sq += took * took
+            if j.dispatched:
+                # Only jobs this head started tell how long jobs take: one it found running
+                # (left by a head before it) has no start time here, and counted from
+                # none would make every job look days long: no chains, no look-ahead.
+                self.ended_n += 1
+                self.ended_secs += took
+                self.ended_sq += took * took
             # Judge the host before its slot is handed out again (see _judge_host).
             self._judge_host(h, j, int(rc) == 0, took)
             if int(rc) != 0 and j.attempts - j.retry_base > self.sweep.run.retries:

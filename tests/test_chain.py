@@ -616,6 +616,8 @@ def test_a_head_killed_mid_chain_is_resumed_and_each_job_runs_once(
             try:
                 run = Path(nxt.read_text().splitlines()[0]) / ".dssh"
                 pid = (nxt.parent / "pid").read_text().strip()
+                if not pid.isdigit():
+                    continue  # (being written: "/proc//stat" would be the system's)
                 stat = Path(f"/proc/{pid}/stat").read_text()
             except (OSError, IndexError):
                 continue
@@ -638,7 +640,8 @@ def test_a_head_killed_mid_chain_is_resumed_and_each_job_runs_once(
     # the wrappers must then start none of them. Held first, so that the moment is certain.
     head = start_head(tmp_path, *args)
     try:
-        if wait_for(held_mid_chain, 120, 0.05) and head.poll() is None:
+        if wait_for(lambda: head.poll() is not None or held_mid_chain(), 120, 0.05) and (
+                head.poll() is None):
             head.send_signal(signal.SIGKILL)
             kills += 1
         head.communicate(timeout=60)

@@ -553,6 +553,31 @@ def test_the_look_ahead_links_only_jobs_due_to_end_on_hosts_within_their_limits(
         head.close()
 
 
+def test_only_the_ends_of_jobs_this_head_started_tell_how_long_jobs_take(tmp_path) -> None:
+    """A resumed head finds jobs running that a head before it started: it has no start
+    time for them, and their ends must not count as durations. Counted from none, one
+    such end made every job look days long, and the whole rest of the sweep ran with no
+    chains and no look-ahead."""
+    from distribute_ssh import engine
+
+    head, h, jobs, _ = _two_running(tmp_path, "resumed")
+    try:
+        found, ours = jobs[:2]
+        found.dispatched = 0.0  # as a resumed head finds it: running, started by another
+        ours.dispatched = time.monotonic() - 0.5
+        for j in jobs[2:]:
+            j.dispatched = time.monotonic() - 0.5
+        head._on_end(h, found.planned.name, "1", "0")
+        assert (head.ended_n, head.ended_secs) == (0, 0.0)
+        head._on_end(h, ours.planned.name, "1", "0")
+        assert head.ended_n == 1 and 0.5 <= head.ended_secs < 60
+        head.ended_n, head.ended_secs = engine.CHAIN_AFTER, 0.05 * engine.CHAIN_AFTER
+        head.by_state = {"PENDING": 400}
+        assert head._chain_len([h.slots]) > 1  # short jobs, a long queue: chains
+    finally:
+        head.close()
+
+
 def test_before_any_job_has_ended_running_jobs_are_linked_their_next_on_trial(
         tmp_path) -> None:
     """With no job ended yet (SPEC §5, "Look-ahead"): a job this run started alone in its
