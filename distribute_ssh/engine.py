@@ -2989,7 +2989,7 @@ set --
         self.placed_at = self.ends
         if not ready:
             return
-        need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.needs))
+        need = self._need()
         for i in list(self.cancelling):
             j = self.jobs[i]
             if j.state == st.PENDING and not j.busy:
@@ -3004,7 +3004,7 @@ set --
         if any(s.available and not s.full for s in slots):
             placed = place_jobs(((j.id, need) for j in queued), slots, _Avoid(self.jobs),
                                 one_need=True)
-        chain = self._chain_len(slots) if placed else 1
+        chain = self._chain_len(slots, need) if placed else 1
         for p in placed:
             job = self.jobs[p.job]
             job.busy = True
@@ -3057,7 +3057,11 @@ set --
         return not (job.planned.files or job.id in self.checkpointed or any(
             c in h.workdir + job.planned.name for c in "\t\n"))
 
-    def _chain_len(self, slots: list[HostSlots]) -> int:
+    def _need(self) -> JobNeed:
+        """What each job of the sweep needs of a host."""
+        return JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.needs))
+
+    def _chain_len(self, slots: list[HostSlots], need: JobNeed) -> int:
         """How many jobs a slot is handed at once (SPEC §5, "Chains"): about
         CHAIN_SECONDS of work, as long as the jobs ended so far took; one until enough
         have ended to tell, and while the queue would not give every slot that many."""
@@ -3065,7 +3069,7 @@ set --
             return 1
         mean = self.ended_secs / self.ended_n
         k = min(CHAIN_MAX, int(CHAIN_SECONDS / max(mean, 0.001)))
-        room = sum(s.limit_slots or s.limit_cpus for s in slots) or 1
+        room = sum(s.room_for(need) for s in slots) or 1
         return max(1, min(k, self.by_state.get(st.PENDING, 0) // room))
 
     def _look_ahead(self, ready: list[HostRt], queued: Any) -> None:
@@ -3082,8 +3086,7 @@ set --
         if trial:
             # Only while the queue holds a next job for every slot: with fewer, which
             # slots get them matters, and nothing tells yet.
-            room = sum(h.slots.limit_slots or h.slots.limit_cpus
-                       for h in ready if h.slots) or 1
+            room = sum(h.slots.room_for(self._need()) for h in ready if h.slots) or 1
             if self.by_state.get(st.PENDING, 0) < room:
                 return
             mean = 0.0
@@ -3389,7 +3392,7 @@ set --
                for h in self.hosts.values()):
             return None
         ready = [h for h in self.hosts.values() if h.status == "ready" and h.slots]
-        need = JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.needs))
+        need = self._need()
         if ready and not unrunnable(need, [h.slots for h in ready if h.slots]):
             return None
         if any(self.by_state.get(a) for a in st.ACTIVE_STATES):

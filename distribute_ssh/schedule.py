@@ -73,6 +73,17 @@ class HostSlots:
         return (need.requires <= self.capabilities and len(self.gpus) >= need.gpus
                 and (need.cpus is None or need.cpus <= self.cpus))
 
+    def room_for(self, need: JobNeed) -> int:
+        """How many jobs of ``need`` the host runs at once when nothing else runs there
+        (its slots, cpus and GPUs as they limit now): 0 where they never fit."""
+        if not self.can_ever_run(need):
+            return 0
+        n = 1 if need.cpus is None else self.limit_cpus // max(need.cpus, 1)
+        if need.gpus:
+            n = min(n, len(self.gpus) // need.gpus)
+        slots = self.limit_slots
+        return n if slots is None else min(n, slots)
+
     def fits_now(self, need: JobNeed) -> bool:
         if not self.available or self.blocked or not self.can_ever_run(need):
             return False

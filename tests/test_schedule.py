@@ -61,6 +61,24 @@ def test_slots_limit_jobs_per_host() -> None:
     assert len(out) == 2 and hs[0].running == 2 and hs[0].used_cpus == 2
 
 
+def test_a_hosts_room_is_counted_in_jobs_of_the_sweeps_size() -> None:
+    """How many of the sweep's jobs a host runs at once (what chains and trial links
+    weigh the queue against): its cpus over each job's, its slots and GPUs, what its
+    ledger puts in force; none where the jobs never fit."""
+    h = host("a", 8)
+    assert h.room_for(JobNeed(cpus=2)) == 4
+    assert h.room_for(JobNeed(cpus=1)) == 8
+    assert h.room_for(JobNeed(cpus=None)) == 1  # the whole host
+    assert h.room_for(JobNeed(cpus=16)) == 0
+    assert host("b", 8, slots=3).room_for(JobNeed(cpus=2)) == 3
+    ledgered = host("c", 8)
+    ledgered.ledger_cpus = 4
+    assert ledgered.room_for(JobNeed(cpus=2)) == 2
+    assert host("d", 8, gpus=(0, 1)).room_for(JobNeed(cpus=1, gpus=1)) == 2
+    assert host("e", 8).room_for(JobNeed(cpus=1, gpus=1)) == 0
+    assert host("f", 8).room_for(JobNeed(cpus=1, requires=frozenset({"solver"}))) == 0
+
+
 def test_job_larger_than_any_host_never_runs_and_is_unrunnable() -> None:
     hs = [host("a", 4), host("b", 8)]
     assert place(queue(N(cpus=16)), hs) == []
@@ -381,8 +399,9 @@ def test_a_blocked_host_waits_and_gpu_less_jobs_overflow_only_when_others_fill_t
 
 # -- what the head makes of its hosts' ledgers ----------------------------------------------
 def _head_on_one_host(tmp_path, name: str, n: int, cpus: int):
-    """A real, prepared Head for a sweep of ``n`` jobs of ``true`` and one host ``ws1`` of
-    ``cpus`` (not connected: its HostRt as the head keeps it), to call its methods on."""
+    """A real, prepared Head for a sweep of ``n`` jobs of ``true`` (1 cpu each) and one
+    host ``ws1`` of ``cpus`` (not connected: its HostRt as the head keeps it), to call its
+    methods on."""
     import yaml
 
     from distribute_ssh.engine import Head, HostRt, RunOptions
@@ -390,7 +409,7 @@ def _head_on_one_host(tmp_path, name: str, n: int, cpus: int):
     from distribute_ssh.model.sweep import load_sweep
 
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
-        {"name": name, "run": {"command": "true"}, "params": {"i": list(range(1, n + 1))}}))
+        {"name": name, "run": {"command": "true", "cpus": 1}, "params": {"i": list(range(1, n + 1))}}))
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(
         {"hosts": {"ws1": {"address": "127.0.0.1", "cpus": cpus}}}))
     head = Head(load_sweep(tmp_path / "sweep.yaml"), load_inventory(tmp_path / "inventory.yaml"),
@@ -578,7 +597,7 @@ def test_only_the_ends_of_jobs_this_head_started_tell_how_long_jobs_take(tmp_pat
         assert head.ended_n == 1 and 0.5 <= head.ended_secs < 60
         head.ended_n, head.ended_secs = engine.CHAIN_AFTER, 0.05 * engine.CHAIN_AFTER
         head.by_state = {"PENDING": 400}
-        assert head._chain_len([h.slots]) > 1  # short jobs, a long queue: chains
+        assert head._chain_len([h.slots], head._need()) > 1  # short jobs, a long queue: chains
     finally:
         head.close()
 
