@@ -2465,26 +2465,29 @@ done
                 if need + (1 << 20) > free:
                     raise OSError(errno.ENOSPC, f"No space left: the outputs need {need >> 20} "
                                                 f"MiB and {free >> 20} MiB are free")
-                got = await fetch_small(conn, root, want, staging, meter=h.meter, dest=dest)
+                # Another head driving this sweep may have taken the results meanwhile (see
+                # _collect_inner): a mark once the files are copied means our copy may lack
+                # files, and is dropped. Looked at in the copy's round trip, after it.
+                got = await fetch_small(
+                    conn, root, want, staging, meter=h.meter, dest=dest, then=(
+                        f"for r in {' '.join(q(p[1]) for p in plans)}; do\n"
+                        '  if [ -f "$r/.dssh/collected" ]; then '
+                        'echo "$(head -n 1 "$r/.dssh/collected")"\n'
+                        "  else echo -; fi\ndone"))
             except OSError:
                 return slow + [p[0] for p in plans]  # one at a time: each says what went wrong
+            marks = got.then.splitlines()
+            if len(marks) != len(plans):
+                raise HostError(h.spec.name, f"{root}: an unexpected answer: {marks[-1:]}")
+            who_took = {p[1]: who for p, who in zip(plans, marks, strict=True)}
             if got.notes:  # names the head cannot store: those jobs go one at a time
                 bad = {"/".join(n.split("/", 2)[:2]) for n in got.notes if n.count("/") >= 2}
                 slow += [p[0] for p in plans if p[1] in bad or not bad]
                 plans = [p for p in plans if bad and p[1] not in bad]
-            # Another head driving this sweep may have taken the results meanwhile (see
-            # _collect_inner): a mark now means our copy may lack files, and is dropped.
-            mark = await conn.run(
-                f"cd {q(root)} || exit 3\n"
-                f"for r in {' '.join(q(p[1]) for p in plans) or '/'}; do\n"
-                '  if [ -f "$r/.dssh/collected" ]; then echo "$(head -n 1 "$r/.dssh/collected")"\n'
-                "  else echo -; fi\ndone\n", timeout=60)
-            marks = mark.text.splitlines()
-            if len(marks) != len(plans):
-                raise HostError(h.spec.name, f"{root}: an unexpected answer: {marks[-1:]}")
             done = []
             stores = []
-            for p, who in zip(plans, marks, strict=True):
+            for p in plans:
+                who = who_took[p[1]]
                 job, r, exit_code, flag, cancelled, (started, finished), files, _ = p
                 if who != "-":
                     job.busy = False

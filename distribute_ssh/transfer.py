@@ -36,6 +36,8 @@ from .hosts.base import LOCAL_DISK_ERRNOS, HostConnection, RemoteEntry
 
 CHUNK = 1 << 20
 SFTP_IN_FLIGHT = 8  # files fetched at once when SFTP is the way
+# Between the archive's errors and what a fetch's ``then`` printed (see fetch_small).
+_THEN = "DSSH-THEN"
 _GNU_TAR = ("tar -c -f - --format=gnu --null --no-unquote --verbatim-files-from "
             "--hard-dereference --no-recursion -T -")
 
@@ -97,6 +99,7 @@ class Fetched:
         self.digests: dict[str, str] = {}
         self.got: set[str] = set()
         self.notes: list[str] = []
+        self.then = ""  # what fetch_small's ``then`` printed
 
 
 async def fetch(conn: HostConnection, root: str, files: list[RemoteEntry], staging: Path, *,
@@ -322,24 +325,53 @@ async def _fetch_tar(conn: HostConnection, root: str, files: list[RemoteEntry], 
 async def fetch_small(conn: HostConnection, root: str, files: list[RemoteEntry],
                       staging: Path, *, meter: Meter | None = None,
                       dest: Callable[[str], str] | None = None,
-                      timeout: float = 300.0) -> Fetched:
+                      timeout: float = 300.0, then: str = "") -> Fetched:
     """:func:`fetch` for a few small files (GNU tar on the host): the archive comes as one
     command's output on one of the connection's long-lived shells, with no channel of its
-    own, and is unpacked here, each file to ``dest(its path)`` below ``staging``. Files
-    the head cannot name are skipped with a note."""
+    own, and is unpacked here, each file to ``dest(its path)`` below ``staging``. Empty
+    files are made here, not sent (the listing said all there is to them). Files the head
+    cannot name are skipped with a note. ``then``, a script, runs on the host once the
+    archive is written, in the same round trip: what it prints is ``Fetched.then``."""
     done = Fetched()
     files = [e for e in files if e.kind == "file" and safe_rel(e.path)]
-    if not files:
+    sent = [e for e in files if e.size]
+    untar = _Untar(staging, {e.path: e for e in sent}, done, False, meter, dest)
+    if files:
+        staging.mkdir(parents=True, exist_ok=True)
+
+    def empty() -> None:
+        for e in files:
+            if not e.size:
+                try:
+                    os.close(untar._create(e.path))
+                except OSError as err:
+                    if err.errno in LOCAL_DISK_ERRNOS:
+                        raise
+                    done.notes.append(f"{e.path}: cannot be stored on the head under this "
+                                      f"name ({err.strerror}); left on the host")
+                    continue
+                done.got.add(e.path)
+
+    if len(sent) < len(files):
+        await asyncio.to_thread(empty)
+    if not sent and not then:
         return done
-    staging.mkdir(parents=True, exist_ok=True)
-    res = await conn.run(f"cd {shlex.quote(root)} || exit 3\n"
-                         f"{name_list(e.path for e in files)} | {_GNU_TAR}\n", timeout=timeout)
-    if res.exit_status not in (0, 1):  # GNU tar: 1 = a file changed, 2 = fatal
-        err = res.stderr.decode("utf-8", "replace").strip()
-        raise HostError(conn.name, f"{root}: tar failed: {err or res.exit_status}")
+    script = f"cd {shlex.quote(root)} || exit 3\n"
+    if sent:
+        script += f"{name_list(e.path for e in sent)} | {_GNU_TAR}\n"
+    if then:
+        # (its output after the archive's errors, on stderr: stdout is the archive)
+        script += f"s=$?\necho {_THEN} >&2\n{{\n{then}\n}} >&2\nexit $s\n"
+    res = await conn.run(script, timeout=timeout)
+    err_text = res.stderr.decode("utf-8", "replace")
+    err_text, marked, done.then = err_text.partition(f"{_THEN}\n")
+    if res.exit_status not in (0, 1) or (then and not marked):  # tar: 1 = a file changed
+        raise HostError(conn.name, f"{root}: {'tar failed' if sent else 'no answer'}: "
+                                   f"{err_text.strip() or res.exit_status}")
+    if not sent:
+        return done
 
     def unpack() -> None:
-        untar = _Untar(staging, {e.path: e for e in files}, done, False, meter, dest)
         try:
             untar.feed(res.stdout)
             untar.close()
@@ -351,7 +383,7 @@ async def fetch_small(conn: HostConnection, root: str, files: list[RemoteEntry],
         await asyncio.to_thread(unpack)
     except _Cut as e:
         raise HostError(conn.name, f"{root}: the transfer broke off: {e}") from None
-    missing = [e.path for e in files if e.path not in done.got
+    missing = [e.path for e in sent if e.path not in done.got
                and not any(n.startswith(f"{e.path}: ") for n in done.notes)]
     if missing:
         raise HostError(conn.name, f"{root}: {len(missing)} file(s) did not arrive, e.g. "

@@ -32,7 +32,7 @@ from helpers import (
 from distribute_ssh.errors import HostError
 from distribute_ssh.hosts.ssh import SSHConnection
 from distribute_ssh.model.inventory import Host
-from distribute_ssh.transfer import fetch
+from distribute_ssh.transfer import fetch, fetch_small
 
 pytestmark = pytest.mark.sshd
 
@@ -164,6 +164,54 @@ async def test_fetch_by_either_way_keeps_names_and_refuses_links(
     assert _files(staging) == _files(src)
     assert _links(staging) == []
     assert len(got.digests) == 308
+
+
+async def test_a_batch_of_small_files_comes_in_one_round_trip_with_a_look_after_it(
+        lab: Path, fresh_workdirs, tmp_path: Path) -> None:
+    """The batched collection's fetch (GNU tar on the host): files with bytes come in the
+    archive, empty ones are made on the head with nothing sent, and a script given as
+    ``then`` runs on the host after the archive is written, in the same round trip; what
+    it prints comes back apart from the archive and its errors."""
+    w = fresh_workdirs["ws1"]
+    src = w.home / "small-src"
+    subprocess.run(w.ssh_argv(
+        f"rm -rf {src}; mkdir -p {src}/a/sub {src}/b && printf 'one\\n' > {src}/a/x.txt && "
+        f": > {src}/a/sub/empty.txt && : > {src}/b/empty2 && printf 'two' > {src}/b/y"),
+        check=True)
+    conn = SSHConnection(_host(w))
+    await conn.connect()
+    runs: list[str] = []
+    real_run = conn.run
+
+    async def counted(script: str, **kw):
+        runs.append(script)
+        return await real_run(script, **kw)
+    try:
+        entries = [e for e in await conn.walk(str(src)) if e.kind == "file"]
+        conn.run = counted  # type: ignore[method-assign]
+        assert sorted(e.size for e in entries) == [0, 0, 3, 4]
+        staging = tmp_path / "small"
+        # The look sees the host as the archive left it: a file made after tar ran.
+        got = await fetch_small(conn, str(src), entries, staging,
+                                then="touch late; for f in late a/x.txt; do "
+                                     "[ -e $f ] && echo has $f; done")
+        assert runs and len(runs) == 1, runs
+        assert got.then.split("\n")[:2] == ["has late", "has a/x.txt"]
+        assert _files(staging) == {b"a/x.txt": b"one\n", b"a/sub/empty.txt": b"",
+                                   b"b/empty2": b"", b"b/y": b"two"}
+        assert got.got == {"a/x.txt", "a/sub/empty.txt", "b/empty2", "b/y"}
+        # Empty files only: nothing to send; with no look asked for, no round trip at all.
+        runs.clear()
+        empties = [e for e in entries if not e.size]
+        got = await fetch_small(conn, str(src), empties, tmp_path / "empties")
+        assert runs == [] and _files(tmp_path / "empties") == {
+            b"a/sub/empty.txt": b"", b"b/empty2": b""}
+        # A look that cannot run where asked (the dir is gone) is an error, not silence.
+        with pytest.raises(HostError, match="no answer"):
+            await fetch_small(conn, str(src / "gone"), empties, tmp_path / "gone",
+                              then="echo -")
+    finally:
+        await conn.close()
 
 
 async def test_a_transfer_cut_short_raises_and_leaves_no_whole_looking_file(
