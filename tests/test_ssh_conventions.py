@@ -27,12 +27,15 @@ def agent_with(key: Path, sock: Path) -> Iterator[dict[str, str]]:
         pytest.skip("ssh-agent is not installed")
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
     try:
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        # The socket's name appears when the agent binds it, a moment before it listens:
+        # ssh-add may be refused until then.
         for _ in range(50):
-            if sock.exists():
+            added = subprocess.run(["ssh-add", "-q", str(key)], env=env, capture_output=True)
+            if added.returncode == 0:
                 break
             subprocess.run(["sleep", "0.05"])
-        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
-        subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True)
+        assert added.returncode == 0, added.stderr.decode(errors="replace")
         yield env
     finally:
         agent.terminate()
