@@ -336,6 +336,11 @@ def _log(log: Any, kind: str, message: str) -> None:
 
 
 def _run(args: argparse.Namespace, log: Any) -> int:
+    import gc
+
+    # Off for the start (imports, the sweep, the connections, the first starts: many
+    # objects, few cycles); the head turns it on again (RunOptions.gc_held).
+    gc.disable()
     from .errors import ConfigError
     from .model.inventory import load_inventory
     from .model.sweep import NAME_RE, load_sweep
@@ -370,7 +375,7 @@ def _run(args: argparse.Namespace, log: Any) -> int:
                          state_path=_state_path(args), name=args.name,
                          accept_new_hostkeys=args.accept_new_hostkeys,
                          rerun_failed=args.rerun_failed, verify=args.verify,
-                         max_failures=args.max_failures)
+                         max_failures=args.max_failures, gc_held=True)
     live = sys.stdout.isatty() and not args.quiet and not os.environ.get("DSSH_PLAIN")
     shown = LiveReporter() if live else PlainReporter(quiet=args.quiet, verbose=args.verbose)
     reporter: Any = shown

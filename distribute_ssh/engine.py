@@ -116,6 +116,8 @@ TRIAL_SECONDS = 2.0
 # swamped by a hundred hosts connecting, which hears ends seconds late), jobs long ended
 # still look as if they ran, and their links would come too late.
 TRIAL_TRIP = 0.5
+# Seconds at most that the cycle collector stays off for a head's start (RunOptions.gc_held).
+GC_HOLD = 1.0
 # A new workdir's set-up (the pause settings file, dssh's scripts, the look at the ledger)
 # goes with the host's first batch of starts, in its round trip (SPEC §5): if no batch
 # takes it within PRELUDE_WAIT seconds of the host being ready, it goes on its own.
@@ -142,6 +144,11 @@ class RunOptions:
     rerun_failed: bool = False  # queue FAILED, TIMEOUT and CANCELLED jobs again
     verify: bool = False  # compare SHA-256 of every collected file on both ends
     max_failures: int | None = None  # overrides the sweep's max_failures
+    # The caller turned Python's cycle collector off for the start (``dssh run``: its
+    # imports, the sweep, the connections and the first starts make many objects and few
+    # cycles): the head turns it back on once its first starts are answered, or after
+    # GC_HOLD seconds, whichever comes first.
+    gc_held: bool = False
 
 
 @attrs.define
@@ -364,6 +371,7 @@ class Head:
     def __init__(self, sweep: Sweep, inventory: Inventory, options: RunOptions | None = None,
                  reporter: Reporter | None = None, sweep_file: str | None = None) -> None:
         self.options = options or RunOptions()
+        self._gc_held = self.options.gc_held
         if self.options.name:
             sweep = attrs.evolve(sweep, name=self.options.name)
         self.sweep = sweep
@@ -431,12 +439,19 @@ class Head:
         return self._state
 
     def close(self) -> None:
+        self._gc_back()
         if self._state is not None:
             self._state.close()
             self._state = None
         if self._frozen:
             self._frozen = False
             gc.unfreeze()
+
+    def _gc_back(self) -> None:
+        """The cycle collector on again, if the caller held it off for the start."""
+        if self._gc_held:
+            self._gc_held = False
+            gc.enable()
 
     # -- set-up ---------------------------------------------------------------------------
     def check_hosts(self) -> list[Host]:
@@ -1768,6 +1783,7 @@ rm -rf "$b" && mkdir "$b" && claim
             self.starting -= 1
             if not self.starting:
                 self.started_all.set()
+                self._gc_back()  # (the start is over)
 
     async def _dispatch_inner(self, h: HostRt, job: JobRt, cpus: int,
                               gpus: tuple[int, ...]) -> None:
@@ -1906,6 +1922,7 @@ rm -rf "$b" && mkdir "$b" && claim
                 self.starting -= sum(1 + len(b[3]) for b in batch)
                 if not self.starting:
                     self.started_all.set()
+                    self._gc_back()  # (the start is over)
 
     async def _gather(self, h: HostRt, most: float) -> None:
         """Let a batch wait up to ``most`` seconds for more of its kind, while jobs that
@@ -3419,6 +3436,8 @@ set --
         for workstations and for a cluster (slurm_run.SlurmHead); ``_drive`` differs."""
         capable = self.check_hosts()
         self.prepare()
+        if self._gc_held:
+            asyncio.get_running_loop().call_later(GC_HOLD, self._gc_back)
         try:
             if self._finished():
                 await self._stop_leftovers()

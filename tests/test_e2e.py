@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -780,3 +781,59 @@ def test_a_fresh_host_that_takes_no_job_is_set_up_all_the_same(tmp_path: Path,
             assert remote.script(script)[0] in names, (w.name, names)
         assert list(w.workdir.glob("pause-*.conf")), w.name
         assert (w.workdir / "events/default/one.log.watcher").exists(), w.name
+
+
+@pytest.mark.parametrize("hosts", ["open", "closed"])
+def test_the_cycle_collector_held_off_for_the_start_comes_back_on(
+        hosts: str, tmp_path: Path, fresh_workdirs) -> None:
+    """`dssh run` turns Python's cycle collector off for its start (imports, sweep,
+    connections, first starts); the head turns it back on once its first starts are
+    answered, or after GC_HOLD seconds where nothing starts (a host outside its owners'
+    hours): by the time the jobs end, or the wait goes on, it is on."""
+    import asyncio
+    import gc
+
+    from distribute_ssh import engine
+    from distribute_ssh.model.inventory import load_inventory
+    from distribute_ssh.model.sweep import load_sweep
+
+    w1 = fresh_workdirs.hosts[0]
+    now = time.localtime()
+    over = {"cpus": 1}
+    if hosts == "closed":
+        over["hours"] = f"{(now.tm_hour + 2) % 24:02d}:00-{(now.tm_hour + 3) % 24:02d}:00"
+    fresh_workdirs.write_inventory(tmp_path / "inventory.yaml", overrides={w1.name: over})
+    sweep = write_yaml(tmp_path / "gc.yaml", {"name": "gc", "run": {
+        "command": "sleep 0.5", "cpus": 1}, "params": {"i": [1, 2]}})
+    seen: list[tuple[str, bool]] = []
+
+    class Seen(engine.Reporter):
+        def event(self, kind: str, message: str, **info) -> None:
+            seen.append((message, gc.isenabled()))
+
+    head = engine.Head(load_sweep(sweep), load_inventory(tmp_path / "inventory.yaml"),
+                       engine.RunOptions(state_path=tmp_path / "state.db",
+                                         results=tmp_path / "results", hosts=[w1.name],
+                                         gc_held=True),
+                       Seen())
+    gc.disable()
+    try:
+        async def run() -> bool:
+            task = asyncio.ensure_future(head.run())
+            if hosts == "closed":  # nothing starts: the timer turns it on
+                await asyncio.sleep(engine.GC_HOLD + 0.5)
+                on = gc.isenabled()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return on
+            result = await task
+            assert result.exit_code == 0
+            return gc.isenabled()
+        assert asyncio.run(run()), seen
+        if hosts == "open":
+            ended = [on for message, on in seen if ": done on " in message]
+            assert ended and all(ended), seen
+    finally:
+        head.close()
+        gc.enable()
