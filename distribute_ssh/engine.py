@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import gc
 import getpass
 import hashlib
@@ -1766,6 +1767,14 @@ rm -rf "$b" && mkdir "$b" && claim
                                          f"{res.stderr.decode(errors='replace').strip()}")
 
     # -- dispatch ---------------------------------------------------------------------------
+    def _starts_answered(self, n: int) -> None:
+        """``n`` starts have had their answer (or failed): when none is left on its way,
+        say so, and the start is over for the cycle collector too (RunOptions.gc_held)."""
+        self.starting -= n
+        if not self.starting:
+            self.started_all.set()
+            self._gc_back()
+
     async def _dispatch(self, h: HostRt, job: JobRt, cpus: int, gpus: tuple[int, ...]) -> None:
         self.starting += 1
         try:
@@ -1780,10 +1789,7 @@ rm -rf "$b" && mkdir "$b" && claim
                 return
             await self._dispatch_inner(h, job, cpus, gpus)
         finally:
-            self.starting -= 1
-            if not self.starting:
-                self.started_all.set()
-                self._gc_back()  # (the start is over)
+            self._starts_answered(1)
 
     async def _dispatch_inner(self, h: HostRt, job: JobRt, cpus: int,
                               gpus: tuple[int, ...]) -> None:
@@ -1919,10 +1925,7 @@ rm -rf "$b" && mkdir "$b" && claim
                 await self._start_batch(h, batch)
             finally:
                 h.start_inflight -= 1
-                self.starting -= sum(1 + len(b[3]) for b in batch)
-                if not self.starting:
-                    self.started_all.set()
-                    self._gc_back()  # (the start is over)
+                self._starts_answered(sum(1 + len(b[3]) for b in batch))
 
     async def _gather(self, h: HostRt, most: float) -> None:
         """Let a batch wait up to ``most`` seconds for more of its kind, while jobs that
@@ -3009,7 +3012,7 @@ set --
         self.placed_at = self.ends
         if not ready:
             return
-        need = self._need()
+        need = self._need
         for i in list(self.cancelling):
             j = self.jobs[i]
             if j.state == st.PENDING and not j.busy:
@@ -3077,6 +3080,7 @@ set --
         return not (job.planned.files or job.id in self.checkpointed or any(
             c in h.workdir + job.planned.name for c in "\t\n"))
 
+    @functools.cached_property
     def _need(self) -> JobNeed:
         """What each job of the sweep needs of a host."""
         return JobNeed(self.sweep.run.cpus, self.sweep.run.gpus, frozenset(self.sweep.needs))
@@ -3106,7 +3110,7 @@ set --
         if trial:
             # Only while the queue holds a next job for every slot: with fewer, which
             # slots get them matters, and nothing tells yet.
-            room = sum(h.slots.room_for(self._need()) for h in ready if h.slots) or 1
+            room = sum(h.slots.room_for(self._need) for h in ready if h.slots) or 1
             if self.by_state.get(st.PENDING, 0) < room:
                 return
             mean = 0.0
@@ -3412,7 +3416,7 @@ set --
                for h in self.hosts.values()):
             return None
         ready = [h for h in self.hosts.values() if h.status == "ready" and h.slots]
-        need = self._need()
+        need = self._need
         if ready and not unrunnable(need, [h.slots for h in ready if h.slots]):
             return None
         if any(self.by_state.get(a) for a in st.ACTIVE_STATES):

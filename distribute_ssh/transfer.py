@@ -102,6 +102,15 @@ class Fetched:
         self.then = ""  # what fetch_small's ``then`` printed
 
 
+def _unstorable(done: Fetched, path: str, err: OSError) -> None:
+    """A file the head could not create under its name: a note, and it stays on the host.
+    The head's disk itself failing (full, read-only, ...) is raised instead."""
+    if err.errno in LOCAL_DISK_ERRNOS:
+        raise err
+    done.notes.append(f"{path}: cannot be stored on the head under this name "
+                      f"({err.strerror}); left on the host")
+
+
 async def fetch(conn: HostConnection, root: str, files: list[RemoteEntry], staging: Path, *,
                 tar: bool, verify: bool = False, meter: Meter | None = None) -> Fetched:
     """Download ``files`` (listed below ``root`` on the host) into ``staging``.
@@ -254,10 +263,7 @@ class _Untar:
         try:
             self.fd = self._create(name)
         except OSError as err:
-            if err.errno in LOCAL_DISK_ERRNOS:
-                raise
-            self.done.notes.append(f"{name}: cannot be stored on the head under this name "
-                                   f"({err.strerror}); left on the host")
+            _unstorable(self.done, name, err)
             self.skip = size + pad
             return
         self.member, self.left, self.pad, self.written = name, size, pad, 0
@@ -275,6 +281,15 @@ class _Untar:
             self.dirs.add(parent)
         return os.open(os.path.join(self.root, rel),
                        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+
+    def make_empty(self, rel: str) -> None:
+        """An empty file at ``rel``, made here: nothing of it needs to come."""
+        try:
+            os.close(self._create(rel))
+        except OSError as err:
+            _unstorable(self.done, rel, err)
+            return
+        self.done.got.add(rel)
 
     def _member_done(self) -> None:
         self.skip = self.pad
@@ -339,21 +354,13 @@ async def fetch_small(conn: HostConnection, root: str, files: list[RemoteEntry],
     if files:
         staging.mkdir(parents=True, exist_ok=True)
 
-    def empty() -> None:
+    def empties() -> None:
         for e in files:
             if not e.size:
-                try:
-                    os.close(untar._create(e.path))
-                except OSError as err:
-                    if err.errno in LOCAL_DISK_ERRNOS:
-                        raise
-                    done.notes.append(f"{e.path}: cannot be stored on the head under this "
-                                      f"name ({err.strerror}); left on the host")
-                    continue
-                done.got.add(e.path)
+                untar.make_empty(e.path)
 
     if len(sent) < len(files):
-        await asyncio.to_thread(empty)
+        await asyncio.to_thread(empties)
     if not sent and not then:
         return done
     script = f"cd {shlex.quote(root)} || exit 3\n"
@@ -403,10 +410,7 @@ async def _fetch_sftp(conn: HostConnection, root: str, files: list[RemoteEntry],
                 await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
                 await conn.get(f"{root}/{e.path}", str(dest), e.size)
             except OSError as err:
-                if err.errno in LOCAL_DISK_ERRNOS:
-                    raise
-                done.notes.append(f"{e.path}: cannot be stored on the head under this name "
-                                  f"({err.strerror}); left on the host")
+                _unstorable(done, e.path, err)
                 return
         if meter is not None:
             meter.add(e.size)

@@ -597,7 +597,7 @@ def test_only_the_ends_of_jobs_this_head_started_tell_how_long_jobs_take(tmp_pat
         assert head.ended_n == 1 and 0.5 <= head.ended_secs < 60
         head.ended_n, head.ended_secs = engine.CHAIN_AFTER, 0.05 * engine.CHAIN_AFTER
         head.by_state = {"PENDING": 400}
-        assert head._chain_len([h.slots], head._need()) > 1  # short jobs, a long queue: chains
+        assert head._chain_len([h.slots], head._need) > 1  # short jobs, a long queue: chains
     finally:
         head.close()
 
