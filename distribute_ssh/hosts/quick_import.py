@@ -1,4 +1,4 @@
-"""Import asyncssh without the cost of its search for liboqs.
+"""Import asyncssh without the cost of two looks that find nothing on most machines.
 
 When it is imported, asyncssh looks for liboqs (for the sntrup761 key exchange) with
 ``ctypes.util.find_library``, twice ("oqs", "liboqs"). On Linux each look that finds
@@ -10,12 +10,21 @@ Here the dynamic loader's cache (``/etc/ld.so.cache``) and ``LD_LIBRARY_PATH`` a
 at first, in memory: if neither mentions liboqs, the answer is None at once, as the slow
 search would have said; otherwise, and wherever there is no such cache, the real search
 runs as before, so a machine with liboqs keeps sntrup761.
+
+asyncssh's X.509 support needs pyOpenSSL (an optional extra of asyncssh, not a dependency
+of dssh). Without it, asyncssh still imports ``cryptography.x509`` (about 10 ms here) only
+to find pyOpenSSL missing and go on without X.509. Where pyOpenSSL is not installed, that
+import is skipped: asyncssh ends up exactly as it would have (no ``x509v3-*`` algorithms,
+which only PKIX-SSH servers speak; OpenSSH has no X.509). Where it is installed, asyncssh
+imports its X.509 layer as before.
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import os
+import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 _CACHE = Path("/etc/ld.so.cache")
@@ -45,10 +54,15 @@ def _find_library(name: str) -> str | None:
 
 _real = ctypes.util.find_library
 _ABSENT = not _might_have_oqs()
+_X509 = "asyncssh.crypto.x509"
 ctypes.util.find_library = _find_library
+# (None in sys.modules: the import fails at once, as it would have at "from OpenSSL ...")
+_had = sys.modules.setdefault(_X509, None) if find_spec("OpenSSL") is None else 0
 try:
     import asyncssh  # noqa: E402  (the point: imported while the look is cheap)
 finally:
     ctypes.util.find_library = _real
+    if _had is None and sys.modules.get(_X509, 0) is None:
+        del sys.modules[_X509]  # (whoever asks for it later gets it)
 
 __all__ = ["asyncssh"]
