@@ -59,8 +59,7 @@ _X509 = ("import sys\nfrom distribute_ssh.hosts.quick_import import asyncssh\n"
          "import asyncssh.crypto.x509\n")  # (asked for later, it is there to import)
 
 
-def test_without_pyopenssl_the_x509_layer_is_not_imported_and_asyncssh_ends_the_same(
-        tmp_path: Path) -> None:
+def test_without_pyopenssl_the_x509_layer_is_not_imported_and_asyncssh_ends_the_same() -> None:
     import importlib.util
 
     if importlib.util.find_spec("OpenSSL") is not None:  # pragma: no cover

@@ -55,14 +55,15 @@ def _find_library(name: str) -> str | None:
 _real = ctypes.util.find_library
 _ABSENT = not _might_have_oqs()
 _X509 = "asyncssh.crypto.x509"
+_SKIP_X509 = _X509 not in sys.modules and find_spec("OpenSSL") is None
 ctypes.util.find_library = _find_library
-# (None in sys.modules: the import fails at once, as it would have at "from OpenSSL ...")
-_had = sys.modules.setdefault(_X509, None) if find_spec("OpenSSL") is None else 0
+if _SKIP_X509:
+    sys.modules[_X509] = None  # its import fails at once, as it would at "from OpenSSL ..."
 try:
     import asyncssh  # noqa: E402  (the point: imported while the look is cheap)
 finally:
     ctypes.util.find_library = _real
-    if _had is None and sys.modules.get(_X509, 0) is None:
+    if _SKIP_X509:
         del sys.modules[_X509]  # (whoever asks for it later gets it)
 
 __all__ = ["asyncssh"]
